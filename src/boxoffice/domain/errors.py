@@ -1,0 +1,100 @@
+"""Errors a caller can act on.
+
+Each is part of the interface: the CLI maps them to exit codes and the HTTP API to 4xx
+problem responses. Raising one of them means nothing was written.
+"""
+
+from __future__ import annotations
+
+
+class BoxofficeError(Exception):
+    """Base of every error that is the caller's to handle (never a bug)."""
+
+    code = "boxoffice_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(BoxofficeError):
+    """The input breaks a rule that does not depend on the database (bad quantity, empty name)."""
+
+    code = "invalid_request"
+
+
+class InvalidQuantity(InvalidRequest):
+    code = "invalid_quantity"
+
+
+class NotFound(BoxofficeError):
+    code = "not_found"
+
+
+class EventNotFound(NotFound):
+    code = "event_not_found"
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"no event with id {event_id!r}")
+        self.event_id = event_id
+
+
+class EventNotOnSale(BoxofficeError):
+    code = "event_not_on_sale"
+
+    def __init__(self, event_id: str, status: str) -> None:
+        super().__init__(f"event {event_id!r} is not on sale (status: {status})")
+        self.event_id = event_id
+        self.status = status
+
+
+class PerUserLimitExceeded(BoxofficeError):
+    code = "per_user_limit_exceeded"
+
+    def __init__(self, limit: int, already: int, requested: int) -> None:
+        super().__init__(
+            f"at most {limit} tickets per buyer for this event: you have {already}, "
+            f"asked for {requested} more"
+        )
+        self.limit = limit
+        self.already = already
+        self.requested = requested
+
+
+class SoldOut(BoxofficeError):
+    """No ticket is available right now (held tickets may still come back)."""
+
+    code = "sold_out"
+
+    def __init__(self, event_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"event {event_id!r} is sold out")
+        self.event_id = event_id
+
+
+class NotEnoughTickets(SoldOut):
+    """Fewer tickets are available than were asked for; the buyer may ask for fewer."""
+
+    code = "not_enough_tickets"
+
+    def __init__(self, event_id: str, requested: int, available: int) -> None:
+        super().__init__(
+            event_id, f"only {available} tickets left for event {event_id!r}, asked for {requested}"
+        )
+        self.requested = requested
+        self.available = available
+
+
+class IdempotencyConflict(BoxofficeError):
+    """The idempotency key was already used for a request with other parameters."""
+
+    code = "idempotency_conflict"
+
+
+class ContentionTimeout(BoxofficeError):
+    """The purchase could not be committed before its deadline because of contention.
+
+    With sharded inventory this should not happen while tickets remain; the flash-sale
+    simulator counts it as an error.
+    """
+
+    code = "contention_timeout"

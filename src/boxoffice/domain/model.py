@@ -1,0 +1,301 @@
+"""The ticketing domain: events, inventory shards, orders and tickets. Pure Python, no I/O.
+
+Inventory of an event is split across shards so that concurrent buyers rarely touch the same
+document. Every shard keeps ``available + held + sold == capacity``; nothing here lets a count
+go below zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from boxoffice.domain.errors import (
+    EventNotOnSale,
+    IdempotencyConflict,
+    InvalidQuantity,
+    InvalidRequest,
+    NotEnoughTickets,
+    PerUserLimitExceeded,
+    SoldOut,
+)
+
+MAX_SHARDS = 200
+TICKETS_PER_SHARD = 10
+# A Firestore commit holds at most 500 writes; an order writes its tickets plus a handful more.
+MAX_PER_ORDER = 50
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class SaleStatus(StrEnum):
+    DRAFT = "draft"
+    ON_SALE = "on_sale"
+    PAUSED = "paused"
+    CLOSED = "closed"
+
+
+class OrderStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    PARTIALLY_CANCELLED = "partially_cancelled"
+    CANCELLED = "cancelled"
+
+
+class TicketStatus(StrEnum):
+    VALID = "valid"
+    VOID = "void"
+
+
+def default_shard_count(capacity: int) -> int:
+    """About ten tickets a shard, at most ``MAX_SHARDS`` shards.
+
+    Ten tickets a shard keeps a flash sale's buyers spread over many documents while the
+    query for non-empty shards near the end of a sale stays small.
+    """
+    return max(1, min(MAX_SHARDS, math.ceil(capacity / TICKETS_PER_SHARD)))
+
+
+def split_capacity(capacity: int, shard_count: int) -> list[int]:
+    """Capacities of ``shard_count`` shards that add up to ``capacity``, as even as possible."""
+    base, extra = divmod(capacity, shard_count)
+    return [base + (1 if i < extra else 0) for i in range(shard_count)]
+
+
+def shard_id(index: int) -> str:
+    return f"s{index:03d}"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    price: int  # minor units (cents)
+    currency: str
+    capacity: int
+    per_order_max: int
+    per_user_limit: int
+    shard_count: int
+    status: SaleStatus = SaleStatus.ON_SALE
+    hold_minutes: int = 10
+    low_stock_threshold: int = 0
+    created_at: datetime | None = None
+
+    def require_on_sale(self) -> None:
+        if self.status is not SaleStatus.ON_SALE:
+            raise EventNotOnSale(self.id, self.status.value)
+
+    def validate_quantity(self, quantity: int) -> None:
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise InvalidQuantity(f"quantity must be a whole number, got {quantity!r}")
+        if not 1 <= quantity <= self.per_order_max:
+            raise InvalidQuantity(
+                f"quantity must be between 1 and {self.per_order_max} for this event, got {quantity}"
+            )
+
+    def check_user_limit(self, already: int, quantity: int) -> None:
+        if already + quantity > self.per_user_limit:
+            raise PerUserLimitExceeded(self.per_user_limit, already, quantity)
+
+
+def new_event(
+    *,
+    event_id: str,
+    name: str,
+    venue: str,
+    starts_at: datetime,
+    price: int,
+    currency: str,
+    capacity: int,
+    per_order_max: int = 10,
+    per_user_limit: int | None = None,
+    shard_count: int | None = None,
+    status: SaleStatus = SaleStatus.ON_SALE,
+    hold_minutes: int = 10,
+    low_stock_threshold: int | None = None,
+    now: datetime | None = None,
+) -> Event:
+    """Validate an organiser's input and build the event. Raises ``InvalidRequest``."""
+    problems: list[str] = []
+    if not name.strip():
+        problems.append("name must not be empty")
+    if not venue.strip():
+        problems.append("venue must not be empty")
+    if starts_at.tzinfo is None:
+        problems.append("starts_at must carry a time zone")
+    if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+        problems.append("price must be a whole number of minor units (cents), 0 or more")
+    if not _CURRENCY.match(currency):
+        problems.append("currency must be a three-letter ISO 4217 code such as EUR")
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        problems.append("capacity must be at least 1")
+    if not 1 <= per_order_max <= MAX_PER_ORDER:
+        problems.append(f"per_order_max must be between 1 and {MAX_PER_ORDER}")
+    limit = per_user_limit if per_user_limit is not None else per_order_max
+    if limit < 1:
+        problems.append("per_user_limit must be at least 1")
+    elif limit < per_order_max:
+        problems.append("per_user_limit must not be below per_order_max")
+    shards = shard_count if shard_count is not None else default_shard_count(max(capacity, 1))
+    if not 1 <= shards <= MAX_SHARDS:
+        problems.append(f"shard_count must be between 1 and {MAX_SHARDS}")
+    elif isinstance(capacity, int) and capacity >= 1 and shards > capacity:
+        problems.append("shard_count must not exceed capacity")
+    if not 1 <= hold_minutes <= 24 * 60:
+        problems.append("hold_minutes must be between 1 and 1440")
+    threshold = low_stock_threshold if low_stock_threshold is not None else max(1, capacity // 10)
+    if threshold < 0:
+        problems.append("low_stock_threshold must not be negative")
+    if problems:
+        raise InvalidRequest("invalid event: " + "; ".join(problems))
+    return Event(
+        id=event_id,
+        name=name.strip(),
+        venue=venue.strip(),
+        starts_at=starts_at,
+        price=price,
+        currency=currency,
+        capacity=capacity,
+        per_order_max=per_order_max,
+        per_user_limit=limit,
+        shard_count=shards,
+        status=status,
+        hold_minutes=hold_minutes,
+        low_stock_threshold=threshold,
+        created_at=now,
+    )
+
+
+@dataclass(frozen=True)
+class InventoryShard:
+    id: str
+    capacity: int
+    available: int
+    held: int = 0
+    sold: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.capacity, self.available, self.held, self.sold) < 0:
+            raise ValueError(f"shard {self.id} has a negative count: {self}")
+        if self.available + self.held + self.sold != self.capacity:
+            raise ValueError(f"shard {self.id} counts do not add up: {self}")
+
+    def take(self, quantity: int) -> InventoryShard:
+        """Sell ``quantity`` tickets from this shard."""
+        if quantity < 1:
+            raise ValueError("quantity must be positive")
+        if quantity > self.available:
+            raise SoldOut("", f"shard {self.id} has {self.available} tickets, asked for {quantity}")
+        return replace(self, available=self.available - quantity, sold=self.sold + quantity)
+
+
+def plan_allocation(
+    shards: Sequence[InventoryShard], quantity: int, event_id: str, rng: random.Random
+) -> dict[str, int]:
+    """Choose which shards to take ``quantity`` tickets from.
+
+    Prefers one shard that can serve the whole order (fewer documents in the commit, fewer
+    conflicts), chosen at random so that concurrent buyers spread out; otherwise takes from
+    several shards in random order. Raises ``SoldOut`` / ``NotEnoughTickets``.
+    """
+    with_stock = [s for s in shards if s.available > 0]
+    total = sum(s.available for s in with_stock)
+    if total == 0:
+        raise SoldOut(event_id)
+    if total < quantity:
+        raise NotEnoughTickets(event_id, quantity, total)
+    whole = [s for s in with_stock if s.available >= quantity]
+    if whole:
+        return {rng.choice(whole).id: quantity}
+    rng.shuffle(with_stock)
+    plan: dict[str, int] = {}
+    left = quantity
+    for shard in with_stock:
+        n = min(shard.available, left)
+        plan[shard.id] = n
+        left -= n
+        if left == 0:
+            break
+    return plan
+
+
+def order_id_for(user_id: str, idempotency_key: str) -> str:
+    """The order id derives from the buyer and the idempotency key, so a retry finds the first order."""
+    if not _KEY.match(idempotency_key):
+        raise InvalidRequest(
+            "idempotency key must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+        )
+    digest = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
+    return f"o_{digest[:24]}"
+
+
+def ticket_ids_for(order_id: str, quantity: int) -> list[str]:
+    return [f"{order_id}-t{n:02d}" for n in range(1, quantity + 1)]
+
+
+def new_ticket_code() -> str:
+    """The secret printed on a ticket (QR code); unguessable, not derived from ids."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    event_id: str
+    user_id: str
+    quantity: int
+    unit_price: int
+    currency: str
+    allocations: Mapping[str, int]
+    idempotency_key: str
+    ticket_ids: tuple[str, ...]
+    status: OrderStatus = OrderStatus.CONFIRMED
+    cancelled_quantity: int = 0
+    created_at: datetime | None = None
+    hold_id: str | None = None
+
+    @property
+    def amount(self) -> int:
+        return self.unit_price * self.quantity
+
+    @property
+    def active_quantity(self) -> int:
+        return self.quantity - self.cancelled_quantity
+
+    def same_request(self, event_id: str, quantity: int) -> bool:
+        return self.event_id == event_id and self.quantity == quantity
+
+    def require_same_request(self, event_id: str, quantity: int) -> None:
+        if not self.same_request(event_id, quantity):
+            raise IdempotencyConflict(
+                f"idempotency key {self.idempotency_key!r} was already used for order {self.id} "
+                f"({self.quantity} tickets for event {self.event_id}); use a new key for a new purchase"
+            )
+
+
+@dataclass(frozen=True)
+class Ticket:
+    id: str
+    order_id: str
+    event_id: str
+    user_id: str
+    code: str
+    status: TicketStatus = TicketStatus.VALID
+
+
+@dataclass(frozen=True)
+class BuyerRecord:
+    """What one user has bought for one event: the document that enforces the per-user limit."""
+
+    event_id: str
+    user_id: str
+    tickets: int = 0
+    order_ids: tuple[str, ...] = field(default_factory=tuple)

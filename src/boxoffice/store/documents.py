@@ -1,0 +1,223 @@
+"""Where each kind of document lives in Firestore, and how domain objects map to documents.
+
+    events/{eventId}                       the event and its availability summary
+    events/{eventId}/inventory/{shardId}   authoritative counts: capacity, available, held, sold
+    events/{eventId}/buyers/{userId}       tickets one user holds for the event (per-user limit)
+    orders/{orderId}                       one purchase; id derived from user + idempotency key
+    tickets/{ticketId}                     one admission, "{orderId}-tNN"
+    users/{userId}                         email, name
+    outbox/{messageId}                     messages to publish, written with the change
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from boxoffice.domain.messages import OutboxMessage
+from boxoffice.domain.model import (
+    BuyerRecord,
+    Event,
+    InventoryShard,
+    Order,
+    OrderStatus,
+    SaleStatus,
+    Ticket,
+    TicketStatus,
+)
+
+EVENTS = "events"
+INVENTORY = "inventory"
+BUYERS = "buyers"
+ORDERS = "orders"
+TICKETS = "tickets"
+USERS = "users"
+OUTBOX = "outbox"
+
+
+def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:
+    return db.collection(EVENTS).document(event_id)
+
+
+def inventory_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
+    return event_ref(db, event_id).collection(INVENTORY)
+
+
+def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.DocumentReference:
+    return inventory_col(db, event_id).document(shard)
+
+
+def buyer_ref(db: firestore.Client, event_id: str, user_id: str) -> firestore.DocumentReference:
+    return event_ref(db, event_id).collection(BUYERS).document(user_id)
+
+
+def order_ref(db: firestore.Client, order_id: str) -> firestore.DocumentReference:
+    return db.collection(ORDERS).document(order_id)
+
+
+def ticket_ref(db: firestore.Client, ticket_id: str) -> firestore.DocumentReference:
+    return db.collection(TICKETS).document(ticket_id)
+
+
+def user_ref(db: firestore.Client, user_id: str) -> firestore.DocumentReference:
+    return db.collection(USERS).document(user_id)
+
+
+def outbox_ref(db: firestore.Client, message_id: str) -> firestore.DocumentReference:
+    return db.collection(OUTBOX).document(message_id)
+
+
+# --- converters -------------------------------------------------------------------------
+
+
+def event_to_doc(event: Event) -> dict[str, Any]:
+    return {
+        "name": event.name,
+        "venue": event.venue,
+        "starts_at": event.starts_at,
+        "price": event.price,
+        "currency": event.currency,
+        "capacity": event.capacity,
+        "per_order_max": event.per_order_max,
+        "per_user_limit": event.per_user_limit,
+        "shard_count": event.shard_count,
+        "status": event.status.value,
+        "hold_minutes": event.hold_minutes,
+        "low_stock_threshold": event.low_stock_threshold,
+        "created_at": event.created_at or firestore.SERVER_TIMESTAMP,
+    }
+
+
+def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
+    return Event(
+        id=event_id,
+        name=doc["name"],
+        venue=doc["venue"],
+        starts_at=doc["starts_at"],
+        price=doc["price"],
+        currency=doc["currency"],
+        capacity=doc["capacity"],
+        per_order_max=doc["per_order_max"],
+        per_user_limit=doc["per_user_limit"],
+        shard_count=doc["shard_count"],
+        status=SaleStatus(doc["status"]),
+        hold_minutes=doc.get("hold_minutes", 10),
+        low_stock_threshold=doc.get("low_stock_threshold", 0),
+        created_at=doc.get("created_at"),
+    )
+
+
+def shard_to_doc(shard: InventoryShard) -> dict[str, Any]:
+    return {
+        "capacity": shard.capacity,
+        "available": shard.available,
+        "held": shard.held,
+        "sold": shard.sold,
+    }
+
+
+def shard_from_doc(shard_id: str, doc: dict[str, Any]) -> InventoryShard:
+    return InventoryShard(
+        id=shard_id,
+        capacity=doc["capacity"],
+        available=doc["available"],
+        held=doc.get("held", 0),
+        sold=doc.get("sold", 0),
+    )
+
+
+def order_to_doc(order: Order) -> dict[str, Any]:
+    return {
+        "event_id": order.event_id,
+        "user_id": order.user_id,
+        "quantity": order.quantity,
+        "cancelled_quantity": order.cancelled_quantity,
+        "unit_price": order.unit_price,
+        "amount": order.amount,
+        "currency": order.currency,
+        "allocations": dict(order.allocations),
+        "idempotency_key": order.idempotency_key,
+        "ticket_ids": list(order.ticket_ids),
+        "status": order.status.value,
+        "hold_id": order.hold_id,
+        "created_at": order.created_at or firestore.SERVER_TIMESTAMP,
+        # Commit time as the database saw it: the clock that delivery lags are measured against.
+        "committed_at": firestore.SERVER_TIMESTAMP,
+    }
+
+
+def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
+    created: datetime | None = doc.get("created_at")
+    return Order(
+        id=order_id,
+        event_id=doc["event_id"],
+        user_id=doc["user_id"],
+        quantity=doc["quantity"],
+        unit_price=doc["unit_price"],
+        currency=doc["currency"],
+        allocations=dict(doc.get("allocations", {})),
+        idempotency_key=doc["idempotency_key"],
+        ticket_ids=tuple(doc.get("ticket_ids", ())),
+        status=OrderStatus(doc["status"]),
+        cancelled_quantity=doc.get("cancelled_quantity", 0),
+        created_at=created,
+        hold_id=doc.get("hold_id"),
+    )
+
+
+def ticket_to_doc(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "order_id": ticket.order_id,
+        "event_id": ticket.event_id,
+        "user_id": ticket.user_id,
+        "code": ticket.code,
+        "status": ticket.status.value,
+        "created_at": firestore.SERVER_TIMESTAMP,
+    }
+
+
+def ticket_from_doc(ticket_id: str, doc: dict[str, Any]) -> Ticket:
+    return Ticket(
+        id=ticket_id,
+        order_id=doc["order_id"],
+        event_id=doc["event_id"],
+        user_id=doc["user_id"],
+        code=doc["code"],
+        status=TicketStatus(doc["status"]),
+    )
+
+
+def buyer_from_doc(event_id: str, user_id: str, doc: dict[str, Any] | None) -> BuyerRecord:
+    if doc is None:
+        return BuyerRecord(event_id=event_id, user_id=user_id)
+    return BuyerRecord(
+        event_id=event_id,
+        user_id=user_id,
+        tickets=doc.get("tickets", 0),
+        order_ids=tuple(doc.get("order_ids", ())),
+    )
+
+
+def buyer_to_doc(buyer: BuyerRecord) -> dict[str, Any]:
+    return {
+        "event_id": buyer.event_id,
+        "user_id": buyer.user_id,
+        "tickets": buyer.tickets,
+        "order_ids": list(buyer.order_ids),
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
+
+
+def outbox_to_doc(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "topic": message.topic,
+        "type": message.type,
+        "event_id": message.event_id,
+        "ordering_key": message.ordering_key,
+        "payload": message.payload,
+        "created_at": firestore.SERVER_TIMESTAMP,
+        "published_at": None,
+        "publish_attempts": 0,
+    }

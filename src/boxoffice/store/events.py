@@ -1,0 +1,79 @@
+"""Events and their inventory shards in Firestore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud import firestore
+
+from boxoffice.domain.errors import EventNotFound
+from boxoffice.domain.model import Event, InventoryShard, shard_id, split_capacity
+from boxoffice.store.documents import (
+    EVENTS,
+    event_from_doc,
+    event_ref,
+    event_to_doc,
+    inventory_col,
+    shard_from_doc,
+    shard_ref,
+    shard_to_doc,
+)
+
+
+def initial_summary(capacity: int, status: str) -> dict[str, Any]:
+    return {
+        "available": capacity,
+        "held": 0,
+        "sold": 0,
+        "capacity": capacity,
+        "state": "sold_out" if capacity == 0 else status,
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
+
+
+def insert_event(db: firestore.Client, event: Event) -> None:
+    """Write the event and all its shards in one atomic commit (at most 201 writes)."""
+    batch = db.batch()
+    doc = event_to_doc(event)
+    doc["summary"] = initial_summary(event.capacity, event.status.value)
+    batch.create(event_ref(db, event.id), doc)
+    for index, capacity in enumerate(split_capacity(event.capacity, event.shard_count)):
+        shard = InventoryShard(id=shard_id(index), capacity=capacity, available=capacity)
+        batch.create(shard_ref(db, event.id, shard.id), shard_to_doc(shard))
+    batch.commit()
+
+
+def load_event(db: firestore.Client, event_id: str) -> Event:
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
+        raise EventNotFound(event_id)
+    return event_from_doc(event_id, snap.to_dict() or {})
+
+
+def load_event_document(db: firestore.Client, event_id: str) -> dict[str, Any]:
+    """The raw event document, summary included (for display)."""
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
+        raise EventNotFound(event_id)
+    return snap.to_dict() or {}
+
+
+def load_shards(db: firestore.Client, event_id: str) -> list[InventoryShard]:
+    return [shard_from_doc(s.id, s.to_dict() or {}) for s in inventory_col(db, event_id).stream()]
+
+
+def query_events(
+    db: firestore.Client, *, limit: int = 50, start_after: str | None = None
+) -> list[tuple[Event, dict[str, Any]]]:
+    """Events by start time, then id; cursor-paginated by the last event id seen."""
+    query = db.collection(EVENTS).order_by("starts_at").order_by("__name__").limit(limit)
+    if start_after is not None:
+        cursor = event_ref(db, start_after).get()
+        if not cursor.exists:
+            raise EventNotFound(start_after)
+        query = query.start_after(cursor)
+    out = []
+    for snap in query.stream():
+        doc = snap.to_dict() or {}
+        out.append((event_from_doc(snap.id, doc), doc.get("summary", {})))
+    return out

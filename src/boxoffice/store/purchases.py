@@ -1,0 +1,471 @@
+"""One purchase attempt against Firestore: read, plan, and commit atomically.
+
+Two ways to make the commit safe against concurrent buyers, chosen by ``CommitMode``:
+
+``GUARDED_BATCH`` (default) - an optimistic transaction. Read the documents without locks,
+then commit one batch whose every write carries a precondition: each inventory shard and the
+buyer's record must still have the ``update_time`` that was read, and the order must not exist
+yet. A Firestore commit is atomic, so either every write lands with every precondition holding
+(nothing changed since the read) or nothing is written and the attempt is retried.
+
+``TRANSACTION`` - a Firestore server-SDK transaction. Reads take locks (the server SDKs use
+pessimistic concurrency), so a competing commit waits for the lock, and under contention on
+one document buyers queue behind each other. Kept as the baseline the sharded design is
+measured against.
+
+Both write the same documents in one commit: the shard counts, the order, its tickets, the
+buyer's per-event record and an outbox message.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain import messages
+from boxoffice.domain.errors import EventNotFound, SoldOut
+from boxoffice.domain.model import (
+    BuyerRecord,
+    Event,
+    InventoryShard,
+    Order,
+    Ticket,
+    new_ticket_code,
+    plan_allocation,
+    shard_id,
+    ticket_ids_for,
+)
+from boxoffice.store.documents import (
+    buyer_from_doc,
+    buyer_ref,
+    buyer_to_doc,
+    event_from_doc,
+    event_ref,
+    inventory_col,
+    order_from_doc,
+    order_ref,
+    order_to_doc,
+    outbox_ref,
+    outbox_to_doc,
+    shard_from_doc,
+    shard_ref,
+    ticket_ref,
+    ticket_to_doc,
+)
+
+class ShardsBusy(Exception):
+    """Every shard that could serve the order is being tried by another buyer of this process."""
+
+
+# Errors that mean "another writer got there first" or "try again": never shown to a buyer.
+RETRYABLE = (
+    gexc.Conflict,  # ABORTED (transaction lock timeout), ALREADY_EXISTS (order created meanwhile)
+    gexc.FailedPrecondition,  # a guarded document changed since it was read
+    gexc.NotFound,  # a document to update vanished (cannot happen for shards; kept for safety)
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    ShardsBusy,
+)
+
+
+class CommitMode(StrEnum):
+    GUARDED_BATCH = "batch"
+    TRANSACTION = "transaction"
+
+
+@dataclass(frozen=True)
+class PurchaseRequest:
+    event_id: str
+    user_id: str
+    quantity: int
+    idempotency_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    order: Order
+    replayed: bool  # True when the idempotency key already had an order
+
+
+class ShardRouter:
+    """Routes the buyers of one process (one API instance) to inventory shards.
+
+    It remembers which shards were last seen with tickets, so a buyer reads a likely shard
+    first, and lets a buyer be told "sold out" without a query when another buyer of this
+    process found every shard empty a moment ago (``SOLD_OUT_TTL_S``).
+
+    With ``exclusive=True`` it also claims a shard for the buyer that tries it, so that two
+    threads of one process never race each other for the same shard: each would read, and
+    all but one would lose the commit's precondition and retry, which under a flash sale
+    multiplies the reads and commits several times over. Claims are local and advisory: the
+    commit's preconditions still settle every race between processes, so a stale hint or a
+    missing claim costs a retry, never an oversold ticket.
+    """
+
+    SOLD_OUT_TTL_S = 0.5
+    MAX_WAIT_S = 5.0
+
+    def __init__(self, *, exclusive: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.exclusive = exclusive
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._shard_count: dict[str, int] = {}
+        self._with_stock: dict[str, list[str]] = {}
+        self._empty_at: dict[str, float] = {}
+        self._claimed: set[tuple[str, str]] = set()
+        self._free = threading.Condition(self._lock)
+
+    # --- what is known of an event ---------------------------------------------------
+
+    def learn_event(self, event: Event) -> None:
+        with self._lock:
+            self._shard_count[event.id] = event.shard_count
+
+    def learn_stock(self, event_id: str, shards: Iterable[InventoryShard]) -> None:
+        stocked = [s.id for s in shards if s.available > 0]
+        with self._free:
+            self._with_stock[event_id] = stocked
+            if stocked:
+                self._empty_at.pop(event_id, None)
+            else:
+                self._empty_at[event_id] = self._clock()
+            self._free.notify_all()  # waiters re-check: other shards, or sold out
+
+    def knows(self, event_id: str) -> bool:
+        """Whether a query of this event's stocked shards was seen (it may have found none)."""
+        with self._lock:
+            return event_id in self._with_stock
+
+    def forget(self, event_id: str, shard: str) -> None:
+        with self._lock:
+            stocked = self._with_stock.get(event_id)
+            if stocked and shard in stocked:
+                stocked.remove(shard)
+
+    def clear(self, event_id: str) -> None:
+        """Drop what is known of an event (after a release adds tickets or shards)."""
+        with self._lock:
+            self._shard_count.pop(event_id, None)
+            self._with_stock.pop(event_id, None)
+            self._empty_at.pop(event_id, None)
+
+    # --- claims ----------------------------------------------------------------------
+
+    def claim_likely(self, event_id: str, rng: random.Random) -> str | None:
+        """Claim a shard likely to have tickets, or return None with ``sold_out_seen`` set
+        when every shard was empty a moment ago, or None when nothing is known yet.
+
+        When every shard known to have tickets is claimed by other buyers of this process,
+        waits (up to ``MAX_WAIT_S``) for one to be released rather than racing them, then
+        raises ``ShardsBusy``.
+        """
+        with self._free:
+            give_up_at = self._clock() + self.MAX_WAIT_S
+            while True:
+                stocked = self._with_stock.get(event_id)
+                if stocked:
+                    candidates = stocked
+                elif stocked is not None or event_id not in self._shard_count:
+                    return None  # sold out when last looked (the caller checks how recently), or unknown
+                else:
+                    candidates = [shard_id(i) for i in range(self._shard_count[event_id])]
+                claimed = self._claim_one_of(event_id, candidates, rng)
+                if claimed is not None:
+                    return claimed
+                self._wait(give_up_at, event_id)
+
+    def should_recheck_sold_out(self, event_id: str) -> bool:
+        """After a sell-out, one buyer at a time re-checks the shards once the answer is
+        ``SOLD_OUT_TTL_S`` old; the others are told "sold out" meanwhile."""
+        with self._lock:
+            seen = self._empty_at.get(event_id)
+            if seen is None:
+                return True
+            if self._clock() - seen < self.SOLD_OUT_TTL_S:
+                return False
+            self._empty_at[event_id] = self._clock()  # this caller re-checks; the rest wait for it
+            return True
+
+    def claim_any(self, event_id: str, shard_count: int, rng: random.Random) -> str:
+        """Claim any shard of the event, waiting like ``claim_likely``."""
+        with self._free:
+            self._shard_count.setdefault(event_id, shard_count)
+            give_up_at = self._clock() + self.MAX_WAIT_S
+            while True:
+                candidates = [shard_id(i) for i in range(shard_count)]
+                claimed = self._claim_one_of(event_id, candidates, rng)
+                if claimed is not None:
+                    return claimed
+                self._wait(give_up_at, event_id)
+
+    def _claim_one_of(self, event_id: str, candidates: list[str], rng: random.Random) -> str | None:
+        free = [s for s in candidates if (event_id, s) not in self._claimed]
+        return self._claim(event_id, rng.choice(free)) if free else None
+
+    def _wait(self, give_up_at: float, event_id: str) -> None:
+        left = give_up_at - self._clock()
+        if left <= 0:
+            raise ShardsBusy(event_id)
+        self._free.wait(left)
+
+    def is_free(self, event_id: str, shard: str, mine: Iterable[str]) -> bool:
+        with self._lock:
+            return shard in mine or (event_id, shard) not in self._claimed
+
+    def claim_all(self, event_id: str, shards: Iterable[str], mine: Iterable[str]) -> list[str]:
+        """Claim every shard not already mine, all or none. Raises ``ShardsBusy``."""
+        wanted = [s for s in shards if s not in set(mine)]
+        with self._lock:
+            if self.exclusive and any((event_id, s) in self._claimed for s in wanted):
+                raise ShardsBusy(event_id)
+            return [self._claim(event_id, s) for s in wanted]
+
+    def release(self, event_id: str, shards: Iterable[str]) -> None:
+        with self._free:
+            released = 0
+            for s in shards:
+                if (event_id, s) in self._claimed:
+                    self._claimed.discard((event_id, s))
+                    released += 1
+            self._free.notify(released)  # one waiter per freed shard; waking all would stampede
+
+    def _claim(self, event_id: str, shard: str) -> str:
+        if self.exclusive:
+            self._claimed.add((event_id, shard))
+        return shard
+
+
+ROUTER = ShardRouter()
+
+
+def _interpret(
+    request: PurchaseRequest, snaps: dict[str, Any], guess: str | None
+) -> tuple[Event, Order | None, BuyerRecord, Any, InventoryShard | None, Any]:
+    ev = snaps["event"]
+    if not ev.exists:
+        raise EventNotFound(request.event_id)
+    event = event_from_doc(request.event_id, ev.to_dict() or {})
+    order_snap = snaps["order"]
+    existing = order_from_doc(order_snap.id, order_snap.to_dict()) if order_snap.exists else None
+    buyer_snap = snaps["buyer"]
+    buyer = buyer_from_doc(
+        request.event_id, request.user_id, buyer_snap.to_dict() if buyer_snap.exists else None
+    )
+    shard_snap = snaps.get("shard")
+    shard = None
+    if guess is not None and shard_snap is not None and shard_snap.exists:
+        shard = shard_from_doc(shard_snap.id, shard_snap.to_dict() or {})
+    return event, existing, buyer, buyer_snap, shard, shard_snap
+
+
+def _refs(db: firestore.Client, request: PurchaseRequest, guess: str | None) -> dict[str, Any]:
+    refs = {
+        "event": event_ref(db, request.event_id),
+        "order": order_ref(db, request.order_id),
+        "buyer": buyer_ref(db, request.event_id, request.user_id),
+    }
+    if guess is not None:
+        refs["shard"] = shard_ref(db, request.event_id, guess)
+    return refs
+
+
+def _by_path(snapshots: Iterable[Any], refs: dict[str, Any]) -> dict[str, Any]:
+    by_path = {s.reference.path: s for s in snapshots}
+    return {name: by_path[ref.path] for name, ref in refs.items()}
+
+
+def _stocked_shards_query(db: firestore.Client, event_id: str) -> Any:
+    return inventory_col(db, event_id).where(filter=FieldFilter("available", ">", 0))
+
+
+def _build(
+    request: PurchaseRequest, event: Event, allocations: dict[str, int]
+) -> tuple[Order, list[Ticket], messages.OutboxMessage]:
+    ticket_ids = ticket_ids_for(request.order_id, request.quantity)
+    order = Order(
+        id=request.order_id,
+        event_id=event.id,
+        user_id=request.user_id,
+        quantity=request.quantity,
+        unit_price=event.price,
+        currency=event.currency,
+        allocations=allocations,
+        idempotency_key=request.idempotency_key,
+        ticket_ids=tuple(ticket_ids),
+    )
+    tickets = [
+        Ticket(id=t, order_id=order.id, event_id=event.id, user_id=request.user_id, code=new_ticket_code())
+        for t in ticket_ids
+    ]
+    return order, tickets, messages.order_confirmed(order)
+
+
+def _write(
+    db: firestore.Client,
+    writer: Any,  # WriteBatch or Transaction: same write API
+    *,
+    request: PurchaseRequest,
+    event: Event,
+    buyer: BuyerRecord,
+    buyer_snapshot: Any,
+    chosen: dict[str, tuple[InventoryShard, Any]],
+    allocations: dict[str, int],
+    guarded: bool,
+) -> Order:
+    order, tickets, message = _build(request, event, allocations)
+    for sid, taken in allocations.items():
+        shard, snap = chosen[sid]
+        after = shard.take(taken)
+        option = db.write_option(last_update_time=snap.update_time) if guarded else None
+        writer.update(
+            shard_ref(db, event.id, sid),
+            {"available": after.available, "sold": after.sold},
+            option=option,
+        )
+    new_buyer = BuyerRecord(
+        event_id=event.id,
+        user_id=request.user_id,
+        tickets=buyer.tickets + request.quantity,
+        order_ids=(*buyer.order_ids, order.id),
+    )
+    if buyer_snapshot.exists:
+        option = db.write_option(last_update_time=buyer_snapshot.update_time) if guarded else None
+        writer.update(buyer_ref(db, event.id, request.user_id), buyer_to_doc(new_buyer), option=option)
+    else:
+        writer.create(buyer_ref(db, event.id, request.user_id), buyer_to_doc(new_buyer))
+    writer.create(order_ref(db, order.id), order_to_doc(order))
+    for ticket in tickets:
+        writer.create(ticket_ref(db, ticket.id), ticket_to_doc(ticket))
+    writer.create(outbox_ref(db, message.id), outbox_to_doc(message))
+    return order
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Reads of one attempt: plain reads, or reads inside a transaction (which take locks)."""
+
+    get_all: Callable[[list[Any]], Iterable[Any]]
+    query: Callable[[Any], Iterable[Any]]
+
+    def get(self, ref: Any) -> Any:
+        return next(iter(self.get_all([ref])))
+
+
+def _attempt(
+    db: firestore.Client,
+    request: PurchaseRequest,
+    rng: random.Random,
+    router: ShardRouter,
+    reader: _Reader,
+    writer: Any,
+    *,
+    guarded: bool,
+    mine: list[str],
+) -> Outcome | Order:
+    """Read, decide and stage the writes. Returns the replayed ``Outcome`` or the new order.
+
+    Shards claimed from the router are added to ``mine``; the caller releases them once the
+    commit has returned.
+    """
+    event_id = request.event_id
+    guess = router.claim_likely(event_id, rng)
+    if guess is not None:
+        mine.append(guess)
+    refs = _refs(db, request, guess)
+    snaps = _by_path(reader.get_all(list(refs.values())), refs)
+    event, existing, buyer, buyer_snap, shard, shard_snap = _interpret(request, snaps, guess)
+    router.learn_event(event)
+    if existing is not None:
+        existing.require_same_request(event_id, request.quantity)
+        return Outcome(existing, replayed=True)
+    event.require_on_sale()
+    event.validate_quantity(request.quantity)
+    event.check_user_limit(buyer.tickets, request.quantity)
+
+    if guess is None and router.knows(event_id):
+        # Sold out when this process last looked: re-check now and then, not for every buyer.
+        if not router.should_recheck_sold_out(event_id):
+            raise SoldOut(event_id)
+    elif guess is None:  # first buyer of this event in this process
+        guess = router.claim_any(event_id, event.shard_count, rng)
+        mine.append(guess)
+        shard_snap = reader.get(shard_ref(db, event_id, guess))
+        shard = shard_from_doc(guess, shard_snap.to_dict() or {}) if shard_snap.exists else None
+
+    if shard is not None and shard.available >= request.quantity:
+        chosen = {shard.id: (shard, shard_snap)}
+        allocations = {shard.id: request.quantity}
+    else:
+        if shard is not None:
+            router.forget(event_id, shard.id)
+        found = list(reader.query(_stocked_shards_query(db, event_id)))
+        chosen = {f.id: (shard_from_doc(f.id, f.to_dict() or {}), f) for f in found}
+        router.learn_stock(event_id, (c[0] for c in chosen.values()))
+        everything = [c[0] for c in chosen.values()]
+        free = [x for x in everything if router.is_free(event_id, x.id, mine)]
+        try:
+            allocations = plan_allocation(free, request.quantity, event_id, rng)
+        except SoldOut:
+            plan_allocation(everything, request.quantity, event_id, rng)  # truly sold out?
+            raise ShardsBusy(event_id) from None
+        mine += router.claim_all(event_id, allocations, mine)
+
+    return _write(
+        db,
+        writer,
+        request=request,
+        event=event,
+        buyer=buyer,
+        buyer_snapshot=buyer_snap,
+        chosen=chosen,
+        allocations=allocations,
+        guarded=guarded,
+    )
+
+
+def attempt_guarded_batch(
+    db: firestore.Client, request: PurchaseRequest, rng: random.Random, router: ShardRouter = ROUTER
+) -> Outcome:
+    """One optimistic attempt. Raises a domain error, or one of ``RETRYABLE`` on a lost race."""
+    mine: list[str] = []
+    try:
+        batch = db.batch()
+        reader = _Reader(get_all=db.get_all, query=lambda q: q.stream())
+        result = _attempt(db, request, rng, router, reader, batch, guarded=True, mine=mine)
+        if isinstance(result, Outcome):
+            return result
+        batch.commit()
+        return Outcome(result, replayed=False)
+    finally:
+        router.release(request.event_id, mine)
+
+
+def attempt_transaction(
+    db: firestore.Client, request: PurchaseRequest, rng: random.Random, router: ShardRouter = ROUTER
+) -> Outcome:
+    """One attempt inside a Firestore transaction (its reads lock the documents they read)."""
+    mine: list[str] = []
+    transaction = db.transaction(max_attempts=1)
+
+    @firestore.transactional
+    def run(txn: firestore.Transaction) -> Outcome:
+        reader = _Reader(get_all=txn.get_all, query=txn.get)
+        result = _attempt(db, request, rng, router, reader, txn, guarded=False, mine=mine)
+        return result if isinstance(result, Outcome) else Outcome(result, replayed=False)
+
+    try:
+        outcome: Outcome = run(transaction)
+        return outcome
+    finally:
+        router.release(request.event_id, mine)

@@ -87,7 +87,7 @@ def _now(now: datetime | None) -> datetime:
 
 def _retrying(what: str, attempt: Any, deadline_s: float, backoff: Backoff, rng: random.Random | None) -> Any:
     try:
-        return call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
+        return call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)[0]
     except RETRYABLE as exc:
         raise ContentionTimeout(
             f"could not {what} within {deadline_s:.1f}s because of load; please try again with the same key"

@@ -199,7 +199,8 @@ def _show_event(event: Event, summary: dict[str, Any], shards: list[InventorySha
 
 
 @events_app.command("show")
-def events_show(event_id: str, as_json: bool = JsonOpt) -> None:
+def events_show(event_id: str, as_json: bool = JsonOpt,
+                watch: bool = typer.Option(False, "--watch", help="Follow the live summary until Ctrl-C.")) -> None:
     """Show an event, its availability summary and the authoritative shard totals."""
     from boxoffice.services.events import get_event, inventory
 
@@ -218,6 +219,10 @@ def events_show(event_id: str, as_json: bool = JsonOpt) -> None:
         }
     }
     emit(as_json, payload, _show_event(event, summary, shards))
+    if watch:
+        from boxoffice.inventory_cli import watch_summary
+
+        watch_summary(db, event_id, as_json, out)
 
 
 @app.command("buy")
@@ -242,9 +247,18 @@ def buy(
          f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
 
 
+from boxoffice.inventory_cli import register as _register_inventory  # noqa: E402
+
+_register_inventory(app, events_app)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - last line of defence: say what broke, exit 1
         err.print(f"[red]unexpected error[/red]: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_BUG)
+
+
+if __name__ == "__main__":
+    main()

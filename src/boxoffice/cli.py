@@ -203,7 +203,8 @@ def _show_event(event: Event, summary: dict[str, Any], shards: list[InventorySha
 
 
 @events_app.command("show")
-def events_show(event_id: str, as_json: bool = JsonOpt) -> None:
+def events_show(event_id: str, as_json: bool = JsonOpt,
+                watch: bool = typer.Option(False, "--watch", help="Follow the live summary until Ctrl-C.")) -> None:
     """Show an event, its availability summary and the authoritative shard totals."""
     from boxoffice.services.events import get_event, inventory
 
@@ -222,6 +223,10 @@ def events_show(event_id: str, as_json: bool = JsonOpt) -> None:
         }
     }
     emit(as_json, payload, _show_event(event, summary, shards))
+    if watch:
+        from boxoffice.inventory_cli import watch_summary
+
+        watch_summary(db, event_id, as_json, out)
 
 
 @app.command("buy")
@@ -244,6 +249,11 @@ def buy(
     note = " (replayed: this key already bought it)" if result.replayed else ""
     emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
          f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
+
+
+from boxoffice.inventory_cli import register as _register_inventory  # noqa: E402
+
+_register_inventory(app, events_app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

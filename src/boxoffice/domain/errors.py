@@ -98,3 +98,66 @@ class ContentionTimeout(BoxofficeError):
     """
 
     code = "contention_timeout"
+
+
+class HoldNotFound(NotFound):
+    code = "hold_not_found"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"no hold with id {hold_id!r}")
+        self.hold_id = hold_id
+
+
+class HoldExpired(BoxofficeError):
+    """The hold ran out before it was confirmed; its tickets went back on sale."""
+
+    code = "hold_expired"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id!r} has expired: its tickets went back on sale, please start again")
+        self.hold_id = hold_id
+
+
+class HoldNotActive(BoxofficeError):
+    """The hold was released or already turned into an order by another request."""
+
+    code = "hold_not_active"
+
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__(f"hold {hold_id!r} is {status}, it cannot be used any more")
+        self.hold_id = hold_id
+        self.status = status
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order with id {order_id!r}")
+        self.order_id = order_id
+
+
+class NotAllowed(BoxofficeError):
+    """The caller may not act on this object (someone else's order or hold)."""
+
+    code = "not_allowed"
+
+
+class InvalidSaleTransition(InvalidRequest):
+    code = "invalid_sale_transition"
+
+    def __init__(self, current: str, wanted: str) -> None:
+        super().__init__(f"a sale that is {current} cannot become {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+class NotSoldOut(BoxofficeError):
+    """The waitlist is for sold-out events; tickets can be bought right now."""
+
+    code = "not_sold_out"
+
+    def __init__(self, event_id: str, available: int) -> None:
+        super().__init__(f"event {event_id!r} has {available} tickets available: buy them instead of waiting")
+        self.event_id = event_id
+        self.available = available

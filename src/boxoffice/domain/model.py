@@ -19,6 +19,9 @@ from enum import StrEnum
 
 from boxoffice.domain.errors import (
     EventNotOnSale,
+    HoldExpired,
+    HoldNotActive,
+    InvalidSaleTransition,
     IdempotencyConflict,
     InvalidQuantity,
     InvalidRequest,
@@ -196,6 +199,39 @@ class InventoryShard:
             raise SoldOut("", f"shard {self.id} has {self.available} tickets, asked for {quantity}")
         return replace(self, available=self.available - quantity, sold=self.sold + quantity)
 
+    def hold(self, quantity: int) -> InventoryShard:
+        """Reserve ``quantity`` available tickets for a cart: neither available nor sold."""
+        if quantity < 1:
+            raise ValueError("quantity must be positive")
+        if quantity > self.available:
+            raise SoldOut("", f"shard {self.id} has {self.available} tickets, asked for {quantity}")
+        return replace(self, available=self.available - quantity, held=self.held + quantity)
+
+    # The moves below only shift tickets this shard already reserved or sold, so they are
+    # written as server-side increments (see ``store.documents.shard_move``): they can never
+    # take a ticket that someone else took, and need no precondition on the shard.
+
+
+class ShardMove(StrEnum):
+    """A change of a shard's counts that does not take from ``available``."""
+
+    CONFIRM = "confirm"  # held -> sold (a hold becomes an order)
+    UNHOLD = "unhold"  # held -> available (a hold is released or expires)
+    REFUND = "refund"  # sold -> available (a ticket is cancelled)
+    GROW = "grow"  # capacity and available grow (a new release)
+
+
+def shard_deltas(move: ShardMove, quantity: int) -> dict[str, int]:
+    """The increments of one move: they keep ``available + held + sold == capacity``."""
+    if quantity < 1:
+        raise ValueError("quantity must be positive")
+    return {
+        ShardMove.CONFIRM: {"held": -quantity, "sold": quantity},
+        ShardMove.UNHOLD: {"held": -quantity, "available": quantity},
+        ShardMove.REFUND: {"sold": -quantity, "available": quantity},
+        ShardMove.GROW: {"capacity": quantity, "available": quantity},
+    }[move]
+
 
 def plan_allocation(
     shards: Sequence[InventoryShard], quantity: int, event_id: str, rng: random.Random
@@ -299,3 +335,148 @@ class BuyerRecord:
     user_id: str
     tickets: int = 0
     order_ids: tuple[str, ...] = field(default_factory=tuple)
+    held: int = 0  # tickets in this user's live holds for the event
+
+    @property
+    def counted(self) -> int:
+        """What the per-user limit counts: tickets bought (and not cancelled) plus tickets held.
+
+        Counting holds stops a user from reserving the limit in carts and buying it again.
+        """
+        return self.tickets + self.held
+
+
+# --- sale status ---------------------------------------------------------------------------
+
+_SALE_TRANSITIONS: dict[SaleStatus, frozenset[SaleStatus]] = {
+    SaleStatus.DRAFT: frozenset({SaleStatus.ON_SALE, SaleStatus.CLOSED}),
+    SaleStatus.ON_SALE: frozenset({SaleStatus.PAUSED, SaleStatus.CLOSED}),
+    SaleStatus.PAUSED: frozenset({SaleStatus.ON_SALE, SaleStatus.CLOSED}),
+    SaleStatus.CLOSED: frozenset(),
+}
+
+
+def next_sale_status(current: SaleStatus, wanted: SaleStatus) -> SaleStatus:
+    """Pause/resume/close rules: a closed sale stays closed; asking for the current status is a no-op."""
+    if wanted is current:
+        return current
+    if wanted not in _SALE_TRANSITIONS[current]:
+        raise InvalidSaleTransition(current.value, wanted.value)
+    return wanted
+
+
+# --- holds ---------------------------------------------------------------------------------
+
+
+class HoldStatus(StrEnum):
+    ACTIVE = "active"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"  # given up by the user
+    EXPIRED = "expired"  # released by the sweeper
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Tickets reserved for one user until ``expires_at`` (a checkout cart).
+
+    While active, its ``quantity`` is counted in ``held`` of the shards in ``allocations``.
+    """
+
+    id: str
+    event_id: str
+    user_id: str
+    quantity: int
+    allocations: Mapping[str, int]
+    expires_at: datetime
+    status: HoldStatus = HoldStatus.ACTIVE
+    idempotency_key: str = ""
+    order_id: str | None = None
+    created_at: datetime | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def require_confirmable(self, now: datetime) -> None:
+        """Raises ``HoldExpired`` / ``HoldNotActive`` unless the hold can become an order now."""
+        if self.status is HoldStatus.EXPIRED or (self.status is HoldStatus.ACTIVE and self.is_expired(now)):
+            raise HoldExpired(self.id)
+        if self.status is not HoldStatus.ACTIVE:
+            raise HoldNotActive(self.id, self.status.value)
+
+
+def hold_id_for(user_id: str, idempotency_key: str) -> str:
+    """Like orders, a hold id derives from the user and the key: a retried request finds the first hold."""
+    return "h_" + order_id_for(user_id, idempotency_key)[2:]
+
+
+def order_id_for_hold(hold: Hold) -> str:
+    """The order a hold becomes: one per hold, so confirming twice returns the same order."""
+    return order_id_for(hold.user_id, f"hold:{hold.id}")
+
+
+# --- cancellations -------------------------------------------------------------------------
+
+
+def ticket_shards(order: Order) -> dict[str, str]:
+    """Which shard each ticket of an order counts against.
+
+    Tickets do not record their shard; the order's allocations are spread over its tickets in
+    ticket order and shard-id order, a rule that is stable, so a cancelled ticket always goes
+    back to the same shard and no shard's ``sold`` can go below zero.
+    """
+    out: dict[str, str] = {}
+    tickets = iter(order.ticket_ids)
+    for sid in sorted(order.allocations):
+        for _ in range(order.allocations[sid]):
+            out[next(tickets)] = sid
+    return out
+
+
+def choose_tickets_to_cancel(
+    order: Order, valid_ticket_ids: Sequence[str], requested: Sequence[str] | None
+) -> list[str]:
+    """The tickets a cancellation voids: the requested ones (all by default) still valid.
+
+    Tickets already void are skipped, which makes cancelling twice harmless.
+    """
+    if requested is not None:
+        unknown = sorted(set(requested) - set(order.ticket_ids))
+        if unknown:
+            raise InvalidRequest(f"tickets {unknown} are not part of order {order.id}")
+        wanted = [t for t in order.ticket_ids if t in set(requested)]
+    else:
+        wanted = list(order.ticket_ids)
+    valid = set(valid_ticket_ids)
+    return [t for t in wanted if t in valid]
+
+
+def cancel_order_tickets(order: Order, count: int) -> Order:
+    """The order after ``count`` more of its tickets were cancelled."""
+    cancelled = order.cancelled_quantity + count
+    if cancelled > order.quantity:
+        raise ValueError(f"order {order.id} cannot cancel {cancelled} of {order.quantity} tickets")
+    status = OrderStatus.CANCELLED if cancelled == order.quantity else OrderStatus.PARTIALLY_CANCELLED
+    return replace(order, cancelled_quantity=cancelled, status=status)
+
+
+def refund_id_for(order_id: str, ticket_ids: Sequence[str]) -> str:
+    """Stable per (order, set of tickets): a retried cancellation writes the same refund."""
+    digest = hashlib.sha256("\x00".join([order_id, *sorted(ticket_ids)]).encode()).hexdigest()
+    return f"r_{digest[:24]}"
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    order_id: str
+    event_id: str
+    user_id: str
+    ticket_ids: tuple[str, ...]
+    amount: int
+    currency: str
+    by_organiser: bool = False
+    status: str = "pending"  # the payment provider's integration settles it
+
+    @property
+    def quantity(self) -> int:
+        return len(self.ticket_ids)

@@ -7,6 +7,10 @@
     tickets/{ticketId}                     one admission, "{orderId}-tNN"
     users/{userId}                         email, name
     outbox/{messageId}                     messages to publish, written with the change
+    holds/{holdId}                         a cart: tickets held for a user until expires_at
+    refunds/{refundId}                     money owed back for cancelled tickets
+    events/{eventId}/waitlist/{userId}     a user waiting for tickets of a sold-out event
+    trigger_failures/{changeId}            inventory changes whose handler failed every attempt
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from boxoffice.domain.messages import OutboxMessage
 from boxoffice.domain.model import (
     BuyerRecord,
     Event,
+    Hold,
+    HoldStatus,
+    Refund,
+    ShardMove,
+    shard_deltas,
     InventoryShard,
     Order,
     OrderStatus,
@@ -35,6 +44,10 @@ ORDERS = "orders"
 TICKETS = "tickets"
 USERS = "users"
 OUTBOX = "outbox"
+HOLDS = "holds"
+REFUNDS = "refunds"
+WAITLIST = "waitlist"
+TRIGGER_FAILURES = "trigger_failures"
 
 
 def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:
@@ -67,6 +80,22 @@ def user_ref(db: firestore.Client, user_id: str) -> firestore.DocumentReference:
 
 def outbox_ref(db: firestore.Client, message_id: str) -> firestore.DocumentReference:
     return db.collection(OUTBOX).document(message_id)
+
+
+def hold_ref(db: firestore.Client, hold_id: str) -> firestore.DocumentReference:
+    return db.collection(HOLDS).document(hold_id)
+
+
+def refund_ref(db: firestore.Client, refund_id: str) -> firestore.DocumentReference:
+    return db.collection(REFUNDS).document(refund_id)
+
+
+def waitlist_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
+    return event_ref(db, event_id).collection(WAITLIST)
+
+
+def failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
+    return db.collection(TRIGGER_FAILURES).document(change_id)
 
 
 # --- converters -------------------------------------------------------------------------
@@ -197,6 +226,7 @@ def buyer_from_doc(event_id: str, user_id: str, doc: dict[str, Any] | None) -> B
         user_id=user_id,
         tickets=doc.get("tickets", 0),
         order_ids=tuple(doc.get("order_ids", ())),
+        held=doc.get("held", 0),
     )
 
 
@@ -206,6 +236,7 @@ def buyer_to_doc(buyer: BuyerRecord) -> dict[str, Any]:
         "user_id": buyer.user_id,
         "tickets": buyer.tickets,
         "order_ids": list(buyer.order_ids),
+        "held": buyer.held,
         "updated_at": firestore.SERVER_TIMESTAMP,
     }
 
@@ -220,4 +251,58 @@ def outbox_to_doc(message: OutboxMessage) -> dict[str, Any]:
         "created_at": firestore.SERVER_TIMESTAMP,
         "published_at": None,
         "publish_attempts": 0,
+    }
+
+
+def shard_move(move: ShardMove, quantity: int) -> dict[str, Any]:
+    """A shard update as server-side increments.
+
+    Used for moves of tickets a shard already counts as held or sold: applied atomically by
+    the server, they need no precondition on the shard, so they never make a buyer's
+    purchase of that shard fail more than once (its own precondition sees the new counts).
+    """
+    return {k: firestore.Increment(v) for k, v in shard_deltas(move, quantity).items()}
+
+
+def hold_to_doc(hold: Hold) -> dict[str, Any]:
+    return {
+        "event_id": hold.event_id,
+        "user_id": hold.user_id,
+        "quantity": hold.quantity,
+        "allocations": dict(hold.allocations),
+        "expires_at": hold.expires_at,
+        "status": hold.status.value,
+        "idempotency_key": hold.idempotency_key,
+        "order_id": hold.order_id,
+        "created_at": hold.created_at or firestore.SERVER_TIMESTAMP,
+    }
+
+
+def hold_from_doc(hold_id: str, doc: dict[str, Any]) -> Hold:
+    return Hold(
+        id=hold_id,
+        event_id=doc["event_id"],
+        user_id=doc["user_id"],
+        quantity=doc["quantity"],
+        allocations=dict(doc.get("allocations", {})),
+        expires_at=doc["expires_at"],
+        status=HoldStatus(doc["status"]),
+        idempotency_key=doc.get("idempotency_key", ""),
+        order_id=doc.get("order_id"),
+        created_at=doc.get("created_at"),
+    )
+
+
+def refund_to_doc(refund: Refund) -> dict[str, Any]:
+    return {
+        "order_id": refund.order_id,
+        "event_id": refund.event_id,
+        "user_id": refund.user_id,
+        "ticket_ids": list(refund.ticket_ids),
+        "quantity": refund.quantity,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "by_organiser": refund.by_organiser,
+        "status": refund.status,
+        "created_at": firestore.SERVER_TIMESTAMP,
     }

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -345,22 +345,28 @@ def _write(
             {"available": after.available, "sold": after.sold},
             option=option,
         )
-    new_buyer = BuyerRecord(
-        event_id=event.id,
-        user_id=request.user_id,
-        tickets=buyer.tickets + request.quantity,
-        order_ids=(*buyer.order_ids, order.id),
-    )
+    new_buyer = replace(buyer, tickets=buyer.tickets + request.quantity, order_ids=(*buyer.order_ids, order.id))
     if buyer_snapshot.exists:
         option = db.write_option(last_update_time=buyer_snapshot.update_time) if guarded else None
         writer.update(buyer_ref(db, event.id, request.user_id), buyer_to_doc(new_buyer), option=option)
     else:
         writer.create(buyer_ref(db, event.id, request.user_id), buyer_to_doc(new_buyer))
+    write_order_documents(db, writer, order, tickets, message)
+    return order, left
+
+
+def write_order_documents(
+    db: firestore.Client, writer: Any, order: Order, tickets: list[Ticket], message: messages.OutboxMessage
+) -> None:
+    """Stage the documents every new order writes: the order, its tickets and its outbox message.
+
+    All are ``create`` writes, so a second commit of the same order fails as a whole
+    (ALREADY_EXISTS) instead of selling twice. Shared by purchases and confirmed holds.
+    """
     writer.create(order_ref(db, order.id), order_to_doc(order))
     for ticket in tickets:
         writer.create(ticket_ref(db, ticket.id), ticket_to_doc(ticket))
     writer.create(outbox_ref(db, message.id), outbox_to_doc(message))
-    return order, left
 
 
 @dataclass(frozen=True)
@@ -406,7 +412,7 @@ def _attempt(
         return Outcome(existing, replayed=True)
     event.require_on_sale()
     event.validate_quantity(request.quantity)
-    event.check_user_limit(buyer.tickets, request.quantity)
+    event.check_user_limit(buyer.counted, request.quantity)  # bought + held
 
     if guess is None and router.knows(event_id):
         # Sold out when this process last looked: re-check now and then, not for every buyer.

@@ -1,0 +1,119 @@
+"""The availability summary clients see, and the notices its changes raise. Pure Python.
+
+The summary is a display copy computed from all inventory shards at one snapshot time; it may
+lag the shards by a second or two, the shards decide. Because it is always recomputed from the
+shards (never patched with deltas), applying a change twice, or changes out of order, gives the
+same summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from boxoffice.domain.messages import MessageType
+from boxoffice.domain.model import InventoryShard, SaleStatus
+
+SOLD_OUT = "sold_out"
+# The event doc takes about one sustained write a second (Firestore's guideline per document).
+DEFAULT_MIN_INTERVAL_S = 1.0
+# Waitlist offers per summary write: bounded so the write (with its outbox docs) stays small.
+MAX_OFFERS_PER_WRITE = 50
+
+
+@dataclass(frozen=True)
+class Summary:
+    available: int
+    held: int
+    sold: int
+    capacity: int
+    state: str
+    low_stock: bool
+    shards: int
+
+    def as_doc(self) -> dict[str, Any]:
+        return {
+            "available": self.available,
+            "held": self.held,
+            "sold": self.sold,
+            "capacity": self.capacity,
+            "state": self.state,
+            "low_stock": self.low_stock,
+            "shards": self.shards,
+        }
+
+
+def compute_summary(shards: Iterable[InventoryShard], status: SaleStatus, low_stock_threshold: int) -> Summary:
+    items = list(shards)
+    available = sum(s.available for s in items)
+    held = sum(s.held for s in items)
+    sold = sum(s.sold for s in items)
+    if status is not SaleStatus.ON_SALE:
+        state = status.value
+    else:
+        state = SOLD_OUT if available == 0 else SaleStatus.ON_SALE.value
+    return Summary(
+        available=available,
+        held=held,
+        sold=sold,
+        capacity=sum(s.capacity for s in items),
+        state=state,
+        low_stock=0 < available <= low_stock_threshold,
+        shards=len(items),
+    )
+
+
+def same_counts(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
+    """A shard write that changed none of the counts (e.g. a metadata touch) needs no summary."""
+    if before is None or after is None:
+        return False
+    keys = ("capacity", "available", "held", "sold")
+    return all(before.get(k) == after.get(k) for k in keys)
+
+
+def is_reflected(summary_doc: Mapping[str, Any] | None, change_time: datetime | None) -> bool:
+    """Whether a summary already counts a shard change committed at ``change_time``.
+
+    ``as_of`` is the snapshot time the summary was computed at: every commit at or before it
+    is included. This is what makes duplicate and out-of-order deliveries no-ops.
+    """
+    if not summary_doc or change_time is None:
+        return False
+    as_of = summary_doc.get("as_of")
+    return as_of is not None and as_of >= change_time
+
+
+def wait_before_write(summary_doc: Mapping[str, Any] | None, now: datetime, min_interval_s: float) -> float:
+    """Seconds to wait so the event document is written at most once per ``min_interval_s``."""
+    if not summary_doc or summary_doc.get("written_at") is None:
+        return 0.0
+    elapsed = (now - summary_doc["written_at"]).total_seconds()
+    return max(0.0, min_interval_s - elapsed)
+
+
+def notices(previous: Mapping[str, Any] | None, new: Summary, low_stock_threshold: int) -> list[str]:
+    """Which notices the step from ``previous`` to ``new`` raises (message types).
+
+    sold out: tickets were available and now none are; back in stock: the reverse;
+    low stock: availability fell to the threshold or below (and is not zero).
+    """
+    out: list[str] = []
+    before = previous.get("available") if previous else None
+    if before is None:
+        return out
+    if before > 0 and new.available == 0:
+        out.append(MessageType.SOLD_OUT)
+    if before == 0 and new.available > 0:
+        out.append(MessageType.BACK_IN_STOCK)
+    if 0 < new.available <= low_stock_threshold < before:
+        out.append(MessageType.LOW_STOCK)
+    return out
+
+
+def offers_to_make(previous: Mapping[str, Any] | None, new: Summary) -> int:
+    """How many waiting users to offer tickets: as many as came back since the last summary."""
+    if new.state != SaleStatus.ON_SALE.value or not previous:
+        return 0
+    return max(0, min(MAX_OFFERS_PER_WRITE, new.available - int(previous.get("available", 0))))

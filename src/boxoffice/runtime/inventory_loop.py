@@ -1,0 +1,223 @@
+"""The local runner of the inventory trigger, and the hold sweeper, as worker loops.
+
+``InventoryTriggerLoop`` listens to every inventory shard (a collection-group listener), turns
+each snapshot change into an ``InventoryChange`` (``before`` from its last snapshot of the
+document) and feeds the same ``deliver``/``handle_inventory_change`` as the Cloud Function,
+with the same retries and dead letters. It coalesces by itself: changes of one event that
+arrive while that event's summary write is deferred are merged, and one refresh (which reads
+all shards) answers them all.
+
+Catch-up: a listener's first snapshot holds every shard document, so on start every event is
+checked once; any shard written while the worker was down has ``update_time`` after the
+summary's ``as_of`` and gets the summary recomputed.
+
+It also records the figures of the design: per change, the lag from the shard commit to the
+commit of the summary that reflects it; per event, the times the summary was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
+from boxoffice.log import kv
+from boxoffice.retry import Backoff
+from boxoffice.runtime.worker import PeriodicLoop, register_loop
+from boxoffice.services.availability import DEFERRED, WRITTEN
+from boxoffice.services.holds import release_expired_holds
+from boxoffice.store.documents import INVENTORY
+from boxoffice.triggers.inventory import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BACKOFF,
+    InventoryChange,
+    change_id_for,
+    deliver,
+    handle_inventory_change,
+)
+
+log = logging.getLogger(__name__)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+class InventoryTriggerLoop:
+    name = "inventory-trigger"
+
+    def __init__(
+        self,
+        db: firestore.Client,
+        *,
+        min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        handler: Callable[..., Any] = handle_inventory_change,
+    ) -> None:
+        self.db = db
+        self.min_interval_s = min_interval_s
+        self.attempts = attempts
+        self.backoff = backoff
+        self.handler = handler
+        self._cv = threading.Condition()
+        self._pending: dict[str, list[InventoryChange]] = {}
+        self._due: dict[str, float] = {}
+        self._last_seen: dict[str, dict[str, Any] | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch: Any = None
+        self.changes_seen = 0
+        self.dead_letters = 0
+        self.lags_s: list[float] = []
+        self.write_times: dict[str, list[datetime]] = {}
+        self.initial_snapshot = threading.Event()
+
+    # --- listener --------------------------------------------------------------------------
+
+    def _on_snapshot(self, docs: Any, changes: Any, read_time: datetime) -> None:
+        with self._cv:
+            for change in changes:
+                doc = change.document
+                ref = doc.reference
+                event_id = ref.parent.parent.id
+                after = None if change.type.name == "REMOVED" else (doc.to_dict() or {})
+                before = self._last_seen.get(ref.path)
+                self._last_seen[ref.path] = after
+                if same_counts(before, after):
+                    continue
+                when = doc.update_time if after is not None else read_time
+                self.changes_seen += 1
+                self._pending.setdefault(event_id, []).append(InventoryChange(
+                    event_id=event_id, shard_id=ref.id, before=before, after=after,
+                    change_id=change_id_for(event_id, ref.id, when), change_time=when))
+                self._due.setdefault(event_id, 0.0)
+            self._cv.notify_all()
+        self.initial_snapshot.set()
+
+    # --- processing ------------------------------------------------------------------------
+
+    def _next(self) -> tuple[str, list[InventoryChange]] | None:
+        with self._cv:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                ready = [e for e in self._pending if self._due.get(e, 0.0) <= now]
+                if ready:
+                    event_id = min(ready, key=lambda e: self._due.get(e, 0.0))
+                    self._due.pop(event_id, None)
+                    return event_id, self._pending.pop(event_id)
+                soonest = min((self._due.get(e, 0.0) for e in self._pending), default=now + 0.5)
+                self._cv.wait(max(0.01, min(0.5, soonest - now)))
+            return None
+
+    def _requeue(self, event_id: str, batch: list[InventoryChange], delay_s: float) -> None:
+        with self._cv:
+            self._pending[event_id] = batch + self._pending.get(event_id, [])
+            self._due[event_id] = time.monotonic() + delay_s
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            event_id, batch = item
+            latest = max(batch, key=lambda c: c.change_time or datetime.min)
+            try:
+                outcome = deliver(self.db, latest, handler=self.handler, attempts=self.attempts,
+                                  backoff=self.backoff, wait=False, min_interval_s=self.min_interval_s)
+            except Exception as exc:  # noqa: BLE001 - the dead letter could not be written: keep it
+                kv(log, logging.ERROR, "worker.change_kept", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+                self._requeue(event_id, batch, 5.0)
+                continue
+            if outcome is None:
+                self.dead_letters += 1
+                continue  # recorded in trigger_failures; reconciliation repairs the summary
+            if outcome.result == DEFERRED:
+                self._requeue(event_id, batch, outcome.wait_s)
+                continue
+            self._record(event_id, batch, outcome)
+
+    def _record(self, event_id: str, batch: list[InventoryChange], outcome: Any) -> None:
+        write_time = outcome.write_time
+        if write_time is None:
+            return
+        with self._cv:
+            if outcome.result == WRITTEN:
+                self.write_times.setdefault(event_id, []).append(write_time)
+            for change in batch:
+                if change.change_time is not None and change.change_time <= write_time:
+                    self.lags_s.append((write_time - change.change_time).total_seconds())
+
+    # --- loop interface --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        self._watch = self.db.collection_group(INVENTORY).on_snapshot(self._on_snapshot)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._watch is not None:
+            self._watch.unsubscribe()
+            self._watch = None
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def idle(self) -> bool:
+        """Nothing pending: every change seen so far is reflected (or dead-lettered)."""
+        with self._cv:
+            return self.initial_snapshot.is_set() and not self._pending
+
+    def status(self) -> dict[str, Any]:
+        return {"alive": bool(self._thread and self._thread.is_alive()), "pending_events": len(self._pending)} | self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        """Lag (shard commit -> summary commit) and event-document write rates."""
+        with self._cv:
+            lags = list(self.lags_s)
+            writes = {e: sorted(ts) for e, ts in self.write_times.items()}
+        max_per_s = 0
+        rates = []
+        min_gap = None
+        for ts in writes.values():
+            for i, t in enumerate(ts):
+                in_window = sum(1 for u in ts[i:] if (u - t).total_seconds() < 1.0)
+                max_per_s = max(max_per_s, in_window)
+            if len(ts) > 1:
+                span = (ts[-1] - ts[0]).total_seconds()
+                rates.append((len(ts) - 1) / span if span > 0 else float("inf"))
+                gap = min((b - a).total_seconds() for a, b in zip(ts, ts[1:]))
+                min_gap = gap if min_gap is None else min(min_gap, gap)
+        return {
+            "changes_seen": self.changes_seen,
+            "dead_letters": self.dead_letters,
+            "lag_samples": len(lags),
+            "lag_p50_s": percentile(lags, 50),
+            "lag_p99_s": percentile(lags, 99),
+            "lag_max_s": max(lags) if lags else None,
+            "lag_mean_s": statistics.fmean(lags) if lags else None,
+            "summary_writes": sum(len(ts) for ts in writes.values()),
+            "summary_writes_max_in_1s": max_per_s,
+            "summary_writes_per_s_mean": statistics.fmean(rates) if rates else None,
+            "summary_min_gap_s": min_gap,
+        }
+
+
+HOLD_SWEEP_INTERVAL_S = 2.0
+
+register_loop("inventory-trigger", lambda db: InventoryTriggerLoop(db))
+register_loop("hold-sweeper",
+              lambda db: PeriodicLoop("hold-sweeper", lambda: release_expired_holds(db), HOLD_SWEEP_INTERVAL_S))

@@ -1,0 +1,157 @@
+"""`boxoffice worker`: one local process hosting named background loops.
+
+Production runs each of these as a Cloud Function or a Pub/Sub subscriber; locally one worker
+process runs them side by side: the inventory trigger, the hold sweeper, and (registered by
+the messaging work) the outbox relay and subscribers. A loop is anything with a ``name``,
+``start()``, ``stop(timeout)`` and ``status()``; ``register_loop`` adds a factory under a name
+so ``boxoffice worker`` (or ``--only NAME``) builds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from boxoffice.log import kv
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundLoop(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+LoopFactory = Callable[[Any], BackgroundLoop]  # given a firestore.Client
+_FACTORIES: dict[str, LoopFactory] = {}
+
+
+def register_loop(name: str, factory: LoopFactory) -> None:
+    """Make ``factory(db)`` one of the loops a worker runs (last registration of a name wins)."""
+    _FACTORIES[name] = factory
+
+
+def registered_loops() -> list[str]:
+    _load_builtin_loops()
+    return list(_FACTORIES)
+
+
+def _load_builtin_loops() -> None:
+    # Importing a loop's module registers it; a module that is absent is simply not run.
+    import importlib
+
+    for module in ("boxoffice.runtime.inventory_loop", "boxoffice.messaging.loops"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+class PeriodicLoop:
+    """Calls ``tick()`` every ``interval_s`` in a thread; an error is logged and the loop goes on."""
+
+    def __init__(self, name: str, tick: Callable[[], Any], interval_s: float) -> None:
+        self.name = name
+        self._tick = tick
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+        self.errors = 0
+        self.last_result: Any = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.last_result = self._tick()
+                self.ticks += 1
+            except Exception as exc:  # noqa: BLE001 - a loop must survive a bad tick
+                self.errors += 1
+                kv(log, logging.WARNING, "loop.tick_failed", loop=self.name, error=f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self._interval)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        alive = bool(self._thread and self._thread.is_alive())
+        return {"alive": alive, "ticks": self.ticks, "errors": self.errors, "last_result": self.last_result}
+
+
+class Worker:
+    """Starts loops in order, stops them in reverse order."""
+
+    def __init__(self, loops: Iterable[BackgroundLoop] = ()) -> None:
+        self.loops: list[BackgroundLoop] = list(loops)
+
+    def add(self, loop: BackgroundLoop) -> None:
+        self.loops.append(loop)
+
+    def start(self) -> None:
+        for loop in self.loops:
+            loop.start()
+            kv(log, logging.INFO, "worker.loop_started", loop=loop.name)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for loop in reversed(self.loops):
+            loop.stop(timeout)
+            kv(log, logging.INFO, "worker.loop_stopped", loop=loop.name)
+
+    def status(self) -> dict[str, Any]:
+        return {loop.name: loop.status() for loop in self.loops}
+
+    def run(self, *, duration_s: float | None = None) -> None:
+        """Run until SIGINT/SIGTERM (or ``duration_s``), then stop every loop."""
+        done = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.start()
+        try:
+            done.wait(duration_s)
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_worker(db: Any, names: Iterable[str] | None = None) -> Worker:
+    """A worker with the registered loops (all, or only ``names``)."""
+    _load_builtin_loops()
+    wanted = list(names) if names else list(_FACTORIES)
+    unknown = [n for n in wanted if n not in _FACTORIES]
+    if unknown:
+        raise ValueError(f"unknown loops {unknown}; known: {sorted(_FACTORIES)}")
+    return Worker(_FACTORIES[n](db) for n in wanted)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout_s``; whether it became true (tests, simulator)."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return predicate()

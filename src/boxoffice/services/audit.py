@@ -1,0 +1,75 @@
+"""Consistency audit of an event's inventory, for the simulator and operators.
+
+Checks what must always hold, from the authoritative documents (not the summary):
+every shard and the total keep ``available + held + sold == capacity`` with no negative count;
+the event's capacity equals the shards'; the live holds account for exactly ``held`` (per
+shard and in total); the orders' active tickets and the valid ticket documents account for
+exactly ``sold``; and, once the trigger has caught up, the summary equals the shards.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain.model import HoldStatus, TicketStatus
+from boxoffice.store.documents import HOLDS, ORDERS, TICKETS, event_ref, inventory_col
+
+
+def audit_inventory(db: firestore.Client, event_id: str, *, check_summary: bool = True) -> list[str]:
+    """Problems found (empty = consistent). ``check_summary=False`` while the worker may lag."""
+    problems: list[str] = []
+    ev = event_ref(db, event_id).get()
+    if not ev.exists:
+        return [f"event {event_id} does not exist"]
+    event: dict[str, Any] = ev.to_dict() or {}
+    totals = Counter[str]()
+    shard_held: dict[str, int] = {}
+    for snap in inventory_col(db, event_id).stream():
+        s = snap.to_dict() or {}
+        counts = {k: int(s.get(k, 0)) for k in ("capacity", "available", "held", "sold")}
+        negative = [k for k, v in counts.items() if v < 0]
+        if negative:
+            problems.append(f"shard {snap.id}: negative {', '.join(negative)}: {counts}")
+        if counts["available"] + counts["held"] + counts["sold"] != counts["capacity"]:
+            problems.append(f"shard {snap.id}: available+held+sold != capacity: {counts}")
+        totals.update(counts)
+        shard_held[snap.id] = counts["held"]
+    if totals["available"] + totals["held"] + totals["sold"] != totals["capacity"]:
+        problems.append(f"total: available+held+sold != capacity: {dict(totals)}")
+    if event.get("capacity") != totals["capacity"]:
+        problems.append(f"event capacity {event.get('capacity')} != shards' capacity {totals['capacity']}")
+
+    hold_by_shard = Counter[str]()
+    holds = db.collection(HOLDS).where(filter=FieldFilter("event_id", "==", event_id)).stream()
+    for snap in holds:
+        h = snap.to_dict() or {}
+        if h.get("status") == HoldStatus.ACTIVE.value:
+            if sum(h.get("allocations", {}).values()) != h.get("quantity"):
+                problems.append(f"hold {snap.id}: allocations do not add up to its quantity")
+            hold_by_shard.update(h.get("allocations", {}))
+    for sid in sorted(set(shard_held) | set(hold_by_shard)):
+        if shard_held.get(sid, 0) != hold_by_shard.get(sid, 0):
+            problems.append(f"shard {sid}: held {shard_held.get(sid, 0)} != live holds {hold_by_shard.get(sid, 0)}")
+
+    sold_by_orders = 0
+    for snap in db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).stream():
+        o = snap.to_dict() or {}
+        sold_by_orders += int(o.get("quantity", 0)) - int(o.get("cancelled_quantity", 0))
+    if sold_by_orders != totals["sold"]:
+        problems.append(f"orders hold {sold_by_orders} active tickets but shards say sold={totals['sold']}")
+    valid = (db.collection(TICKETS).where(filter=FieldFilter("event_id", "==", event_id))
+             .where(filter=FieldFilter("status", "==", TicketStatus.VALID.value)).count().get())
+    valid_tickets = int(valid[0][0].value)
+    if valid_tickets != totals["sold"]:
+        problems.append(f"{valid_tickets} valid tickets but shards say sold={totals['sold']}")
+
+    if check_summary:
+        summary = event.get("summary") or {}
+        for key in ("available", "held", "sold", "capacity"):
+            if summary.get(key) != totals[key]:
+                problems.append(f"summary {key}={summary.get(key)} != shards {totals[key]}")
+    return problems

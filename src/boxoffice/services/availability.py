@@ -1,0 +1,183 @@
+"""Use case: keep the event's availability summary equal to its shards, and say what changed.
+
+``refresh_summary`` recomputes the summary from all shards of an event (one query, a
+consistent snapshot at its read time) and writes it to the event document in one commit
+together with the notices the change raises (sold out, low stock, back in stock) and the
+waitlist offers, all guarded by the event document's ``update_time``:
+
+- idempotent and order-free: the summary records ``as_of``, the snapshot time it counts every
+  shard commit up to; a change committed at or before ``as_of`` is already reflected and
+  writes nothing (duplicates, late deliveries);
+- coalesced: the event document is written at most once per ``min_interval_s`` (Firestore's
+  guideline is about one sustained write a second per document); a change that arrives
+  sooner is deferred, and the next write (which reads all shards) includes it;
+- no lost update: two writers that read the same event version race on the precondition,
+  and the loser re-reads (usually finding its change already reflected).
+
+Notices and offers are in the same commit as the summary they are derived from, with ids
+derived from that summary's ``as_of``: a summary written once announces once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain import messages
+from boxoffice.domain.availability import (
+    DEFAULT_MIN_INTERVAL_S,
+    compute_summary,
+    is_reflected,
+    notices,
+    offers_to_make,
+    wait_before_write,
+)
+from boxoffice.domain.errors import EventNotFound
+from boxoffice.log import kv
+from boxoffice.store.documents import (
+    event_from_doc,
+    event_ref,
+    inventory_col,
+    outbox_ref,
+    outbox_to_doc,
+    shard_from_doc,
+    waitlist_col,
+)
+
+log = logging.getLogger(__name__)
+
+WRITTEN, REFLECTED, DEFERRED, UNCHANGED = "written", "already_reflected", "deferred", "no_change"
+_MAX_RACES = 20
+
+
+@dataclass(frozen=True)
+class SummaryOutcome:
+    """What a refresh did. ``write_time`` is the commit time of the summary that reflects the
+    change (this call's write, or the earlier write that already covered it)."""
+
+    result: str
+    summary: Mapping[str, Any] | None = None
+    write_time: datetime | None = None
+    wait_s: float = 0.0
+    notices: list[str] = field(default_factory=list)
+    offers: int = 0
+
+
+def summary_key(as_of: datetime) -> str:
+    """A stable id for one summary write, from its snapshot time (microseconds since the epoch)."""
+    return str(int(as_of.timestamp() * 1_000_000))
+
+
+def refresh_summary(
+    db: firestore.Client,
+    event_id: str,
+    *,
+    change_time: datetime | None = None,
+    min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+    force: bool = False,
+) -> SummaryOutcome:
+    """Bring the event's summary up to date with its shards (see the module docstring).
+
+    ``change_time``: commit time of the shard change being handled; when the summary already
+    reflects it nothing is written. ``force`` (reconciliation): recompute and write regardless
+    of ``change_time`` and of the interval. Returns ``DEFERRED`` with ``wait_s`` when the event
+    document was written less than ``min_interval_s`` ago. Raises ``EventNotFound``; Firestore
+    errors propagate to the caller's retry policy.
+    """
+    for _ in range(_MAX_RACES):
+        ev = event_ref(db, event_id).get()
+        if not ev.exists:
+            raise EventNotFound(event_id)
+        doc = ev.to_dict() or {}
+        previous = doc.get("summary") or {}
+        if not force and is_reflected(previous, change_time):
+            return SummaryOutcome(REFLECTED, previous, previous.get("written_at"))
+        if not force:
+            wait = wait_before_write(previous, ev.read_time, min_interval_s)
+            if wait > 0:
+                return SummaryOutcome(DEFERRED, previous, wait_s=wait)
+        try:
+            return _write(db, event_id, doc, previous, ev.update_time)
+        except (gexc.FailedPrecondition, gexc.Conflict):
+            continue  # another writer got there first; its summary may already cover this change
+    raise gexc.Aborted(f"summary of {event_id} kept changing under {_MAX_RACES} attempts")
+
+
+def _write(
+    db: firestore.Client, event_id: str, doc: dict[str, Any], previous: Mapping[str, Any], version: datetime
+) -> SummaryOutcome:
+    event = event_from_doc(event_id, doc)
+    snaps = list(inventory_col(db, event_id).stream())
+    if not snaps:
+        raise EventNotFound(event_id)
+    as_of = max(s.read_time for s in snaps)
+    source_time = max(s.update_time for s in snaps)
+    summary = compute_summary((shard_from_doc(s.id, s.to_dict() or {}) for s in snaps),
+                              event.status, event.low_stock_threshold)
+    key = summary_key(as_of)
+    raised = notices(previous, summary, event.low_stock_threshold) if event.status.value == "on_sale" else []
+    waiting = []
+    n_offers = offers_to_make(previous, summary)
+    if n_offers:
+        waiting = list(
+            waitlist_col(db, event_id)
+            .where(filter=FieldFilter("status", "==", "waiting"))
+            .order_by("joined_at")
+            .limit(n_offers)
+            .stream()
+        )
+    new_doc = summary.as_doc() | {
+        "as_of": as_of,  # every shard commit up to this instant is counted
+        "source_time": source_time,  # the newest shard change counted (for lag figures)
+        "written_at": firestore.SERVER_TIMESTAMP,
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
+    batch = db.batch()
+    batch.update(event_ref(db, event_id), {"summary": new_doc, "summary_writes": firestore.Increment(1)},
+                 option=db.write_option(last_update_time=version))
+    for kind in raised:
+        message = messages.inventory_notice(kind, event_id, key, summary.as_doc())
+        batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
+    for entry in waiting:
+        batch.update(entry.reference, {"status": "offered", "offered_at": firestore.SERVER_TIMESTAMP, "offer_id": key},
+                     option=db.write_option(last_update_time=entry.update_time))
+        message = messages.waitlist_offer(event_id, entry.id, key, summary.available)
+        batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
+    results = batch.commit()
+    write_time = results[0].update_time
+    kv(log, logging.INFO, "summary.written", event_id=event_id, available=summary.available, held=summary.held,
+       sold=summary.sold, state=summary.state, notices=",".join(raised) or None, offers=len(waiting))
+    written = dict(new_doc, written_at=write_time, updated_at=write_time)
+    return SummaryOutcome(WRITTEN, written, write_time, notices=raised, offers=len(waiting))
+
+
+def wait_for_summary(
+    db: firestore.Client,
+    event_id: str,
+    *,
+    change_time: datetime | None = None,
+    min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+    max_wait_s: float = 30.0,
+    sleep: Any = time.sleep,
+) -> SummaryOutcome:
+    """``refresh_summary``, waiting out the interval instead of returning ``DEFERRED``.
+
+    For callers that cannot come back later (a Cloud Function invocation): it returns once a
+    summary reflecting the change is written, by this call or by a concurrent one.
+    """
+    give_up_at = time.monotonic() + max_wait_s
+    while True:
+        outcome = refresh_summary(db, event_id, change_time=change_time, min_interval_s=min_interval_s)
+        if outcome.result != DEFERRED:
+            return outcome
+        if time.monotonic() + outcome.wait_s > give_up_at:
+            raise TimeoutError(f"summary of {event_id} not written within {max_wait_s}s")
+        sleep(outcome.wait_s + 0.01)

@@ -1,0 +1,119 @@
+"""Use case: a buyer (or the organiser) cancels an order, whole or some of its tickets.
+
+One commit voids the tickets, updates the order, returns the tickets' count to the shards
+they were sold from (``sold`` -> ``available``), lowers the buyer's count for the per-user
+limit, writes a refund record and an ``order.cancelled`` outbox message. The order and each
+voided ticket are guarded by the ``update_time`` that was read, so two concurrent
+cancellations cannot void a ticket twice; tickets already void are skipped, so cancelling
+twice is harmless (the second call writes nothing and returns the order).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from google.cloud import firestore
+
+from boxoffice.domain import messages
+from boxoffice.domain.errors import ContentionTimeout, NotAllowed, OrderNotFound
+from boxoffice.domain.model import (
+    Order,
+    Refund,
+    ShardMove,
+    TicketStatus,
+    cancel_order_tickets,
+    choose_tickets_to_cancel,
+    refund_id_for,
+    ticket_shards,
+)
+from boxoffice.log import kv
+from boxoffice.retry import Backoff, call_with_backoff
+from boxoffice.store.documents import (
+    buyer_ref,
+    order_from_doc,
+    order_ref,
+    outbox_ref,
+    outbox_to_doc,
+    refund_ref,
+    refund_to_doc,
+    shard_move,
+    shard_ref,
+    ticket_ref,
+)
+from boxoffice.store.purchases import RETRYABLE, ROUTER
+
+log = logging.getLogger(__name__)
+
+
+def cancel_order(
+    db: firestore.Client,
+    order_id: str,
+    user_id: str,
+    *,
+    ticket_ids: Sequence[str] | None = None,
+    by_organiser: bool = False,
+    deadline_s: float = 10.0,
+    backoff: Backoff = Backoff(base_s=0.005, cap_s=0.25),
+    rng: random.Random | None = None,
+) -> Order:
+    """Cancel ``ticket_ids`` of an order (all of them by default) and return the order after it.
+
+    A user may cancel only their own orders; ``by_organiser=True`` may cancel any. Raises
+    ``OrderNotFound``, ``NotAllowed``, ``InvalidRequest`` (a ticket not in the order),
+    ``ContentionTimeout``.
+    """
+
+    def attempt() -> tuple[Order, Refund | None]:
+        snap = order_ref(db, order_id).get()
+        if not snap.exists:
+            raise OrderNotFound(order_id)
+        order = order_from_doc(order_id, snap.to_dict() or {})
+        if not by_organiser and order.user_id != user_id:
+            raise NotAllowed(f"order {order_id!r} belongs to another user")
+        refs = [ticket_ref(db, t) for t in order.ticket_ids]
+        tickets = {s.id: s for s in db.get_all(refs)}
+        valid = [t for t, s in tickets.items() if s.exists and (s.to_dict() or {}).get("status") == TicketStatus.VALID]
+        chosen = choose_tickets_to_cancel(order, valid, ticket_ids)
+        if not chosen:
+            return order, None
+        after = cancel_order_tickets(order, len(chosen))
+        refund = Refund(
+            id=refund_id_for(order.id, chosen), order_id=order.id, event_id=order.event_id, user_id=order.user_id,
+            ticket_ids=tuple(chosen), amount=order.unit_price * len(chosen), currency=order.currency,
+            by_organiser=by_organiser,
+        )
+        shard_of = ticket_shards(order)
+        batch = db.batch()
+        batch.update(order_ref(db, order.id), {
+            "status": after.status.value,
+            "cancelled_quantity": after.cancelled_quantity,
+            "updated_at": firestore.SERVER_TIMESTAMP,
+        }, option=db.write_option(last_update_time=snap.update_time))
+        for t in chosen:
+            batch.update(ticket_ref(db, t), {"status": TicketStatus.VOID.value, "voided_at": firestore.SERVER_TIMESTAMP,
+                                             "refund_id": refund.id},
+                         option=db.write_option(last_update_time=tickets[t].update_time))
+        for sid, n in Counter(shard_of[t] for t in chosen).items():
+            batch.update(shard_ref(db, order.event_id, sid), shard_move(ShardMove.REFUND, n))
+        batch.update(buyer_ref(db, order.event_id, order.user_id),
+                     {"tickets": firestore.Increment(-len(chosen)), "updated_at": firestore.SERVER_TIMESTAMP})
+        batch.create(refund_ref(db, refund.id), refund_to_doc(refund))
+        message = messages.order_cancelled(after, refund)
+        batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
+        batch.commit()
+        return after, refund
+
+    try:
+        (order, refund), _ = call_with_backoff(
+            attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
+    except RETRYABLE as exc:
+        raise ContentionTimeout(f"could not cancel order {order_id} within {deadline_s:.1f}s; try again") from exc
+    if refund is not None:
+        ROUTER.clear(order.event_id)  # tickets came back: this process's buyers must look again
+    kv(log, logging.INFO, "order.cancelled", order_id=order_id, event_id=order.event_id, user_id=order.user_id,
+       cancelled=refund.quantity if refund else 0, refund_id=refund.id if refund else None,
+       by_organiser=by_organiser, status=order.status.value)
+    return order

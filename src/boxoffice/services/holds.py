@@ -1,0 +1,341 @@
+"""Use cases of a checkout cart: hold tickets, confirm the hold as an order, release it, expire it.
+
+A hold moves tickets from ``available`` to ``held`` on its shards; confirming moves them from
+``held`` to ``sold`` on the same shards; releasing or expiring moves them back to
+``available``. Held tickets never count as available and never as sold.
+
+Every step is one atomic commit guarded by preconditions, the pattern of purchases:
+- taking tickets (``hold_tickets``) guards each shard it takes from with the ``update_time``
+  it read, like a purchase;
+- the other moves only shift tickets the hold already owns, so they update the shards with
+  server-side increments and guard the *hold* document instead: whoever commits first
+  (confirm, release, or one of several sweepers) changes the hold, and every competitor's
+  precondition then fails. That is why no hold is released twice, or confirmed after it
+  expired, whatever runs concurrently or crashes halfway (a crash before the commit leaves the
+  hold active for the next sweep; after it, the hold is already done).
+
+The per-user limit counts tickets bought plus tickets held (``BuyerRecord.counted``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain import messages
+from boxoffice.domain.errors import (
+    ContentionTimeout,
+    EventNotFound,
+    EventNotOnSale,
+    HoldNotActive,
+    HoldNotFound,
+    IdempotencyConflict,
+    NotAllowed,
+)
+from boxoffice.domain.model import (
+    Hold,
+    HoldStatus,
+    Order,
+    SaleStatus,
+    ShardMove,
+    Ticket,
+    hold_id_for,
+    new_ticket_code,
+    order_id_for,
+    plan_allocation,
+    ticket_ids_for,
+)
+from boxoffice.log import kv
+from boxoffice.retry import Backoff, call_with_backoff
+from boxoffice.services.purchasing import PurchaseResult, make_request
+from boxoffice.store.documents import (
+    HOLDS,
+    buyer_from_doc,
+    buyer_ref,
+    buyer_to_doc,
+    event_from_doc,
+    event_ref,
+    hold_from_doc,
+    hold_ref,
+    hold_to_doc,
+    inventory_col,
+    order_from_doc,
+    order_ref,
+    shard_from_doc,
+    shard_move,
+    shard_ref,
+)
+from boxoffice.store.purchases import RETRYABLE, ROUTER, write_order_documents
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 10.0
+DEFAULT_BACKOFF = Backoff(base_s=0.005, cap_s=0.25)
+SWEEP_LIMIT = 200
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+def _retrying(what: str, attempt: Any, deadline_s: float, backoff: Backoff, rng: random.Random | None) -> Any:
+    try:
+        return call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)[0]
+    except RETRYABLE as exc:
+        raise ContentionTimeout(
+            f"could not {what} within {deadline_s:.1f}s because of load; please try again with the same key"
+        ) from exc
+
+
+# --- hold -------------------------------------------------------------------------------------
+
+
+def hold_tickets(
+    db: firestore.Client,
+    event_id: str,
+    user_id: str,
+    quantity: int,
+    idempotency_key: str,
+    *,
+    ttl_s: float | None = None,
+    now: datetime | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    rng: random.Random | None = None,
+) -> Hold:
+    """Reserve ``quantity`` tickets for a user until the event's hold time (``hold_minutes``) passes.
+
+    Guarantees: the shards, the user's per-event record and the hold are written in one commit;
+    the same key returns the first hold; the user's bought + held tickets never exceed the
+    per-user limit. ``ttl_s`` overrides the event's hold time (tests, the simulator).
+    Raises like ``purchase_tickets`` (``SoldOut``, ``PerUserLimitExceeded``, ...).
+    """
+    make_request(event_id, user_id, quantity, idempotency_key)  # validates before any read
+    hold_id = hold_id_for(user_id, idempotency_key)
+    rng = rng or random.Random()
+
+    def attempt() -> Hold:
+        refs = [event_ref(db, event_id), hold_ref(db, hold_id), buyer_ref(db, event_id, user_id)]
+        ev, existing, buyer_snap = _get_all(db, refs)
+        if not ev.exists:
+            raise EventNotFound(event_id)
+        event = event_from_doc(event_id, ev.to_dict() or {})
+        if existing.exists:
+            hold = hold_from_doc(hold_id, existing.to_dict() or {})
+            _same_request(hold, event_id, user_id, quantity, idempotency_key)
+            return hold
+        event.require_on_sale()
+        event.validate_quantity(quantity)
+        buyer = buyer_from_doc(event_id, user_id, buyer_snap.to_dict() if buyer_snap.exists else None)
+        event.check_user_limit(buyer.counted, quantity)
+        stocked = list(inventory_col(db, event_id).where(filter=FieldFilter("available", ">", 0)).stream())
+        shards = {s.id: (shard_from_doc(s.id, s.to_dict() or {}), s) for s in stocked}
+        allocations = plan_allocation([sh for sh, _ in shards.values()], quantity, event_id, rng)
+        start = _now(now)
+        ttl = timedelta(seconds=ttl_s) if ttl_s is not None else timedelta(minutes=event.hold_minutes)
+        hold = Hold(
+            id=hold_id, event_id=event_id, user_id=user_id, quantity=quantity, allocations=allocations,
+            expires_at=start + ttl, idempotency_key=idempotency_key, created_at=start,
+        )
+        batch = db.batch()
+        for sid, n in allocations.items():
+            shard, snap = shards[sid]
+            after = shard.hold(n)
+            batch.update(shard_ref(db, event_id, sid), {"available": after.available, "held": after.held},
+                         option=db.write_option(last_update_time=snap.update_time))
+        new_buyer = replace(buyer, held=buyer.held + quantity)
+        if buyer_snap.exists:
+            batch.update(buyer_ref(db, event_id, user_id), buyer_to_doc(new_buyer),
+                         option=db.write_option(last_update_time=buyer_snap.update_time))
+        else:
+            batch.create(buyer_ref(db, event_id, user_id), buyer_to_doc(new_buyer))
+        batch.create(hold_ref(db, hold_id), hold_to_doc(hold))
+        batch.commit()
+        return hold
+
+    hold: Hold = _retrying("hold the tickets", attempt, deadline_s, backoff, rng)
+    kv(log, logging.INFO, "hold.done", hold_id=hold.id, event_id=event_id, user_id=user_id,
+       quantity=quantity, expires_at=hold.expires_at.isoformat())
+    return hold
+
+
+def _same_request(hold: Hold, event_id: str, user_id: str, quantity: int, key: str) -> None:
+    if hold.event_id != event_id or hold.quantity != quantity or hold.user_id != user_id:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used for hold {hold.id} ({hold.quantity} tickets for "
+            f"event {hold.event_id}); use a new key for a new hold"
+        )
+
+
+def _get_all(db: firestore.Client, refs: list[Any]) -> list[Any]:
+    by_path = {s.reference.path: s for s in db.get_all(refs)}
+    return [by_path[r.path] for r in refs]
+
+
+def get_hold(db: firestore.Client, hold_id: str) -> Hold:
+    snap = hold_ref(db, hold_id).get()
+    if not snap.exists:
+        raise HoldNotFound(hold_id)
+    return hold_from_doc(hold_id, snap.to_dict() or {})
+
+
+# --- confirm ----------------------------------------------------------------------------------
+
+
+def confirm_hold(
+    db: firestore.Client,
+    hold_id: str,
+    user_id: str,
+    *,
+    now: datetime | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    rng: random.Random | None = None,
+) -> PurchaseResult:
+    """Turn a live hold into an order, with the guarantees of a purchase.
+
+    One commit moves the held tickets to sold on the same shards, marks the hold confirmed
+    (guarded by its ``update_time``), updates the buyer's record and creates the order, its
+    tickets and its ``order.confirmed`` outbox message (the purchase code's writes). The order
+    id derives from the hold, so confirming twice returns the first order (``replayed=True``).
+    Raises ``HoldNotFound``, ``NotAllowed`` (someone else's hold), ``HoldExpired`` (clear error:
+    the tickets went back on sale), ``HoldNotActive`` (released), ``EventNotOnSale`` (closed).
+    A paused sale still confirms holds taken before the pause.
+    """
+    order_id = order_id_for(user_id, f"hold:{hold_id}")
+
+    def attempt() -> tuple[Order, bool]:
+        hold_snap, order_snap = _get_all(db, [hold_ref(db, hold_id), order_ref(db, order_id)])
+        if not hold_snap.exists:
+            raise HoldNotFound(hold_id)
+        hold = hold_from_doc(hold_id, hold_snap.to_dict() or {})
+        if hold.user_id != user_id:
+            raise NotAllowed(f"hold {hold_id!r} belongs to another user")
+        if order_snap.exists:
+            return order_from_doc(order_id, order_snap.to_dict() or {}), True
+        hold.require_confirmable(_now(now))
+        ev = event_ref(db, hold.event_id).get()
+        if not ev.exists:
+            raise EventNotFound(hold.event_id)
+        event = event_from_doc(hold.event_id, ev.to_dict() or {})
+        if event.status is SaleStatus.CLOSED:
+            raise EventNotOnSale(event.id, event.status.value)
+        ticket_ids = ticket_ids_for(order_id, hold.quantity)
+        order = Order(
+            id=order_id, event_id=event.id, user_id=user_id, quantity=hold.quantity, unit_price=event.price,
+            currency=event.currency, allocations=dict(hold.allocations), idempotency_key=f"hold:{hold_id}",
+            ticket_ids=tuple(ticket_ids), hold_id=hold_id,
+        )
+        tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code())
+                   for t in ticket_ids]
+        batch = db.batch()
+        for sid, n in hold.allocations.items():
+            batch.update(shard_ref(db, event.id, sid), shard_move(ShardMove.CONFIRM, n))
+        batch.update(hold_ref(db, hold_id), {"status": HoldStatus.CONFIRMED.value, "order_id": order_id,
+                                             "closed_at": firestore.SERVER_TIMESTAMP},
+                     option=db.write_option(last_update_time=hold_snap.update_time))
+        batch.update(buyer_ref(db, event.id, user_id), {
+            "held": firestore.Increment(-hold.quantity),
+            "tickets": firestore.Increment(hold.quantity),
+            "order_ids": firestore.ArrayUnion([order_id]),
+            "updated_at": firestore.SERVER_TIMESTAMP,
+        })
+        write_order_documents(db, batch, order, tickets, messages.order_confirmed(order))
+        batch.commit()
+        return order, False
+
+    rng = rng or random.Random()
+    try:
+        (order, replayed), attempts = call_with_backoff(
+            attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
+    except RETRYABLE as exc:
+        raise ContentionTimeout(f"could not confirm hold {hold_id} within {deadline_s:.1f}s; try again") from exc
+    kv(log, logging.INFO, "hold.confirmed", hold_id=hold_id, order_id=order.id, user_id=user_id, replayed=replayed)
+    return PurchaseResult(order, replayed, attempts)
+
+
+# --- release and expiry -------------------------------------------------------------------------
+
+
+def _stage_unhold(db: firestore.Client, batch: Any, hold: Hold, hold_snap: Any, status: HoldStatus) -> None:
+    """Stage the return of a hold's tickets to its shards, guarded by the hold's ``update_time``."""
+    for sid, n in hold.allocations.items():
+        batch.update(shard_ref(db, hold.event_id, sid), shard_move(ShardMove.UNHOLD, n))
+    batch.update(hold_ref(db, hold.id), {"status": status.value, "closed_at": firestore.SERVER_TIMESTAMP},
+                 option=db.write_option(last_update_time=hold_snap.update_time))
+    batch.update(buyer_ref(db, hold.event_id, hold.user_id),
+                 {"held": firestore.Increment(-hold.quantity), "updated_at": firestore.SERVER_TIMESTAMP})
+
+
+def release_hold(
+    db: firestore.Client,
+    hold_id: str,
+    user_id: str,
+    *,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> Hold:
+    """The user gives up a hold: its tickets return to inventory at once. Releasing twice is harmless
+    (an expired or released hold is returned as it is). Raises ``HoldNotActive`` if it became an order."""
+
+    def attempt() -> Hold:
+        snap = hold_ref(db, hold_id).get()
+        if not snap.exists:
+            raise HoldNotFound(hold_id)
+        hold = hold_from_doc(hold_id, snap.to_dict() or {})
+        if hold.user_id != user_id:
+            raise NotAllowed(f"hold {hold_id!r} belongs to another user")
+        if hold.status in (HoldStatus.RELEASED, HoldStatus.EXPIRED):
+            return hold
+        if hold.status is HoldStatus.CONFIRMED:
+            raise HoldNotActive(hold_id, hold.status.value)
+        batch = db.batch()
+        _stage_unhold(db, batch, hold, snap, HoldStatus.RELEASED)
+        batch.commit()
+        ROUTER.clear(hold.event_id)
+        return replace(hold, status=HoldStatus.RELEASED)
+
+    hold: Hold = _retrying("release the hold", attempt, deadline_s, backoff, None)
+    kv(log, logging.INFO, "hold.released", hold_id=hold_id, event_id=hold.event_id, user_id=user_id)
+    return hold
+
+
+def release_expired_holds(db: firestore.Client, now: datetime | None = None, limit: int = SWEEP_LIMIT) -> int:
+    """Return the tickets of up to ``limit`` active holds that expired by ``now``; the number released.
+
+    Safe to run twice at once and to crash halfway: each hold is released in its own commit
+    guarded by the hold's ``update_time``, so of two sweepers (or a sweeper and a confirm) only
+    the first commit wins, and a hold not yet released stays active for the next sweep.
+    Production needs a composite index on holds (status, expires_at).
+    """
+    cutoff = _now(now)
+    query = (
+        db.collection(HOLDS)
+        .where(filter=FieldFilter("status", "==", HoldStatus.ACTIVE.value))
+        .where(filter=FieldFilter("expires_at", "<=", cutoff))
+        .limit(limit)
+    )
+    released = 0
+    events: set[str] = set()
+    for snap in query.stream():
+        hold = hold_from_doc(snap.id, snap.to_dict() or {})
+        batch = db.batch()
+        _stage_unhold(db, batch, hold, snap, HoldStatus.EXPIRED)
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound):
+            continue  # confirmed, released or expired by someone else since the query: theirs
+        released += 1
+        events.add(hold.event_id)
+        kv(log, logging.INFO, "hold.expired", hold_id=hold.id, event_id=hold.event_id, user_id=hold.user_id,
+           quantity=hold.quantity)
+    for event_id in events:
+        ROUTER.clear(event_id)
+    return released

@@ -1,0 +1,221 @@
+"""The inventory trigger: handler, retries and dead letters, and the worker, on the emulator."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+
+from boxoffice.retry import Backoff
+from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
+from boxoffice.runtime.worker import wait_until
+from boxoffice.services.audit import audit_inventory
+from boxoffice.services.availability import DEFERRED, REFLECTED, WRITTEN
+from boxoffice.services.cancellations import cancel_order
+from boxoffice.services.events import create_event
+from boxoffice.services.holds import hold_tickets, release_expired_holds
+from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.store.documents import event_ref, shard_ref
+from boxoffice.triggers.inventory import (
+    InventoryChange,
+    deliver,
+    handle_inventory_change,
+    list_failures,
+    reconcile_event,
+)
+
+FAST = Backoff(base_s=0.01, cap_s=0.02)
+
+
+def make_event(db, capacity=20, shards=4, **kw):
+    return create_event(db, name="Gig", venue="Hall", starts_at=datetime(2030, 1, 1, tzinfo=UTC), price=1500,
+                        currency="EUR", capacity=capacity, shard_count=shards, low_stock_threshold=2, **kw)
+
+
+def summary(db, event_id):
+    return event_ref(db, event_id).get().to_dict()["summary"]
+
+
+def writes(db, event_id):
+    return event_ref(db, event_id).get().to_dict().get("summary_writes", 0)
+
+
+def change_of(db, event_id, sid, before):
+    snap = shard_ref(db, event_id, sid).get()
+    return InventoryChange(event_id=event_id, shard_id=sid, before=before, after=snap.to_dict(),
+                           change_id=f"{event_id}.{sid}.{snap.update_time.timestamp()}", change_time=snap.update_time)
+
+
+def shard_doc(db, event_id, sid):
+    return shard_ref(db, event_id, sid).get().to_dict()
+
+
+def sold_out_notices(db):
+    return [s.id for s in db.collection("outbox").stream() if s.get("type") == "inventory.sold_out"]
+
+
+def test_duplicate_and_out_of_order_changes_apply_once(db):
+    event = make_event(db, capacity=2, shards=2)
+    before0 = shard_doc(db, event.id, "s000")
+    shard_ref(db, event.id, "s000").update({"available": 0, "sold": 1})
+    first = change_of(db, event.id, "s000", before0)
+    before1 = shard_doc(db, event.id, "s001")
+    shard_ref(db, event.id, "s001").update({"available": 0, "sold": 1})
+    second = change_of(db, event.id, "s001", before1)
+
+    # the later change arrives first: the summary reflects both
+    out = handle_inventory_change(db, event.id, "s001", second.before, second.after,
+                                  change_id=second.change_id, change_time=second.change_time, min_interval_s=0)
+    assert out.result == WRITTEN and summary(db, event.id)["sold"] == 2
+    for late in (first, second, first):  # the earlier change late, and duplicates
+        again = handle_inventory_change(db, event.id, late.shard_id, late.before, late.after,
+                                        change_id=late.change_id, change_time=late.change_time, min_interval_s=0)
+        assert again.result == REFLECTED
+    assert writes(db, event.id) == 1
+    assert summary(db, event.id)["state"] == "sold_out" and len(sold_out_notices(db)) == 1
+    # a write that changes no count is ignored
+    assert handle_inventory_change(db, event.id, "s001", second.after, second.after, change_id="x").result == "no_change"
+
+
+def test_handler_failing_twice_then_succeeding_applies_once(db):
+    event = make_event(db, capacity=1, shards=1)
+    before = shard_doc(db, event.id, "s000")
+    purchase_tickets(db, event.id, "ann", 1, "k")
+    change = change_of(db, event.id, "s000", before)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise ConnectionError("network blip")
+        return handle_inventory_change(*args, **kwargs)
+
+    out = deliver(db, change, handler=flaky, attempts=5, backoff=FAST, wait=False, min_interval_s=0)
+    assert out is not None and out.result == WRITTEN and len(calls) == 3
+    again = deliver(db, change, handler=flaky, attempts=5, backoff=FAST, wait=False, min_interval_s=0)
+    assert again.result == REFLECTED
+    assert writes(db, event.id) == 1 and len(sold_out_notices(db)) == 1
+    assert list_failures(db) == []
+
+
+def test_a_change_failing_every_attempt_is_dead_lettered_and_reconcile_repairs_it(db):
+    event = make_event(db, capacity=5, shards=1)
+    before = shard_doc(db, event.id, "s000")
+    purchase_tickets(db, event.id, "ann", 2, "k")
+    change = change_of(db, event.id, "s000", before)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("handler bug")
+
+    assert deliver(db, change, handler=broken, attempts=3, backoff=FAST) is None
+    [failure] = list_failures(db)
+    assert failure["change_id"] == change.change_id and "handler bug" in failure["error"] and failure["attempts"] == 3
+    assert summary(db, event.id)["sold"] == 0  # missed
+    reconcile_event(db, event.id)
+    assert summary(db, event.id)["sold"] == 2 and list_failures(db) == []
+    assert len(list_failures(db, include_resolved=True)) == 1
+    assert audit_inventory(db, event.id) == []
+
+
+def test_concurrent_invocations_write_the_event_document_at_most_once_a_second(db):
+    """Cloud Function style: every change is its own invocation waiting out the interval."""
+    event = make_event(db, capacity=40, shards=8, per_order_max=1, per_user_limit=1)
+    results = []
+
+    def buy_and_trigger(i):
+        before = None
+        result = purchase_tickets(db, event.id, f"u{i}", 1, "k")
+        sid = next(iter(result.order.allocations))
+        ch = change_of(db, event.id, sid, before)
+        results.append(handle_inventory_change(db, event.id, sid, None, ch.after, change_id=ch.change_id,
+                                               change_time=ch.change_time, min_interval_s=1.0))
+
+    threads = [threading.Thread(target=buy_and_trigger, args=(i,)) for i in range(30)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(results) == 30
+    write_times = sorted({r.write_time for r in results if r.result == WRITTEN})
+    gaps = [(b - a).total_seconds() for a, b in zip(write_times, write_times[1:])]
+    assert all(g >= 0.999 for g in gaps), gaps
+    assert writes(db, event.id) == len(write_times) <= 30
+    assert summary(db, event.id)["sold"] == 30 and audit_inventory(db, event.id) == []
+
+
+def test_purchase_cancellation_and_expired_hold_show_up_in_the_summary_through_the_worker(db):
+    event = make_event(db)
+    loop = InventoryTriggerLoop(db, backoff=FAST)
+    loop.start()
+    try:
+        order = purchase_tickets(db, event.id, "ann", 3, "k").order
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 3, 10)
+        cancel_order(db, order.id, "ann", ticket_ids=[order.ticket_ids[0]])
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 2, 10)
+        hold_tickets(db, event.id, "bob", 4, "k", ttl_s=1)
+        assert wait_until(lambda: summary(db, event.id)["held"] == 4, 10)
+        assert release_expired_holds(db, now=datetime.now(UTC) + timedelta(seconds=2)) == 1
+        assert wait_until(lambda: summary(db, event.id)["held"] == 0 and summary(db, event.id)["available"] == 18, 10)
+        assert wait_until(loop.idle, 10)
+        stats = loop.stats()
+        assert stats["summary_writes_max_in_1s"] <= 1 and stats["lag_p50_s"] is not None
+        assert stats["lag_max_s"] < 5
+        assert audit_inventory(db, event.id) == []
+    finally:
+        loop.stop()
+
+
+def test_worker_stopped_while_sales_go_on_converges_when_started_again(db):
+    event = make_event(db, capacity=60, shards=6, per_order_max=2, per_user_limit=2)
+    loop = InventoryTriggerLoop(db, backoff=FAST)
+    loop.start()
+    purchase_tickets(db, event.id, "first", 2, "k")
+    assert wait_until(lambda: summary(db, event.id)["sold"] == 2, 10)
+    loop.stop()
+    rng = random.Random(7)
+    orders = [purchase_tickets(db, event.id, f"u{i}", rng.choice([1, 2]), "k").order for i in range(15)]
+    for o in orders[:5]:
+        cancel_order(db, o.id, o.user_id)
+    hold_tickets(db, event.id, "holder", 2, "k")
+    assert audit_inventory(db, event.id) != []  # the summary lags while the worker is down
+    restarted = InventoryTriggerLoop(db, backoff=FAST)
+    restarted.start()
+    try:
+        assert wait_until(lambda: audit_inventory(db, event.id) == [], 15)
+    finally:
+        restarted.stop()
+
+
+def test_a_small_mixed_sale_with_the_worker_stays_consistent(db):
+    """Purchases, holds (some confirmed, some left to expire), cancellations and a sweeper at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from boxoffice.domain.errors import BoxofficeError
+    from boxoffice.services.holds import confirm_hold
+
+    event = make_event(db, capacity=60, shards=6, per_order_max=2, per_user_limit=2)
+    loop = InventoryTriggerLoop(db, backoff=FAST)
+    loop.start()
+
+    def buyer(i):
+        rng = random.Random(i)
+        try:
+            if rng.random() < 0.4:
+                hold = hold_tickets(db, event.id, f"u{i}", rng.choice([1, 2]), "h", ttl_s=1.5)
+                if rng.random() < 0.5:
+                    confirm_hold(db, hold.id, f"u{i}")
+            else:
+                order = purchase_tickets(db, event.id, f"u{i}", rng.choice([1, 2]), "p").order
+                if rng.random() < 0.3:
+                    cancel_order(db, order.id, f"u{i}")
+        except BoxofficeError:
+            pass  # sold out, or a hold that expired before its confirm
+        release_expired_holds(db)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(buyer, range(80)))
+        release_expired_holds(db, now=datetime.now(UTC) + timedelta(seconds=5))
+        assert wait_until(lambda: audit_inventory(db, event.id) == [], 15), audit_inventory(db, event.id)
+        stats = loop.stats()
+        assert stats["summary_writes_max_in_1s"] <= 1 and (stats["summary_min_gap_s"] or 1.0) >= 0.999
+    finally:
+        loop.stop()

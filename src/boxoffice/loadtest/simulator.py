@@ -24,8 +24,13 @@ from google.cloud import firestore
 from boxoffice.domain import errors
 from boxoffice.domain.model import order_id_for
 from boxoffice.loadtest.audit import Audit, audit_sale
+from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
+from boxoffice.runtime.worker import PeriodicLoop, Worker, wait_until
+from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
+from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
 from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.store.documents import order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
 
@@ -48,7 +53,15 @@ class SimulationConfig:
     seed: int | None = None
     # Buyers are spread over this many independent "app instances", each with its own shard
     # router: buyers of different instances race each other only through Firestore.
-    instances: int = 4
+    instances: int = 1
+    # The real-time inventory mix: a share of buyers hold (a cart) instead of buying at once;
+    # of those, a share confirm and the rest let the hold expire; a share of all orders are
+    # then cancelled. With any of these, the inventory worker runs during the sale.
+    hold_share: float = 0.0
+    confirm_share: float = 0.5
+    cancel_share: float = 0.0
+    hold_ttl_s: float = 2.0
+    worker: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,6 +77,11 @@ class SimulationConfig:
             problems.append("instances must be at least 1")
         if self.deadline_s <= 0:
             problems.append("deadline must be positive")
+        for name in ("hold_share", "confirm_share", "cancel_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name.replace('_', '-')} must be between 0 and 1")
+        if self.hold_ttl_s <= 0:
+            problems.append("hold-ttl must be positive")
         if problems:
             raise errors.InvalidRequest("invalid simulation: " + "; ".join(problems))
 
@@ -71,8 +89,13 @@ class SimulationConfig:
 class Answer(StrEnum):
     SOLD = "sold"
     SOLD_OUT = "sold_out"
+    HELD_THEN_EXPIRED = "held_then_expired"  # the buyer held tickets and walked away
     REFUSED = "refused"
     ERROR = "error"
+
+    @property
+    def is_mixed(self) -> bool:
+        return self is Answer.HELD_THEN_EXPIRED
 
 
 @dataclass
@@ -87,6 +110,8 @@ class BuyerResult:
     error: str | None = None
     # "sold out" proper (not "only N left" for a larger order)
     none_left: bool = False
+    via_hold: bool = False
+    cancelled: bool = False
 
     @property
     def finished_s(self) -> float:
@@ -103,12 +128,14 @@ class SimulationResult:
     duration_s: float
     audit: Audit
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    inventory_stats: dict[str, Any] | None = None
 
     def count(self, answer: Answer) -> int:
         return sum(1 for r in self.results if r.answer is answer)
 
     @property
     def tickets_sold(self) -> int:
+        """Tickets bought during the sale (cancelled ones included: they were sold, then returned)."""
         return sum(r.quantity for r in self.results if r.answer is Answer.SOLD)
 
     @property
@@ -157,6 +184,11 @@ class SimulationResult:
             "attempts_per_sale": round(
                 sum(r.attempts for r in self.results if r.answer is Answer.SOLD) / sold_orders, 2
             ) if sold_orders else 0.0,
+            "holds": sum(1 for r in self.results if r.via_hold or r.answer is Answer.HELD_THEN_EXPIRED),
+            "holds_confirmed": sum(1 for r in self.results if r.via_hold and r.answer is Answer.SOLD),
+            "holds_expired": self.count(Answer.HELD_THEN_EXPIRED),
+            "orders_cancelled": sum(1 for r in self.results if r.cancelled),
+            "inventory_trigger": self.inventory_stats,
             "audit": {"ok": self.audit.ok, "problems": self.audit.problems, "figures": self.audit.figures},
         }
 
@@ -214,21 +246,37 @@ def run_simulation(
         (i, f"sim-{run}-{i:05d}", f"buy-{i}", rng.randint(1, config.max_quantity), rng.randrange(2**32))
         for i in range(config.buyers)
     ]
+    mixed = config.hold_share > 0 or config.cancel_share > 0
+    background = _start_worker(db) if (config.worker or mixed) else None
     results: list[BuyerResult] = []
     kinds: dict[str, int] = {}
     lock = threading.Lock()
     opened = time.perf_counter()
 
+    def buy(user: str, key: str, quantity: int, choice: random.Random, router: ShardRouter) -> tuple[Answer, str, int, bool]:
+        """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
+        if choice.random() < config.hold_share:
+            hold = hold_tickets(db, event.id, user, quantity, key, ttl_s=config.hold_ttl_s,
+                                deadline_s=config.deadline_s, rng=choice)
+            if choice.random() >= config.confirm_share:
+                return Answer.HELD_THEN_EXPIRED, order_id_for(user, key), 0, True
+            outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)
+            via_hold = True
+        else:
+            outcome = purchase_tickets(db, event.id, user, quantity, key, mode=mode, deadline_s=config.deadline_s,
+                                       rng=choice, router=router)
+            via_hold = False
+        if choice.random() < config.cancel_share:
+            cancel_order(db, outcome.order.id, user)
+        return Answer.SOLD, outcome.order.id, outcome.attempts, via_hold
+
     def buyer(item: tuple[int, str, str, int, int]) -> None:
         index, user, key, quantity, seed = item
+        choice = random.Random(seed)
         started = time.perf_counter()
-        attempts, error, none_left = 0, None, False
+        attempts, error, none_left, via_hold, order_id = 0, None, False, False, order_id_for(user, key)
         try:
-            outcome = purchase_tickets(
-                db, event.id, user, quantity, key, mode=mode, deadline_s=config.deadline_s,
-                rng=random.Random(seed), router=routers[index % len(routers)],
-            )
-            answer, attempts = Answer.SOLD, outcome.attempts
+            answer, order_id, attempts, via_hold = buy(user, key, quantity, choice, routers[index % len(routers)])
         except errors.SoldOut as exc:
             answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets)
         except errors.ContentionTimeout as exc:
@@ -238,8 +286,9 @@ def run_simulation(
         except Exception as exc:  # noqa: BLE001 - an opaque failure is exactly what we count
             answer, error = Answer.ERROR, f"{type(exc).__name__}: {exc}"[:200]
         done = time.perf_counter()
-        result = BuyerResult(index, order_id_for(user, key), quantity, answer,
-                             started - opened, done - started, attempts, error, none_left)
+        cancelled = answer is Answer.SOLD and config.cancel_share > 0 and _was_cancelled(db, order_id)
+        result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
+                             attempts, error, none_left, via_hold, cancelled)
         with lock:
             results.append(result)
             if error and answer is Answer.ERROR:
@@ -248,16 +297,51 @@ def run_simulation(
         if on_answer is not None:
             on_answer(result)
 
-    with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="buyer") as pool:
-        list(pool.map(buyer, plan))
-    duration = time.perf_counter() - opened
+    try:
+        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="buyer") as pool:
+            list(pool.map(buyer, plan))
+        duration = time.perf_counter() - opened
+        inventory_stats: dict[str, Any] | None = None
+        if background is not None:
+            inventory_stats = _drain_worker(db, background)
+    finally:
+        if background is not None:
+            background.stop()
     ledger = {r.order_id: r.answer.value for r in results}
-    audit = audit_sale(db, event.id, ledger)
-    early = early_sold_out(results)
+    audit = audit_sale(db, event.id, ledger, check_summary=background is not None)
+    early = 0 if mixed else early_sold_out(results)
     if early:
         audit.problems.append(
             f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
         )
         audit.ok = False
+    audit.ok = not audit.problems
     results.sort(key=lambda r: r.index)
-    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds)
+    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
+                            inventory_stats)
+
+
+def _was_cancelled(db: firestore.Client, order_id: str) -> bool:
+    doc = order_ref(db, order_id).get().to_dict() or {}
+    return int(doc.get("cancelled_quantity", 0)) > 0
+
+
+def _start_worker(db: firestore.Client) -> Worker:
+    """The inventory trigger (summary, notices) and the hold sweeper, as `boxoffice worker` runs them."""
+    worker = Worker([
+        InventoryTriggerLoop(db),
+        PeriodicLoop("hold-sweeper", lambda: release_expired_holds(db), 0.5),
+    ])
+    worker.start()
+    return worker
+
+
+def _drain_worker(db: firestore.Client, worker: Worker) -> dict[str, Any]:
+    """Release what holds remain (they would expire within ``hold_ttl_s``), then wait until
+    the trigger has reflected every change; return its lag and write-rate figures."""
+    while release_expired_holds(db, now=datetime.now(UTC) + timedelta(days=1)):
+        pass
+    trigger = next(loop for loop in worker.loops if isinstance(loop, InventoryTriggerLoop))
+    time.sleep(1.5)  # let the listener deliver the last changes before asking if it is idle
+    wait_until(trigger.idle, timeout_s=60)
+    return trigger.stats()

@@ -13,14 +13,14 @@ from google.cloud import firestore
 
 from boxoffice.messaging import analytics, notify
 from boxoffice.messaging.relay import OutboxRelay
-from boxoffice.messaging.subscribers import StreamingSubscriber, Subscription
+from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
 
 
 @dataclass
 class MessagingLoops:
     relay: OutboxRelay | None
-    subscribers: list[StreamingSubscriber] = field(default_factory=list)
+    subscribers: list[StreamingSubscriber | PullingSubscriber] = field(default_factory=list)
 
     @property
     def loops(self) -> list[Any]:
@@ -47,16 +47,20 @@ class MessagingLoops:
 def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
                 max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
-    """The loops, not started. ``mailer`` sends the emails (SMTP settings inside)."""
+    """The loops, not started: the relay, a streaming subscriber for each ordered subscription
+    (email) and a pulling one for each unordered subscription (analytics). ``mailer`` sends
+    the emails (SMTP settings inside)."""
     publisher = publisher_client()
     handlers = {
         EMAIL: lambda d: notify.handle_email(db, mailer, d),
         ANALYTICS: lambda d: analytics.handle_analytics(db, d),
     }
-    subs = [
-        StreamingSubscriber(Subscription(db, topology, topology.spec(name), handlers[name], publisher),
-                            threads=threads, max_outstanding=max_outstanding)
-        for name in subscriptions
-    ]
+    subs: list[StreamingSubscriber | PullingSubscriber] = []
+    for name in subscriptions:
+        sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)
+        if sub.spec.ordered:  # streaming pull: the client keeps each event's messages in order
+            subs.append(StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding))
+        else:  # batches handled in parallel (see PullingSubscriber)
+            subs.append(PullingSubscriber(sub, threads=threads))
     return MessagingLoops(OutboxRelay(db, topology, publisher=publisher, idle_s=relay_idle_s) if relay else None,
                           subs)

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import Event, InventoryShard, Order
+from boxoffice.messaging import cli as messaging_cli
 from boxoffice.runtime.dev_cli import app as dev_app
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app = typer.Typer(
 events_app = typer.Typer(help="Create, list and show events.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+messaging_cli.register(app)
 
 out = Console()
 err = Console(stderr=True)
@@ -248,3 +250,7 @@ def main() -> None:  # pragma: no cover - console entry point
     except Exception as exc:  # noqa: BLE001 - last line of defence: say what broke, exit 1
         err.print(f"[red]unexpected error[/red]: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_BUG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Cloud Functions for Firebase entry points: thin wrappers over boxoffice's handlers.
+
+Firebase discovers the functions as attributes of this module; each area keeps its wrappers
+in its own module and is re-exported here (one line per area).
+"""
+
+from boxoffice.messaging.cloud_functions import (  # noqa: F401
+    analytics_subscriber,
+    email_subscriber,
+    publish_outbox,
+    sweep_outbox,
+)

@@ -1,58 +1,13 @@
-"""Cloud Functions for Firebase entry points: thin wrappers over the project's handlers.
+"""Cloud Functions for Firebase entry points: thin wrappers over boxoffice's handlers.
 
-Inventory (issue 3):
-- ``on_inventory_written``: every write to ``events/{eventId}/inventory/{shardId}`` runs the
-  same ``deliver(handle_inventory_change)`` as the local worker (retries with backoff and
-  jitter inside the invocation, then a dead letter in ``trigger_failures``).
-- ``reconcile_inventory``: every minute, recompute the summary of each event with an
-  unresolved dead letter, and sweep expired holds.
-
-The Python SDK cannot ask Eventarc to retry a failed Firestore trigger
-(firebase/firebase-functions-python#165), so no change may depend on a redelivery: the
-handler retries in-process, a failure that survives is recorded and reconciled on schedule,
-and since every summary is recomputed from all shards, any later change repairs it too.
+Firebase discovers the functions as attributes of this module; each area keeps its wrappers
+in its own module and is re-exported here (one line per area).
 """
 
-from __future__ import annotations
-
-from datetime import UTC, datetime
-from typing import Any
-
-from firebase_admin import firestore as admin_firestore
-from firebase_admin import initialize_app
-from firebase_functions import firestore_fn, scheduler_fn
-
-from boxoffice.services.holds import release_expired_holds
-from boxoffice.triggers.inventory import InventoryChange, deliver, reconcile_failures
-
-initialize_app()
-
-
-def _as_datetime(ts: Any) -> datetime | None:
-    if ts is None:
-        return None
-    if isinstance(ts, datetime):
-        return ts
-    return ts.ToDatetime(tzinfo=UTC)  # protobuf Timestamp
-
-
-@firestore_fn.on_document_written(document="events/{eventId}/inventory/{shardId}", timeout_sec=120)
-def on_inventory_written(event: firestore_fn.Event[firestore_fn.Change[firestore_fn.DocumentSnapshot | None]]) -> None:
-    before = event.data.before
-    after = event.data.after
-    change = InventoryChange(
-        event_id=event.params["eventId"],
-        shard_id=event.params["shardId"],
-        before=before.to_dict() if before is not None else None,
-        after=after.to_dict() if after is not None else None,
-        change_id=event.id,
-        change_time=_as_datetime(after.update_time) if after is not None else None,
-    )
-    deliver(admin_firestore.client(), change)  # waits out the 1 s write interval, then writes or finds it done
-
-
-@scheduler_fn.on_schedule(schedule="every 1 minutes")
-def reconcile_inventory(event: scheduler_fn.ScheduledEvent) -> None:
-    db = admin_firestore.client()
-    release_expired_holds(db)
-    reconcile_failures(db)
+from boxoffice.messaging.cloud_functions import (  # noqa: F401
+    analytics_subscriber,
+    email_subscriber,
+    publish_outbox,
+    sweep_outbox,
+)
+from boxoffice.triggers.cloud_functions import on_inventory_written, reconcile_inventory  # noqa: F401

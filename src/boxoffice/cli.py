@@ -28,6 +28,7 @@ from rich.table import Table
 from boxoffice.domain import errors
 from boxoffice.domain.model import Event, InventoryShard, Order
 from boxoffice.loadtest import cli as loadtest_cli
+from boxoffice.messaging import cli as messaging_cli
 from boxoffice.runtime.dev_cli import app as dev_app
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
 app.command("simulate")(loadtest_cli.simulate)
 app.command("bench")(loadtest_cli.bench)
+messaging_cli.register(app)
 
 out = Console()
 err = Console(stderr=True)

@@ -34,6 +34,7 @@ def _info(stack: em.Stack, running: bool, **extra: object) -> dict:
         "firestore_host": stack.firestore_host,
         "pubsub_host": stack.pubsub_host,
         "pids": list(stack.pids),
+        "smtp_host": record.get("smtp_host"),
         "started_at": record.get("started_at"),
         "state_file": str(em.state_file(stack.state_dir)),
         "export": _exports(stack),
@@ -71,6 +72,9 @@ def up(
     if stale:  # recorded but (partly) dead: stop what is left of it, forget it
         em.stop_stack(em.Stack(project=str(stale.get("project", "")), firestore_host="", pubsub_host=None,
                                pids=tuple(int(p) for p in stale.get("pids", [])), state_dir=em.default_state_dir()))
+        from boxoffice.messaging import devstack
+
+        devstack.stop_smtp(stale)
         em.remove_state()
     t0 = time.monotonic()
     try:
@@ -86,6 +90,10 @@ def up(
             err_console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2)
     em.write_state(stack)
+    from boxoffice.messaging import devstack  # SMTP server + Pub/Sub topology beside the emulators
+
+    devstack.ensure_dev_topology(stack)
+    devstack.start_smtp(stack.state_dir)
     secs = round(time.monotonic() - t0, 1)
     if json_out:
         print(json.dumps(_info(stack, True, already_running=False, startup_seconds=secs)))
@@ -128,6 +136,9 @@ def down(json_out: bool = JsonOpt) -> None:
     alive = [p for p in pids if em.pid_alive(p)]
     em.stop_stack(em.Stack(project=str(data.get("project", "")), firestore_host=str(data.get("firestore_host", "")),
                            pubsub_host=data.get("pubsub_host"), pids=pids, state_dir=em.default_state_dir()))
+    from boxoffice.messaging import devstack
+
+    devstack.stop_smtp(data)
     em.remove_state()
     left = [p for p in pids if em.pid_alive(p)]
     if json_out:

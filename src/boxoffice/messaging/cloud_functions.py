@@ -1,0 +1,88 @@
+"""Cloud Functions for Firebase (production): thin wrappers over the same relay and handlers.
+
+- ``publish_outbox``: on creation of outbox/{messageId}, publish it and mark it published;
+- ``sweep_outbox``: every minute, publish stragglers (a function that failed or timed out);
+- ``email_subscriber`` / ``analytics_subscriber``: on_message_published with retry, so a raised
+  error makes Pub/Sub redeliver with backoff. The Eventarc subscription has no filter and no
+  dead-letter policy of ours: handlers ack (return) types they do not handle, and dead-letter
+  at the application level after ``max_delivery_attempts`` exactly as locally
+  (``subscribers.process``), so a poison message still lands in the dead-letter topic with
+  its error. Configure the SMTP relay with BOXOFFICE_SMTP_HOST (+ _USER, _PASSWORD, _STARTTLS).
+
+Imported by functions/main.py; importing this module needs firebase_functions (deploy only).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from firebase_functions import firestore_fn, pubsub_fn, scheduler_fn
+
+from boxoffice.messaging import analytics, notify, relay
+from boxoffice.messaging.subscribers import Subscription, Verdict, process
+from boxoffice.messaging.topology import ANALYTICS, EMAIL, default_topology, publisher_client
+from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
+
+_state: dict[str, Any] = {}
+
+
+def _db() -> Any:
+    if "db" not in _state:
+        from google.cloud import firestore
+
+        _state["db"] = firestore.Client()
+    return _state["db"]
+
+
+def _publisher() -> Any:
+    if "publisher" not in _state:
+        _state["publisher"] = publisher_client()
+    return _state["publisher"]
+
+
+def _topology() -> Any:
+    return default_topology(os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT"), emulator=False)
+
+
+@firestore_fn.on_document_created(document="outbox/{messageId}")
+def publish_outbox(event: firestore_fn.Event[firestore_fn.DocumentSnapshot | None]) -> None:
+    snap = event.data
+    if snap is None:
+        return
+    doc = snap.to_dict() or {}
+    if doc.get("published_at") is None:
+        relay.publish_one(_db(), _publisher(), _topology(), snap.id, doc)
+
+
+@scheduler_fn.on_schedule(schedule="every 1 minutes")
+def sweep_outbox(event: scheduler_fn.ScheduledEvent) -> None:
+    while relay.sweep(_db(), _publisher(), _topology()).full:
+        pass
+
+
+def _deliver(name: str, event: Any) -> None:
+    msg = event.data.message
+    data = base64.b64decode(msg.data or "")
+    topo = _topology()
+    if name == EMAIL:
+        if "mailer" not in _state:
+            _state["mailer"] = notify.Mailer(notify.SmtpSettings.from_env())
+        mailer = _state["mailer"]
+        handler = lambda d: notify.handle_email(_db(), mailer, d)  # noqa: E731
+    else:
+        handler = lambda d: analytics.handle_analytics(_db(), d)  # noqa: E731
+    sub = Subscription(_db(), topo, topo.spec(name), handler, _publisher())
+    if process(sub, data, dict(msg.attributes or {})) is Verdict.NACK:
+        raise RuntimeError(f"{name}: message {msg.attributes.get('message_id')} failed; retried by Pub/Sub")
+
+
+@pubsub_fn.on_message_published(topic=TICKET_EVENTS_TOPIC, retry=True)
+def email_subscriber(event: Any) -> None:
+    _deliver(EMAIL, event)
+
+
+@pubsub_fn.on_message_published(topic=TICKET_EVENTS_TOPIC, retry=True)
+def analytics_subscriber(event: Any) -> None:
+    _deliver(ANALYTICS, event)

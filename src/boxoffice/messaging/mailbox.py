@@ -1,0 +1,227 @@
+"""The local SMTP server of the dev stack and the mailbox it writes to disk.
+
+Every message received is stored as ``<dir>/<n>-<uuid>.eml`` and indexed as one JSON line in
+``<dir>/index.jsonl`` (received_at, Message-ID, from, to, subject and the X-Boxoffice-*
+headers). Nothing is deduplicated here: a resent email appears twice, and readers (``boxoffice
+mail list``, the pipeline audit) count distinct Message-IDs.
+
+Run it as ``python -m boxoffice.messaging.mailbox --port N --dir DIR`` (what `boxoffice dev up`
+does), or in-process with ``LocalSmtpServer`` (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+INDEX = "index.jsonl"
+SERVER_MARKER = "boxoffice.messaging.mailbox"
+
+
+@dataclass(frozen=True)
+class MailItem:
+    received_at: str
+    message_id: str
+    mail_from: str
+    to: list[str]
+    subject: str
+    kind: str
+    order_id: str
+    event_id: str
+    source_message: str  # the pipeline's message id (outbox id)
+    file: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "MailItem":
+        return cls(**{k: d.get(k, "" if k != "to" else []) for k in cls.__dataclass_fields__})
+
+
+class Mailbox:
+    """A mailbox directory written by the local SMTP server."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> MailItem:
+        msg = message_from_bytes(raw, policy=policy.default)
+        self.path.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        (self.path / name).write_bytes(raw)
+        item = MailItem(
+            received_at=datetime.now(timezone.utc).isoformat(),
+            message_id=str(msg.get("Message-ID", "")).strip(),
+            mail_from=mail_from,
+            to=list(rcpt_tos),
+            subject=str(msg.get("Subject", "")),
+            kind=str(msg.get("X-Boxoffice-Kind", "")),
+            order_id=str(msg.get("X-Boxoffice-Order", "")),
+            event_id=str(msg.get("X-Boxoffice-Event", "")),
+            source_message=str(msg.get("X-Boxoffice-Message", "")),
+            file=name,
+        )
+        line = json.dumps(item.__dict__) + "\n"
+        with self._lock, open(self.path / INDEX, "a", encoding="utf-8") as f:
+            f.write(line)  # one write of one line: concurrent readers see whole lines
+        return item
+
+    def items(self) -> list[MailItem]:
+        try:
+            text = (self.path / INDEX).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    out.append(MailItem.from_json(json.loads(line)))
+                except ValueError:
+                    continue  # a line being written right now
+        return out
+
+    def distinct(self) -> list[MailItem]:
+        """One item per Message-ID (the first received)."""
+        seen: dict[str, MailItem] = {}
+        for item in self.items():
+            seen.setdefault(item.message_id or item.file, item)
+        return list(seen.values())
+
+    def duplicates(self) -> dict[str, int]:
+        counts = Counter(i.message_id for i in self.items())
+        return {k: v for k, v in counts.items() if v > 1}
+
+    def clear(self) -> None:
+        for p in self.path.glob("*.eml"):
+            p.unlink(missing_ok=True)
+        (self.path / INDEX).unlink(missing_ok=True)
+
+
+class _Handler:
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        self.mailbox.store(envelope.original_content or envelope.content, envelope.mail_from,
+                           list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSmtpServer:
+    """An in-process SMTP server storing into a Mailbox (aiosmtpd's threaded Controller)."""
+
+    def __init__(self, mailbox_dir: Path | str, host: str = "127.0.0.1", port: int = 0) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.mailbox = Mailbox(mailbox_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self._controller = Controller(_Handler(self.mailbox), hostname=host, port=self.port)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "LocalSmtpServer":
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+# --------------------------------------------------------------------------- dev stack process
+
+
+def start_process(mailbox_dir: Path, log_path: Path, host: str = "127.0.0.1") -> tuple[int, str]:
+    """Start the SMTP server as a detached process; wait until it accepts connections.
+    Returns (pid, "host:port")."""
+    port = free_port(host)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", SERVER_MARKER, "--host", host, "--port", str(port), "--dir", str(mailbox_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SMTP server exited with code {proc.returncode}; see {log_path}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return proc.pid, f"{host}:{port}"
+        except OSError:
+            time.sleep(0.1)
+    stop_process(proc.pid)
+    raise RuntimeError(f"SMTP server did not listen on {host}:{port} within 20 s; see {log_path}")
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return SERVER_MARKER in cmd
+
+
+def stop_process(pid: int, grace: float = 5.0) -> bool:
+    """Stop the SMTP server process ``pid`` if it is ours (guards against a recycled pid)."""
+    if not _is_ours(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not _is_ours(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="boxoffice local SMTP server (stores mail on disk)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args(argv)
+    server = LocalSmtpServer(args.dir, args.host, args.port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"smtp listening on {server.address}, mailbox {args.dir}", flush=True)
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Emails from the pipeline: order confirmation, cancellation, waitlist offer.
+
+Guarantee (SMTP is not transactional, so this is the strongest one on offer): every handled
+message leads to at least one SMTP hand-off, and normally exactly one. The email record
+``emails/{messageId}`` is claimed first (``create``: only one delivery can claim it), the mail
+is sent, then the record is marked ``sent`` in the same commit as the processed-message record.
+A redelivered message finds ``sent`` and does nothing. A crash (or an SMTP timeout after the
+server accepted) between send and mark leaves ``sending``; once the claim is older than
+``CLAIM_LEASE_S`` the next delivery sends again, with the SAME deterministic Message-ID
+(``<messageId@boxoffice>``), so mail clients and the audit dedupe it: exactly one distinct
+email per message. A claim younger than the lease means another delivery is sending right now:
+the message is nacked and comes back later.
+
+A user without an email address: the record is marked ``skipped`` (reason ``no_email``) and
+the message acked (see services/users.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from boxoffice.log import kv
+from boxoffice.messaging.wire import Delivered
+from boxoffice.services.users import get_user
+from boxoffice.store.messaging import email_ref, processed_ref
+
+log = logging.getLogger(__name__)
+
+CLAIM_LEASE_S = 60.0
+SUBSCRIPTION = "email"
+
+KINDS = {
+    "order.confirmed": "order_confirmed",
+    "order.cancelled": "order_cancelled",
+    "waitlist.offer": "waitlist_offer",
+}
+
+
+class EmailInFlight(Exception):
+    """Another delivery of this message claimed the email moments ago: retry later."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    sender: str = "boxoffice <tickets@boxoffice.local>"
+    timeout_s: float = 10.0
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+    @classmethod
+    def from_address(cls, address: str, **kw: Any) -> "SmtpSettings":
+        host, _, port = address.rpartition(":")
+        return cls(host=host or "127.0.0.1", port=int(port), **kw)
+
+    @classmethod
+    def from_env(cls, default_address: str | None = None) -> "SmtpSettings":
+        """BOXOFFICE_SMTP_HOST (host:port), BOXOFFICE_SMTP_USER / _PASSWORD, BOXOFFICE_SMTP_STARTTLS=1,
+        BOXOFFICE_MAIL_FROM; else ``default_address`` (the dev stack's server)."""
+        address = os.environ.get("BOXOFFICE_SMTP_HOST") or default_address
+        if not address:
+            raise RuntimeError("no SMTP server: set BOXOFFICE_SMTP_HOST=host:port or run `boxoffice dev up`")
+        return cls.from_address(
+            address,
+            sender=os.environ.get("BOXOFFICE_MAIL_FROM", cls.sender),
+            username=os.environ.get("BOXOFFICE_SMTP_USER") or None,
+            password=os.environ.get("BOXOFFICE_SMTP_PASSWORD") or None,
+            starttls=os.environ.get("BOXOFFICE_SMTP_STARTTLS") == "1",
+        )
+
+
+class Mailer:
+    """Sends over SMTP, one kept-open connection per thread (reconnects when it dropped)."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self.sent = 0
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        if s.starttls:
+            conn.starttls()
+        if s.username:
+            conn.login(s.username, s.password or "")
+        return conn
+
+    def send(self, msg: EmailMessage) -> None:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        for attempt in (1, 2):
+            if conn is None:
+                conn = self._local.conn = self._connect()
+            try:
+                conn.send_message(msg)
+                self.sent += 1
+                return
+            except (smtplib.SMTPServerDisconnected, ConnectionError, OSError):
+                self._local.conn = conn = None  # stale kept-open connection: once more on a new one
+                if attempt == 2:
+                    raise
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._local.conn = None
+
+
+def message_id_header(message_id: str) -> str:
+    return f"<{message_id}@boxoffice>"
+
+
+def _money(amount: Any, currency: Any) -> str:
+    try:
+        return f"{int(amount) / 100:.2f} {currency or ''}".strip()
+    except (TypeError, ValueError):
+        return "?"
+
+
+def compose(kind: str, d: Delivered, to: str, name: str | None, sender: str) -> EmailMessage:
+    """The email for a message. Headers X-Boxoffice-* let the mailbox and the audit match
+    emails to orders without parsing the text."""
+    p = d.payload
+    event = d.event_id or p.get("event_id", "")
+    order = str(p.get("order_id", ""))
+    hello = f"Hello {name}," if name else "Hello,"
+    if kind == "order_confirmed":
+        subject = f"Your tickets for {event}: order {order}"
+        tickets = "\n".join(f"  - {t}" for t in p.get("ticket_ids", []))
+        body = (f"{hello}\n\nyour order {order} is confirmed: {p.get('quantity')} ticket(s), "
+                f"{_money(p.get('amount'), p.get('currency'))}.\n\nTickets:\n{tickets}\n")
+    elif kind == "order_cancelled":
+        subject = f"Order {order} cancelled"
+        body = (f"{hello}\n\n{p.get('quantity', '')} ticket(s) of order {order} for {event} were cancelled; "
+                f"refund: {_money(p.get('amount'), p.get('currency'))}.\n")
+    else:
+        subject = f"Tickets are available for {event}"
+        extra = f" Hold {p['hold_id']} keeps them until {p.get('expires_at')}." if p.get("hold_id") else ""
+        body = f"{hello}\n\n{p.get('quantity', '')} ticket(s) for {event} are waiting for you.{extra}\n"
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id_header(d.message_id)
+    msg["X-Boxoffice-Kind"] = kind
+    msg["X-Boxoffice-Event"] = event
+    msg["X-Boxoffice-Order"] = order
+    msg["X-Boxoffice-Message"] = d.message_id
+    msg.set_content(body)
+    return msg
+
+
+def _claim(db: firestore.Client, d: Delivered, kind: str) -> bool:
+    """Claim the email of this message. False: it was already sent or skipped."""
+    ref = email_ref(db, d.message_id)
+    fields = {
+        "status": "sending",
+        "claimed_at": firestore.SERVER_TIMESTAMP,
+        "claimed_at_local": datetime.now(timezone.utc),
+    }
+    try:
+        ref.create({
+            **fields,
+            "message_id": d.message_id,
+            "kind": kind,
+            "event_id": d.event_id,
+            "order_id": d.payload.get("order_id"),
+            "user_id": d.payload.get("user_id"),
+            "committed_at": d.created_at,
+            "attempts": 1,
+        })
+        return True
+    except gexc.AlreadyExists:
+        pass
+    snap = ref.get()
+    doc = snap.to_dict() or {}
+    status = doc.get("status")
+    if status in ("sent", "skipped"):
+        return False
+    claimed = doc.get("claimed_at_local")
+    age = (datetime.now(timezone.utc) - claimed).total_seconds() if claimed else CLAIM_LEASE_S
+    if status == "sending" and age < CLAIM_LEASE_S:
+        raise EmailInFlight(d.message_id)
+    # "failed", or "sending" past its lease (the sender crashed): take the claim over, unless
+    # another delivery took it since we read it (precondition fails -> nack, retried later).
+    ref.update({**fields, "attempts": firestore.Increment(1)},
+               option=db.write_option(last_update_time=snap.update_time))
+    return True
+
+
+def _finish(db: firestore.Client, d: Delivered, status: str, **extra: Any) -> None:
+    batch = db.batch()
+    batch.update(email_ref(db, d.message_id), {"status": status, "sent_at": firestore.SERVER_TIMESTAMP,
+                                               "sent_at_local": datetime.now(timezone.utc), **extra})
+    batch.set(processed_ref(db, SUBSCRIPTION, d.message_id), {
+        "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
+        "processed_at": firestore.SERVER_TIMESTAMP, "outcome": status,
+    })
+    batch.commit()
+
+
+def handle_email(db: firestore.Client, mailer: Mailer, d: Delivered) -> str:
+    """Send the email a message calls for, once. Returns "sent", "skipped", "duplicate" or
+    "ignored" (a type that needs no email). Raises to have the message retried."""
+    kind = KINDS.get(d.type)
+    if kind is None:
+        return "ignored"
+    if not _claim(db, d, kind):
+        return "duplicate"
+    user_id = str(d.payload.get("user_id") or "")
+    user = get_user(db, user_id) if user_id else None
+    if user is None or not user.email:
+        _finish(db, d, "skipped", reason="no_email")
+        kv(log, logging.INFO, "email.skipped", message_id=d.message_id, user_id=user_id, reason="no_email")
+        return "skipped"
+    msg = compose(kind, d, user.email, user.name, mailer.settings.sender)
+    try:
+        mailer.send(msg)
+    except Exception as exc:
+        # Release the claim so the retry (nack -> redelivery with backoff) can send at once.
+        try:
+            email_ref(db, d.message_id).update({"status": "failed", "last_error": repr(exc)[:500]})
+        except Exception:  # noqa: BLE001 - the lease covers this case too
+            pass
+        raise
+    _finish(db, d, "sent", to=user.email, message_id_header=msg["Message-ID"])
+    kv(log, logging.DEBUG, "email.sent", message_id=d.message_id, kind=kind, to=user.email)
+    return "sent"

@@ -1,0 +1,262 @@
+"""Checks and figures of the whole pipeline, for the simulator (`boxoffice simulate --pipeline`)
+and for operators: ``drain`` (wait until everything was published and handled),
+``audit_pipeline`` (problems; empty = ok), ``pipeline_figures`` (throughput and lag) and
+``measure_raw_consume_rate`` (the emulator's own ceiling, for the ratio).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.messaging import deadletter
+from boxoffice.messaging.analytics import read_stats
+from boxoffice.messaging.mailbox import Mailbox
+from boxoffice.messaging.topology import Topology, default_topology, subscriber_client
+from boxoffice.store.documents import ORDERS, OUTBOX
+from boxoffice.store.messaging import EMAILS, FAILURES, PROCESSED
+
+Where = tuple[str, str, Any]
+
+
+def _count(db: firestore.Client, collection: str, *where: Where) -> int:
+    q: Any = db.collection(collection)
+    for f, op, v in where:
+        q = q.where(filter=FieldFilter(f, op, v))
+    result = q.count().get()
+    return int(result[0][0].value)
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    drained: bool
+    waited_s: float
+    unpublished: int
+    backlog: dict[str, int]  # subscription -> messages it should have handled and has not yet
+
+    def __str__(self) -> str:
+        state = "drained" if self.drained else "NOT drained"
+        return f"{state} after {self.waited_s:.1f} s: unpublished={self.unpublished} backlog={self.backlog}"
+
+
+def backlog(db: firestore.Client, topology: Topology) -> tuple[int, dict[str, int]]:
+    """(unpublished outbox messages, per subscription: messages of its types not yet handled).
+
+    Handled = a processed-message record, or dead-lettered by that subscription. Counted from
+    Firestore because the emulator has no backlog metric and a peek would disturb delivery."""
+    unpublished = _count(db, OUTBOX, ("published_at", "==", None))
+    per_sub: dict[str, int] = {}
+    for spec in topology.subscriptions:
+        expected = sum(_count(db, OUTBOX, ("type", "==", t)) for t in spec.types)
+        done = _count(db, PROCESSED, ("subscription", "==", spec.name))
+        dead = _count(db, FAILURES, ("subscription", "==", spec.name), ("dead_lettered", "==", True))
+        per_sub[spec.name] = max(0, expected - done - dead)
+    return unpublished, per_sub
+
+
+def drain(db: firestore.Client, topology: Topology | None = None, *, timeout_s: float = 120.0,
+          poll_s: float = 0.5) -> DrainReport:
+    """Wait until the outbox has nothing unpublished and every subscription has handled every
+    message of its types (the relay and subscribers must be running somewhere)."""
+    topology = topology or default_topology()
+    t0 = time.monotonic()
+    while True:
+        unpublished, per_sub = backlog(db, topology)
+        waited = time.monotonic() - t0
+        if unpublished == 0 and not any(per_sub.values()):
+            return DrainReport(True, waited, 0, per_sub)
+        if waited >= timeout_s:
+            return DrainReport(False, waited, unpublished, per_sub)
+        time.sleep(poll_s)
+
+
+def audit_pipeline(db: firestore.Client, event_id: str, mailbox: Mailbox, *, topology: Topology | None = None,
+                   subscriber: Any = None, check_dead_letters: bool = True) -> list[str]:
+    """What is wrong with the pipeline's effects for one event; an empty list means all is well.
+
+    - every order of the event has exactly one confirmation email (distinct Message-IDs: a resend
+      after a crash reuses the Message-ID and is not counted twice), and no email names an
+      order that does not exist;
+    - every ``order.cancelled`` message of the event has exactly one cancellation email;
+    - analytics equal the orders: orders, tickets sold, revenue, tickets cancelled, refunds;
+    - the outbox holds nothing unpublished for the event;
+    - no email record is stuck in ``sending``/``failed`` or skipped for lack of an address;
+    - the dead-letter topic is empty."""
+    problems: list[str] = []
+    orders = {s.id: s.to_dict() or {} for s in
+              db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
+    outbox = {s.id: s.to_dict() or {} for s in
+              db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
+
+    mails = [m for m in mailbox.distinct() if m.event_id == event_id]
+    confirmations: Counter[str] = Counter(m.order_id for m in mails if m.kind == "order_confirmed")
+    for oid in orders:
+        n = confirmations.get(oid, 0)
+        if n != 1:
+            problems.append(f"order {oid}: {n} confirmation emails, expected 1")
+    for oid in set(confirmations) - set(orders):
+        problems.append(f"confirmation email for unknown order {oid}")
+    cancel_mails: Counter[str] = Counter(m.source_message for m in mails if m.kind == "order_cancelled")
+    cancel_msgs = {mid for mid, d in outbox.items() if d.get("type") == "order.cancelled"}
+    for mid in cancel_msgs:
+        n = cancel_mails.get(mid, 0)
+        if n != 1:
+            problems.append(f"cancellation {mid}: {n} cancellation emails, expected 1")
+    for mid in set(cancel_mails) - cancel_msgs:
+        problems.append(f"cancellation email for unknown message {mid}")
+
+    stats = read_stats(db, event_id)
+    truth = {
+        "orders": len(orders),
+        "tickets_sold": sum(int(o.get("quantity", 0)) for o in orders.values()),
+        "revenue": sum(int(o.get("quantity", 0)) * int(o.get("unit_price", 0)) for o in orders.values()),
+        "tickets_cancelled": sum(int(o.get("cancelled_quantity", 0)) for o in orders.values()),
+        "refunds": sum(int(o.get("cancelled_quantity", 0)) * int(o.get("unit_price", 0)) for o in orders.values()),
+        "cancellations": len(cancel_msgs),
+    }
+    for key, want in truth.items():
+        got = getattr(stats, key)
+        if got != want:
+            problems.append(f"analytics {key}={got}, orders say {want}")
+    if sum(stats.per_minute.values()) != truth["tickets_sold"]:
+        problems.append(f"analytics per-minute sales add up to {sum(stats.per_minute.values())}, "
+                        f"tickets sold {truth['tickets_sold']}")
+
+    unpublished = [mid for mid, d in outbox.items() if d.get("published_at") is None]
+    if unpublished:
+        problems.append(f"{len(unpublished)} outbox messages unpublished, e.g. {unpublished[:3]}")
+    for s in db.collection(EMAILS).where(filter=FieldFilter("event_id", "==", event_id)).stream():
+        d = s.to_dict() or {}
+        if d.get("status") not in ("sent",):
+            problems.append(f"email {s.id}: status {d.get('status')} ({d.get('reason') or d.get('last_error') or ''})")
+
+    if check_dead_letters:
+        topology = topology or default_topology()
+        n = deadletter.dead_letter_count(subscriber or subscriber_client(), topology)
+        if n:
+            problems.append(f"dead-letter topic holds {n} messages")
+    return problems
+
+
+@dataclass(frozen=True)
+class PipelineFigures:
+    messages: int  # processed-message records of the event (all subscriptions)
+    window_s: float  # first outbox commit -> last message handled
+    messages_per_s: float
+    emails: int
+    lag_p50_s: float | None  # order commit -> confirmation email sent
+    lag_p99_s: float | None
+    lag_max_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
+    """Throughput and lag of the pipeline for one event (read after ``drain``)."""
+    processed = [s.to_dict() or {} for s in
+                 db.collection(PROCESSED).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
+    starts = [d["created_at"] for d in (s.to_dict() or {} for s in
+              db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream())
+              if isinstance(d.get("created_at"), datetime)]
+    ends = [d["processed_at"] for d in processed if isinstance(d.get("processed_at"), datetime)]
+    window = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    committed = {s.id: (s.to_dict() or {}).get("committed_at") for s in
+                 db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
+    lags: list[float] = []
+    emails = 0
+    for s in db.collection(EMAILS).where(filter=FieldFilter("event_id", "==", event_id)).stream():
+        d = s.to_dict() or {}
+        if d.get("status") != "sent":
+            continue
+        emails += 1
+        c = committed.get(str(d.get("order_id")))
+        if d.get("kind") == "order_confirmed" and isinstance(c, datetime) and isinstance(d.get("sent_at"), datetime):
+            lags.append((d["sent_at"] - c).total_seconds())
+    lags.sort()
+    return PipelineFigures(
+        messages=len(processed), window_s=window,
+        messages_per_s=len(processed) / window if window > 0 else 0.0, emails=emails,
+        lag_p50_s=_pct(lags, 50), lag_p99_s=_pct(lags, 99), lag_max_s=lags[-1] if lags else None,
+    )
+
+
+@dataclass(frozen=True)
+class ConsumeRate:
+    messages: int
+    seconds: float
+    per_s: float
+    ordered: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_raw_consume_rate(n: int, *, project: str | None = None, ordered: bool = False,
+                             payload_bytes: int = 400, threads: int = 8, timeout_s: float = 300.0) -> ConsumeRate:
+    """The emulator's ceiling: publish ``n`` messages (like the pipeline's, one ordering key when
+    ``ordered``) to a fresh topic, then time a streaming-pull subscriber that only acks them.
+    The topic and subscription are deleted afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+    from boxoffice.messaging.topology import publisher_client
+
+    project = project or default_topology().project
+    tag = uuid.uuid4().hex[:8]
+    publisher, subscriber = publisher_client(ordering=ordered), subscriber_client()
+    topic = f"projects/{project}/topics/raw-rate-{tag}"
+    sub = f"projects/{project}/subscriptions/raw-rate-{tag}"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 60,
+                                            "enable_message_ordering": ordered})
+    try:
+        data = b"x" * payload_bytes
+        futures = [publisher.publish(topic, data, ordering_key="event" if ordered else "",
+                                     message_id=f"m{i}", type="order.confirmed") for i in range(n)]
+        for f in futures:
+            f.result(timeout=60)
+        got = 0
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def ack(message: Any) -> None:
+            nonlocal got
+            message.ack()
+            with lock:
+                got += 1
+                if got >= n:
+                    done.set()
+
+        t0 = time.monotonic()
+        future = subscriber.subscribe(sub, callback=ack,
+                                      scheduler=ThreadScheduler(ThreadPoolExecutor(max_workers=threads)),
+                                      flow_control=pubsub_v1.types.FlowControl(max_messages=1000))
+        done.wait(timeout_s)
+        seconds = time.monotonic() - t0
+        future.cancel()
+        try:
+            future.result(timeout=10)
+        except Exception:  # noqa: BLE001 - a cancelled future raises
+            pass
+        return ConsumeRate(got, seconds, got / seconds if seconds > 0 else 0.0, ordered)
+    finally:
+        subscriber.delete_subscription(subscription=sub)
+        publisher.delete_topic(topic=topic)

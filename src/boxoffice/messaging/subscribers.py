@@ -1,0 +1,270 @@
+"""Subscribers: turn Pub/Sub deliveries into handler calls, ack or nack, and dead-letter.
+
+``process`` is transport-free: it decodes, calls the handler, and says ack or nack. A handler
+is idempotent by the message id (it writes its processed-message record in the same commit as
+its effect), so at-least-once delivery gives exactly-once effects.
+
+- success, duplicate, or a type this subscriber does not handle -> ack (unknown types are
+  counted, never dead-lettered: the emulator ignores subscription filters, and a newer
+  publisher may send types an older subscriber does not know);
+- a handler error -> the failure is recorded (``message_failures/``: error, attempts) and the
+  message is nacked, so Pub/Sub redelivers it after the retry policy's exponential backoff;
+- the ``max_delivery_attempts``-th failure -> published to the dead-letter topic with its
+  error, and acked. Attempts are Pub/Sub's ``delivery_attempt`` where it tracks them (a
+  subscription with a native dead-letter policy), else the count in the failure record.
+
+Two transports: ``StreamingSubscriber`` (streaming pull, what the worker runs) and
+``pull_batch`` (one unary pull: tests, and operators draining by hand). Note the emulator's
+quirk: after a streaming-pull subscriber dies, its unacked messages come back only after about
+70 s; a unary pull gets them back after the ack deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from google.cloud import firestore
+
+from boxoffice.log import kv
+from boxoffice.messaging import deadletter, wire
+from boxoffice.messaging.topology import SubscriptionSpec, Topology
+from boxoffice.store.messaging import failure_ref
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[wire.Delivered], str]
+
+
+class Verdict(StrEnum):
+    ACK = "ack"
+    NACK = "nack"
+
+
+@dataclass
+class SubscriberStats:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, outcome: str) -> None:
+        with self._lock:
+            self.outcomes[outcome] += 1
+
+    @property
+    def handled(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@dataclass
+class Subscription:
+    """Everything needed to process one subscription's messages."""
+
+    db: firestore.Client
+    topology: Topology
+    spec: SubscriptionSpec
+    handler: Handler
+    publisher: Any  # for dead letters
+    stats: SubscriberStats = field(default_factory=SubscriberStats)
+
+    @property
+    def path(self) -> str:
+        return self.topology.subscription_path(self.spec.name)
+
+
+def _record_failure(sub: Subscription, message_id: str, exc: BaseException, pubsub_attempt: int) -> int:
+    ref = failure_ref(sub.db, sub.spec.name, message_id)
+    ref.set({"subscription": sub.spec.name, "message_id": message_id, "last_error": repr(exc)[:1000],
+             "failures": firestore.Increment(1), "last_failed_at": firestore.SERVER_TIMESTAMP},
+            merge=True)
+    recorded = int((ref.get().to_dict() or {}).get("failures", 1))
+    return max(pubsub_attempt, recorded)
+
+
+def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery_attempt: int = 0) -> Verdict:
+    """Handle one delivery; never raises."""
+    message_id = attributes.get("message_id", "?")
+    try:
+        d = wire.decode(data, attributes, delivery_attempt)
+        outcome = sub.handler(d) if d.type in sub.spec.types else "unknown_type"
+        sub.stats.add(outcome)
+        if outcome == "unknown_type":
+            kv(log, logging.INFO, "message.unknown_type", subscription=sub.spec.name, message_id=message_id,
+               type=attributes.get("type"))
+        return Verdict.ACK
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a nack or a dead letter
+        try:
+            attempts = _record_failure(sub, message_id, exc, delivery_attempt)
+        except Exception:  # noqa: BLE001 - Firestore down too: let Pub/Sub count (native policy)
+            kv(log, logging.ERROR, "message.failure_unrecorded", subscription=sub.spec.name, message_id=message_id)
+            sub.stats.add("failed")
+            return Verdict.NACK
+        if attempts >= sub.spec.max_delivery_attempts:
+            try:
+                deadletter.publish_dead_letter(sub.publisher, sub.topology, data, attributes, sub.spec.name,
+                                               repr(exc), attempts)
+                failure_ref(sub.db, sub.spec.name, message_id).update({"dead_lettered": True})
+            except Exception:  # noqa: BLE001 - try again on the next delivery
+                sub.stats.add("failed")
+                return Verdict.NACK
+            sub.stats.add("dead_lettered")
+            kv(log, logging.ERROR, "message.dead_lettered", subscription=sub.spec.name, message_id=message_id,
+               attempts=attempts, error=repr(exc))
+            return Verdict.ACK
+        sub.stats.add("failed")
+        kv(log, logging.WARNING, "message.failed", subscription=sub.spec.name, message_id=message_id,
+           attempts=attempts, error=repr(exc))
+        return Verdict.NACK
+
+
+def unary_pull(subscriber: Any, path: str, max_messages: int) -> Any:
+    """A pull that returns at once when nothing is there. ``return_immediately`` is deprecated
+    on Pub/Sub, but the emulator holds a pull without it until the RPC times out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return subscriber.pull(subscription=path, max_messages=max_messages, return_immediately=True,
+                               timeout=10, retry=None)
+
+
+def pull_batch(sub: Subscription, subscriber: Any, max_messages: int = 100, *,
+               stop_after: int | None = None) -> list[Verdict]:
+    """One unary pull, each message processed in turn and acked or nacked.
+
+    ``stop_after`` simulates a crash: after that many messages the rest of the batch is
+    abandoned without ack or nack (they come back after the ack deadline)."""
+    resp = unary_pull(subscriber, sub.path, max_messages)
+    verdicts: list[Verdict] = []
+    for i, rm in enumerate(resp.received_messages):
+        if stop_after is not None and i >= stop_after:
+            break
+        v = process(sub, bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt)
+        if v is Verdict.ACK:
+            subscriber.acknowledge(subscription=sub.path, ack_ids=[rm.ack_id])
+        else:
+            subscriber.modify_ack_deadline(subscription=sub.path, ack_ids=[rm.ack_id], ack_deadline_seconds=0)
+        verdicts.append(v)
+    return verdicts
+
+
+class StreamingSubscriber:
+    """A streaming-pull subscriber as a background loop: ``start()`` / ``stop()``.
+
+    ``max_outstanding`` bounds messages in flight (flow control) and ``threads`` the handler
+    threads. On an ordered subscription the client hands a key's next message to the callback
+    only after the previous one was acked or nacked: per event, handling is sequential."""
+
+    def __init__(self, sub: Subscription, *, subscriber: Any = None, max_outstanding: int = 200,
+                 threads: int = 8) -> None:
+        from boxoffice.messaging.topology import subscriber_client
+
+        self.sub = sub
+        self.name = f"subscriber-{sub.spec.name}"
+        self.subscriber = subscriber or subscriber_client()
+        self.max_outstanding = max_outstanding
+        self.threads = threads
+        self._future: Any = None
+
+    @property
+    def stats(self) -> SubscriberStats:
+        return self.sub.stats
+
+    def _callback(self, message: Any) -> None:
+        v = process(self.sub, bytes(message.data), dict(message.attributes), message.delivery_attempt or 0)
+        if v is Verdict.ACK:
+            message.ack()
+        else:
+            message.nack()
+
+    def start(self) -> "StreamingSubscriber":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+        scheduler = ThreadScheduler(ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name))
+        self._future = self.subscriber.subscribe(
+            self.sub.path, callback=self._callback, scheduler=scheduler,
+            flow_control=pubsub_v1.types.FlowControl(max_messages=self.max_outstanding),
+        )
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._future is not None:
+            self._future.cancel()  # stops pulling; in-flight callbacks finish first
+            try:
+                self._future.result(timeout=timeout)
+            except Exception:  # noqa: BLE001 - cancelled futures raise on result()
+                pass
+            self._future = None
+
+
+class PullingSubscriber:
+    """A unary-pull subscriber as a background loop, for UNORDERED subscriptions.
+
+    Why not streaming pull there: the Python client hands a callback the next message of an
+    ordering key only after the previous one was acked, whatever the subscription's ordering
+    setting, and every message here carries the event id as ordering key, so a streaming
+    subscriber handles one event's messages one at a time. Pulling batches and handling them on
+    ``threads`` threads lets analytics (whose counters commute) run in parallel."""
+
+    def __init__(self, sub: Subscription, *, subscriber: Any = None, batch: int = 100, threads: int = 8,
+                 idle_s: float = 0.1) -> None:
+        from boxoffice.messaging.topology import subscriber_client
+
+        self.sub = sub
+        self.name = f"subscriber-{sub.spec.name}"
+        self.subscriber = subscriber or subscriber_client()
+        self.batch = batch
+        self.threads = threads
+        self.idle_s = idle_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stats(self) -> SubscriberStats:
+        return self.sub.stats
+
+    def run_once(self, pool: Any) -> int:
+        resp = unary_pull(self.subscriber, self.sub.path, self.batch)
+        received = list(resp.received_messages)
+        if not received:
+            return 0
+        verdicts = list(pool.map(
+            lambda rm: process(self.sub, bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt),
+            received))
+        acks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.ACK]
+        nacks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.NACK]
+        if acks:
+            self.subscriber.acknowledge(subscription=self.sub.path, ack_ids=acks)
+        if nacks:
+            self.subscriber.modify_ack_deadline(subscription=self.sub.path, ack_ids=nacks, ack_deadline_seconds=0)
+        return len(received)
+
+    def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name) as pool:
+            while not self._stop.is_set():
+                try:
+                    if self.run_once(pool) == 0:
+                        self._stop.wait(self.idle_s)
+                except Exception as exc:  # noqa: BLE001 - the loop survives an emulator hiccup
+                    kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name, error=repr(exc))
+                    self._stop.wait(1.0)
+
+    def start(self) -> "PullingSubscriber":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

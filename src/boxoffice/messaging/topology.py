@@ -1,0 +1,186 @@
+"""Pub/Sub topology as code: topics, subscriptions, retry and dead-letter policies.
+
+``ensure_topology`` creates what is missing and leaves what exists (idempotent); `boxoffice dev up`
+runs it against the emulator and an operator runs `boxoffice messaging topology` against a project.
+
+    ticket-events            every message of the outbox (ordering key: the event id)
+      ticket-events.email      emails: confirmation, cancellation, waitlist offer (ordered)
+      ticket-events.analytics  sales counters (unordered: counters commute, so run in parallel)
+    ticket-events.dead-letter  messages a subscriber gave up on
+      ticket-events.dead-letter.hold   keeps them for `boxoffice dlq list|replay`
+
+Facts about the emulator (pubsub-emulator 0.8.20, measured) that shape this:
+- subscription filters are accepted but NOT applied: every subscriber receives every type and
+  must ack the types it does not handle (it does, and counts them);
+- an ordered subscription with a dead-letter policy crashes the emulator's pull when it
+  dead-letters (NullPointerException in OrderedMessageBacklog), so the ordered email
+  subscription gets no native dead-letter policy locally. Subscribers dead-letter at the
+  application level anyway (see ``subscribers.process``): after ``max_delivery_attempts`` they
+  publish the message with its error to the dead-letter topic and ack it. The native policy,
+  where present, is the backstop for a handler that cannot even record its failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.protobuf import duration_pb2
+
+from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
+
+DEAD_LETTER_TOPIC = f"{TICKET_EVENTS_TOPIC}.dead-letter"
+EMAIL = "email"
+ANALYTICS = "analytics"
+
+# Types each subscriber handles (also written as the subscription filter, for real Pub/Sub).
+EMAIL_TYPES = ("order.confirmed", "order.cancelled", "waitlist.offer")
+ANALYTICS_TYPES = ("order.confirmed", "order.cancelled")
+
+
+def _filter_for(types: Iterable[str]) -> str:
+    return " OR ".join(f'attributes.type = "{t}"' for t in types)
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    name: str  # logical name: "email", "analytics"; also the key of its processed records
+    types: tuple[str, ...]
+    ordered: bool
+    ack_deadline_s: int = 30
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    max_delivery_attempts: int = 5  # Pub/Sub allows 5..100
+    native_dead_letter: bool = True
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and policies. ``suffix`` lets tests use fresh topics and subscriptions each."""
+
+    project: str
+    suffix: str = ""
+    subscriptions: tuple[SubscriptionSpec, ...] = field(default_factory=tuple)
+
+    def topic_id(self, logical: str = TICKET_EVENTS_TOPIC) -> str:
+        return f"{logical}{self.suffix}"
+
+    def topic_path(self, logical: str = TICKET_EVENTS_TOPIC) -> str:
+        return f"projects/{self.project}/topics/{self.topic_id(logical)}"
+
+    @property
+    def dead_letter_topic_path(self) -> str:
+        return self.topic_path(DEAD_LETTER_TOPIC)
+
+    def subscription_path(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{TICKET_EVENTS_TOPIC}.{name}{self.suffix}"
+
+    @property
+    def dead_letter_hold_path(self) -> str:
+        return f"projects/{self.project}/subscriptions/{DEAD_LETTER_TOPIC}.hold{self.suffix}"
+
+    def spec(self, name: str) -> SubscriptionSpec:
+        for s in self.subscriptions:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def with_policies(self, **changes: Any) -> "Topology":
+        """The same topology with every subscription's policies changed (tests: short backoff)."""
+        return replace(self, subscriptions=tuple(replace(s, **changes) for s in self.subscriptions))
+
+
+def default_topology(project: str | None = None, *, suffix: str = "", emulator: bool | None = None) -> Topology:
+    """The production topology. On the emulator the ordered subscription has no native
+    dead-letter policy (see the module docstring)."""
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-boxoffice"
+    if emulator is None:
+        emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
+    return Topology(
+        project=project,
+        suffix=suffix,
+        subscriptions=(
+            SubscriptionSpec(EMAIL, EMAIL_TYPES, ordered=True, native_dead_letter=not emulator),
+            SubscriptionSpec(ANALYTICS, ANALYTICS_TYPES, ordered=False),
+        ),
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def publisher_client(*, ordering: bool = True) -> Any:
+    from google.cloud import pubsub_v1
+
+    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=ordering)
+    return pubsub_v1.PublisherClient(publisher_options=options)
+
+
+def subscriber_client() -> Any:
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.SubscriberClient()
+
+
+def ensure_topology(topology: Topology, publisher: Any = None, subscriber: Any = None) -> list[str]:
+    """Create the topics and subscriptions that do not exist yet. Returns what was created.
+
+    Existing resources are left as they are (Pub/Sub cannot change a subscription's ordering
+    after creation; delete it to apply a changed policy)."""
+    publisher = publisher or publisher_client()
+    subscriber = subscriber or subscriber_client()
+    created: list[str] = []
+    for topic in (topology.topic_path(), topology.dead_letter_topic_path):
+        try:
+            publisher.create_topic(name=topic)
+            created.append(topic)
+        except gexc.AlreadyExists:
+            pass
+    requests: list[dict[str, Any]] = [
+        {"name": topology.dead_letter_hold_path, "topic": topology.dead_letter_topic_path,
+         "ack_deadline_seconds": 60, "message_retention_duration": _duration(7 * 86400)}
+    ]
+    for spec in topology.subscriptions:
+        req: dict[str, Any] = {
+            "name": topology.subscription_path(spec.name),
+            "topic": topology.topic_path(),
+            "ack_deadline_seconds": spec.ack_deadline_s,
+            "enable_message_ordering": spec.ordered,
+            "filter": _filter_for(spec.types),
+            "retry_policy": {"minimum_backoff": _duration(spec.min_backoff_s),
+                             "maximum_backoff": _duration(spec.max_backoff_s)},
+        }
+        if spec.native_dead_letter:
+            req["dead_letter_policy"] = {"dead_letter_topic": topology.dead_letter_topic_path,
+                                         "max_delivery_attempts": spec.max_delivery_attempts}
+        requests.append(req)
+    for req in requests:
+        try:
+            subscriber.create_subscription(request=req)
+            created.append(req["name"])
+        except gexc.AlreadyExists:
+            pass
+    return created
+
+
+def delete_topology(topology: Topology, publisher: Any = None, subscriber: Any = None) -> None:
+    """Remove a (test) topology's subscriptions and topics; missing ones are ignored."""
+    publisher = publisher or publisher_client()
+    subscriber = subscriber or subscriber_client()
+    subs = [topology.subscription_path(s.name) for s in topology.subscriptions] + [topology.dead_letter_hold_path]
+    for sub in subs:
+        try:
+            subscriber.delete_subscription(subscription=sub)
+        except gexc.NotFound:
+            pass
+    for topic in (topology.topic_path(), topology.dead_letter_topic_path):
+        try:
+            publisher.delete_topic(topic=topic)
+        except gexc.NotFound:
+            pass

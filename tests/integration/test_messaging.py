@@ -1,0 +1,226 @@
+"""The messaging pipeline against the real Firestore and Pub/Sub emulators and a real SMTP server.
+
+Each test gets its own topics and subscriptions (a unique suffix), short retry backoff and the
+minimum ack deadline (10 s), so tests stay fast and never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.messaging import analytics, deadletter, notify
+from boxoffice.messaging.mailbox import LocalSmtpServer
+from boxoffice.messaging.pipeline import audit_pipeline, drain, pipeline_figures
+from boxoffice.messaging.relay import OutboxRelay, sweep
+from boxoffice.messaging.runner import build_loops
+from boxoffice.messaging.subscribers import Subscription, pull_batch
+from boxoffice.messaging.topology import (
+    ANALYTICS, EMAIL, default_topology, delete_topology, ensure_topology, publisher_client, subscriber_client,
+)
+from boxoffice.services.events import create_event
+from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.services.users import register_users
+from boxoffice.store.documents import OUTBOX
+
+
+@pytest.fixture
+def topology(stack):
+    topo = default_topology(stack.project, suffix=f".t{uuid.uuid4().hex[:8]}", emulator=True).with_policies(
+        ack_deadline_s=10, min_backoff_s=0.1, max_backoff_s=0.5)
+    ensure_topology(topo)
+    yield topo
+    delete_topology(topo)
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    server = LocalSmtpServer(tmp_path / "mail").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailer(smtp):
+    m = notify.Mailer(notify.SmtpSettings.from_address(smtp.address))
+    yield m
+    m.close()
+
+
+def _event(db, capacity=100):
+    return create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+                        price=2500, currency="EUR", capacity=capacity, per_order_max=4)
+
+
+def _buy(db, event, n, *, register=True, quantity=1):
+    users = [f"u{i:03d}" for i in range(n)]
+    if register:
+        register_users(db, [(u, f"{u}@example.test", f"User {u}") for u in users])
+    return [purchase_tickets(db, event.id, u, quantity, f"k-{u}").order for u in users]
+
+
+def _subs(db, topology, mailer):
+    pub = publisher_client()
+    return {
+        EMAIL: Subscription(db, topology, topology.spec(EMAIL), lambda d: notify.handle_email(db, mailer, d), pub),
+        ANALYTICS: Subscription(db, topology, topology.spec(ANALYTICS), lambda d: analytics.handle_analytics(db, d), pub),
+    }
+
+
+def _pull_until(sub, subscriber, want_processed, db, timeout=40):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pull_batch(sub, subscriber, 50)
+        done = len(list(db.collection("processed_messages")
+                        .where(filter=FieldFilter("subscription", "==", sub.spec.name)).stream()))
+        if done >= want_processed:
+            return done
+        time.sleep(0.2)
+    raise AssertionError(f"{sub.spec.name}: only {done} of {want_processed} processed")
+
+
+def test_the_same_outbox_message_published_twice_yields_one_email(db, topology, smtp, mailer):
+    event = _event(db)
+    (order,) = _buy(db, event, 1, quantity=2)
+    pub = publisher_client()
+    assert sweep(db, pub, topology).published == 1
+    # A relay that crashed after publishing and before marking publishes it again.
+    db.collection(OUTBOX).document(f"{order.id}.confirmed").update({"published_at": None})
+    assert sweep(db, pub, topology).published == 1
+
+    subs, subscriber = _subs(db, topology, mailer), subscriber_client()
+    _pull_until(subs[EMAIL], subscriber, 1, db)
+    _pull_until(subs[ANALYTICS], subscriber, 1, db)
+    time.sleep(0.5)
+    for name in (EMAIL, ANALYTICS):  # the second copy arrives too, and is acked as a duplicate
+        pull_batch(subs[name], subscriber, 50)
+    assert subs[EMAIL].stats.outcomes["sent"] == 1
+    assert subs[EMAIL].stats.outcomes["duplicate"] == 1
+    assert len(smtp.mailbox.items()) == 1
+    mail = smtp.mailbox.items()[0]
+    assert (mail.kind, mail.order_id, mail.to) == ("order_confirmed", order.id, ["u000@example.test"])
+    stats = analytics.read_stats(db, event.id)
+    assert (stats.orders, stats.tickets_sold, stats.revenue) == (1, 2, 5000)
+
+
+def test_a_subscriber_killed_mid_batch_and_restarted_applies_every_effect_once(db, topology, smtp, mailer):
+    event = _event(db)
+    orders = _buy(db, event, 6)
+    assert sweep(db, publisher_client(), topology).published == 6
+    subs, subscriber = _subs(db, topology, mailer), subscriber_client()
+    # Crash: three messages handled (effects written) but none of the batch acked.
+    deadline = time.monotonic() + 10
+    crashed: list = []
+    while len(crashed) < 3 and time.monotonic() < deadline:
+        crashed += pull_batch(subs[EMAIL], subscriber, 6, stop_after=3 - len(crashed))
+    assert len(crashed) == 3
+    assert len(smtp.mailbox.items()) == 3
+    # Restart: a new subscriber gets every unacked message back after the ack deadline.
+    restarted = _subs(db, topology, mailer)
+    _pull_until(restarted[EMAIL], subscriber, 6, db, timeout=40)
+    _pull_until(restarted[ANALYTICS], subscriber, 6, db, timeout=40)
+    items = smtp.mailbox.items()
+    assert sorted(i.order_id for i in items) == sorted(o.id for o in orders)  # each once, none twice
+    assert analytics.read_stats(db, event.id).tickets_sold == 6
+
+
+@pytest.mark.parametrize("name", [EMAIL, ANALYTICS])
+def test_a_message_that_always_fails_reaches_the_dead_letter_topic_after_the_set_attempts(db, topology, name):
+    event = _event(db)
+    _buy(db, event, 1)
+    pub, subscriber = publisher_client(), subscriber_client()
+    sweep(db, pub, topology)
+    calls = []
+
+    def poison(d):
+        calls.append(d.message_id)
+        raise ValueError("cannot handle this")
+
+    sub = Subscription(db, topology, topology.spec(name), poison, pub)
+    deadline = time.monotonic() + 40
+    while sub.stats.outcomes["dead_lettered"] == 0 and time.monotonic() < deadline:
+        pull_batch(sub, subscriber, 10)
+        time.sleep(0.1)
+    assert len(calls) == topology.spec(name).max_delivery_attempts == 5
+    letters = deadletter.list_dead_letters(subscriber, topology, db)
+    assert [(dl.subscription, dl.attempts) for dl in letters] == [(name, 5)]
+    assert "cannot handle this" in letters[0].error
+    # Nothing more is delivered on the main subscription.
+    time.sleep(0.6)
+    assert pull_batch(sub, subscriber, 10) == []
+    # Replay sends it back; a handler that now works handles it, and the dead-letter topic is empty.
+    replayed = deadletter.replay(subscriber, pub, topology, db)
+    assert [dl.message_id for dl in replayed] == [letters[0].message_id]
+    healed = Subscription(db, topology, topology.spec(name), lambda d: "counted", pub)
+    deadline = time.monotonic() + 20
+    while healed.stats.outcomes["counted"] == 0 and time.monotonic() < deadline:
+        pull_batch(healed, subscriber, 10)
+    assert healed.stats.outcomes["counted"] == 1
+    assert deadletter.dead_letter_count(subscriber, topology) == 0
+
+
+def test_messages_of_one_event_are_handled_in_order(db, topology, smtp, mailer):
+    event = _event(db)
+    _buy(db, event, 25)
+    expected = [s.id for s in db.collection(OUTBOX).order_by("created_at").stream()]
+    seen: list[str] = []
+    loops = build_loops(db, topology, mailer, subscriptions=(EMAIL,), threads=8)
+
+    def recording(d):
+        outcome = notify.handle_email(db, mailer, d)
+        time.sleep(random.uniform(0, 0.02))  # a parallel, unordered delivery would overtake here
+        seen.append(d.message_id)
+        return outcome
+
+    loops.subscribers[0].sub.handler = recording
+    loops.start()
+    try:
+        report = drain(db, topology.__class__(topology.project, topology.suffix, (topology.spec(EMAIL),)),
+                       timeout_s=60, poll_s=0.2)
+    finally:
+        loops.stop()
+    assert report.drained, report
+    assert seen == expected
+
+
+def test_a_relay_restart_loses_nothing_and_the_audit_passes(db, topology, smtp, mailer):
+    event = _event(db)
+    loops = build_loops(db, topology, mailer, relay_idle_s=0.05).start()
+    try:
+        orders = _buy(db, event, 10)
+        loops.relay.stop()  # the relay dies mid-sale...
+        orders += [purchase_tickets(db, event.id, f"u{i:03d}", 1, f"k2-{i}").order for i in range(10)]
+        loops.relay = OutboxRelay(db, topology, idle_s=0.05).start()  # ...and a new one starts
+        report = drain(db, topology, timeout_s=60, poll_s=0.2)
+    finally:
+        loops.stop()
+    assert report.drained, report
+    assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
+    assert len(smtp.mailbox.items()) == 20
+    figures = pipeline_figures(db, event.id)
+    assert figures.messages == 40 and figures.emails == 20
+    assert figures.lag_p50_s is not None and figures.lag_p50_s >= 0
+
+
+def test_the_audit_reports_a_missing_email_and_wrong_analytics(db, topology, smtp, mailer):
+    event = _event(db)
+    _buy(db, event, 2)
+    problems = audit_pipeline(db, event.id, smtp.mailbox, topology=topology)
+    assert any("0 confirmation emails" in p for p in problems)
+    assert any("analytics tickets_sold=0" in p for p in problems)
+    assert any("unpublished" in p for p in problems)
+
+
+def test_a_user_without_email_is_skipped_and_acked(db, topology, smtp, mailer):
+    event = _event(db)
+    _buy(db, event, 1, register=False)
+    sweep(db, publisher_client(), topology)
+    subs, subscriber = _subs(db, topology, mailer), subscriber_client()
+    _pull_until(subs[EMAIL], subscriber, 1, db)
+    assert subs[EMAIL].stats.outcomes["skipped"] == 1
+    assert smtp.mailbox.items() == []

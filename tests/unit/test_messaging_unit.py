@@ -1,0 +1,54 @@
+"""Pure parts of the messaging pipeline: wire format, email composition, topology names, mailbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from boxoffice.messaging import notify, wire
+from boxoffice.messaging.mailbox import Mailbox
+from boxoffice.messaging.topology import default_topology
+
+
+def test_an_outbox_document_round_trips_through_the_wire_format():
+    created = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+    data, attrs = wire.encode("o_1.confirmed", {"type": "order.confirmed", "event_id": "ev1", "created_at": created,
+                                                 "payload": {"order_id": "o_1", "quantity": 2}})
+    d = wire.decode(data, attrs, delivery_attempt=3)
+    assert (d.message_id, d.type, d.event_id, d.payload, d.created_at, d.delivery_attempt) == (
+        "o_1.confirmed", "order.confirmed", "ev1", {"order_id": "o_1", "quantity": 2}, created, 3)
+
+
+@pytest.mark.parametrize("data,attrs", [(b"{}", {}), (b"not json", {"message_id": "m"}), (b"[1]", {"message_id": "m"})])
+def test_an_unreadable_message_is_a_named_error(data, attrs):
+    with pytest.raises(wire.UndecodableMessage):
+        wire.decode(data, attrs)
+
+
+def test_an_email_carries_a_deterministic_message_id_and_matching_headers():
+    d = wire.Delivered("o_1.confirmed", "order.confirmed", "ev1",
+                       {"order_id": "o_1", "quantity": 2, "amount": 5000, "currency": "EUR", "ticket_ids": ["o_1-t01"]})
+    a = notify.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
+    b = notify.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
+    assert a["Message-ID"] == b["Message-ID"] == "<o_1.confirmed@boxoffice>"
+    assert (a["X-Boxoffice-Order"], a["X-Boxoffice-Kind"], a["X-Boxoffice-Event"]) == ("o_1", "order_confirmed", "ev1")
+    assert "50.00 EUR" in a.get_content()
+
+
+def test_a_test_topology_has_its_own_names_and_no_native_dead_letter_on_the_ordered_emulator_subscription():
+    topo = default_topology("p", suffix=".x", emulator=True)
+    assert topo.subscription_path("email") == "projects/p/subscriptions/ticket-events.email.x"
+    assert topo.dead_letter_topic_path == "projects/p/topics/ticket-events.dead-letter.x"
+    assert not topo.spec("email").native_dead_letter and topo.spec("email").ordered
+    assert default_topology("p", emulator=False).spec("email").native_dead_letter
+
+
+def test_the_mailbox_counts_a_resend_once(tmp_path):
+    box = Mailbox(tmp_path)
+    raw = b"Message-ID: <m1@boxoffice>\r\nX-Boxoffice-Kind: order_confirmed\r\nSubject: hi\r\n\r\nbody\r\n"
+    box.store(raw, "f@x", ["a@x"])
+    box.store(raw, "f@x", ["a@x"])
+    assert len(box.items()) == 2
+    assert [i.message_id for i in box.distinct()] == ["<m1@boxoffice>"]
+    assert box.duplicates() == {"<m1@boxoffice>": 2}

@@ -10,6 +10,7 @@ Every command takes ``--json`` for machine-readable output. Exit codes:
        idempotency key reused with other parameters
     5  could not finish in time because of load (retry with the same idempotency key)
     6  the local emulators are missing or would not start
+    7  (simulate, bench) the run finished but its audit or targets failed
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import Event, InventoryShard, Order
+from boxoffice.loadtest import cli as loadtest_cli
 from boxoffice.runtime.dev_cli import app as dev_app
 
 app = typer.Typer(
@@ -36,6 +38,8 @@ app = typer.Typer(
 events_app = typer.Typer(help="Create, list and show events.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+app.command("simulate")(loadtest_cli.simulate)
+app.command("bench")(loadtest_cli.bench)
 
 out = Console()
 err = Console(stderr=True)
@@ -243,8 +247,17 @@ def buy(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from boxoffice.runtime.emulators import EmulatorNotFound, EmulatorStartError
+
     try:
         app()
+    except (EmulatorNotFound, EmulatorStartError) as exc:
+        err.print(f"[red]emulators unavailable[/red]: {exc}")
+        sys.exit(EXIT_NO_EMULATOR)
     except Exception as exc:  # noqa: BLE001 - last line of defence: say what broke, exit 1
         err.print(f"[red]unexpected error[/red]: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_BUG)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

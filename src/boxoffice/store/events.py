@@ -34,13 +34,34 @@ def initial_summary(capacity: int, status: str) -> dict[str, Any]:
 def insert_event(db: firestore.Client, event: Event) -> None:
     """Write the event and all its shards in one atomic commit (at most 201 writes)."""
     batch = db.batch()
+    _stage_event(db, batch, event)
+    batch.commit()
+
+
+def insert_events(db: firestore.Client, events: list[Event]) -> None:
+    """Write many small events, as few commits as Firestore's 500 writes a commit allow.
+
+    Each event is still all-or-nothing: its documents never straddle two commits.
+    """
+    batch, writes = db.batch(), 0
+    for event in events:
+        size = 1 + event.shard_count
+        if writes + size > 500:
+            batch.commit()
+            batch, writes = db.batch(), 0
+        _stage_event(db, batch, event)
+        writes += size
+    if writes:
+        batch.commit()
+
+
+def _stage_event(db: firestore.Client, batch: firestore.WriteBatch, event: Event) -> None:
     doc = event_to_doc(event)
     doc["summary"] = initial_summary(event.capacity, event.status.value)
     batch.create(event_ref(db, event.id), doc)
     for index, capacity in enumerate(split_capacity(event.capacity, event.shard_count)):
         shard = InventoryShard(id=shard_id(index), capacity=capacity, available=capacity)
         batch.create(shard_ref(db, event.id, shard.id), shard_to_doc(shard))
-    batch.commit()
 
 
 def load_event(db: firestore.Client, event_id: str) -> Event:

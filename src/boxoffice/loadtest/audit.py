@@ -1,0 +1,139 @@
+"""Audit of one event's sale: does the database agree with itself and with what buyers were told?
+
+Checks, each a problem line when it fails:
+- every shard: no negative count, available + held + sold == capacity; shard capacities add
+  up to the event's capacity (nothing oversold: sold <= capacity);
+- tickets sold on the shards == active quantity of confirmed orders == valid ticket documents
+  == capacity - available - held;
+- no user holds more than the per-user limit, and each buyer record equals that user's orders;
+- one order per (user, idempotency key), one outbox message per order;
+- when the simulator's own ledger is given: every buyer told "you got it" has exactly that
+  order, and no buyer told "sold out" or "error" has one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain.model import OrderStatus, TicketStatus
+from boxoffice.store.documents import (
+    BUYERS,
+    ORDERS,
+    OUTBOX,
+    TICKETS,
+    event_ref,
+    inventory_col,
+    order_from_doc,
+)
+
+
+@dataclass
+class Audit:
+    ok: bool
+    problems: list[str]
+    figures: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": self.problems, "figures": self.figures}
+
+
+def audit_sale(
+    db: firestore.Client,
+    event_id: str,
+    ledger: Mapping[str, str] | None = None,
+) -> Audit:
+    """Audit an event. ``ledger`` maps order ids the simulator derived to what the buyer was
+    told: "sold", "sold_out", "refused" or "error"."""
+    problems: list[str] = []
+    event = (event_ref(db, event_id).get().to_dict()) or {}
+    capacity = int(event.get("capacity", 0))
+    per_user_limit = int(event.get("per_user_limit", 0))
+
+    shards = [(s.id, s.to_dict() or {}) for s in inventory_col(db, event_id).stream()]
+    available = held = sold = shard_capacity = 0
+    for sid, doc in shards:
+        a, h, s, c = (int(doc.get(k, 0)) for k in ("available", "held", "sold", "capacity"))
+        if min(a, h, s) < 0:
+            problems.append(f"shard {sid} has a negative count: available={a} held={h} sold={s}")
+        if a + h + s != c:
+            problems.append(f"shard {sid}: available+held+sold = {a + h + s} != capacity {c}")
+        available, held, sold, shard_capacity = available + a, held + h, sold + s, shard_capacity + c
+    if shard_capacity != capacity:
+        problems.append(f"shard capacities add up to {shard_capacity}, event capacity is {capacity}")
+    oversold = max(0, sold - capacity)
+    if oversold:
+        problems.append(f"OVERSOLD by {oversold}: {sold} sold of {capacity}")
+
+    orders = [
+        order_from_doc(o.id, o.to_dict() or {})
+        for o in db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).stream()
+    ]
+    live = [o for o in orders if o.status is not OrderStatus.CANCELLED]
+    ordered = sum(o.active_quantity for o in live)
+    valid_tickets = sum(
+        1
+        for t in db.collection(TICKETS).where(filter=FieldFilter("event_id", "==", event_id)).stream()
+        if (t.to_dict() or {}).get("status") == TicketStatus.VALID.value
+    )
+    if not sold == ordered == valid_tickets == capacity - available - held:
+        problems.append(
+            f"counts disagree: shards sold {sold}, confirmed order quantity {ordered}, "
+            f"valid tickets {valid_tickets}, capacity-available-held {capacity - available - held}"
+        )
+
+    per_user: dict[str, int] = defaultdict(int)
+    for o in live:
+        per_user[o.user_id] += o.active_quantity
+    over = {u: n for u, n in per_user.items() if n > per_user_limit}
+    if over:
+        problems.append(f"{len(over)} users over the per-user limit {per_user_limit}: {dict(list(over.items())[:5])}")
+    for buyer in event_ref(db, event_id).collection(BUYERS).stream():
+        recorded = int((buyer.to_dict() or {}).get("tickets", 0))
+        if recorded != per_user.get(buyer.id, 0):
+            problems.append(f"buyer record of {buyer.id} says {recorded} tickets, orders say {per_user.get(buyer.id, 0)}")
+
+    keys = Counter((o.user_id, o.idempotency_key) for o in orders)
+    doubled = [k for k, n in keys.items() if n > 1]
+    if doubled:
+        problems.append(f"{len(doubled)} idempotency keys with more than one order, e.g. {doubled[0]}")
+
+    order_ids = {o.id for o in orders}
+    outbox_orders = Counter(
+        (m.to_dict() or {}).get("payload", {}).get("order_id")
+        for m in db.collection(OUTBOX)
+        .where(filter=FieldFilter("event_id", "==", event_id))
+        .where(filter=FieldFilter("type", "==", "order.confirmed"))
+        .stream()
+    )
+    missing = order_ids - set(outbox_orders)
+    if missing:
+        problems.append(f"{len(missing)} orders have no order.confirmed outbox message")
+    if any(n > 1 for n in outbox_orders.values()):
+        problems.append("an order has more than one order.confirmed outbox message")
+
+    if ledger is not None:
+        told_sold = {oid for oid, told in ledger.items() if told == "sold"}
+        if told_sold - order_ids:
+            problems.append(f"{len(told_sold - order_ids)} buyers were told they got tickets but have no order")
+        phantom = {oid for oid in order_ids if ledger.get(oid) not in (None, "sold")}
+        if phantom:
+            problems.append(f"{len(phantom)} buyers were told no (sold out/error) yet have an order")
+
+    figures = {
+        "capacity": capacity,
+        "sold": sold,
+        "held": held,
+        "available": available,
+        "orders": len(orders),
+        "ordered_quantity": ordered,
+        "valid_tickets": valid_tickets,
+        "oversold": oversold,
+        "shards": len(shards),
+    }
+    return Audit(ok=not problems, problems=problems, figures=figures)

@@ -1,0 +1,134 @@
+"""`boxoffice simulate` and `boxoffice bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from boxoffice.domain import errors
+from boxoffice.store.purchases import CommitMode
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_AUDIT_FAILED = 7  # the run finished but the audit found an inconsistency (or errors)
+
+
+def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
+    from boxoffice.runtime import emulators as em
+
+    return em.running_stack(project, pubsub=pubsub)
+
+
+def simulate(
+    buyers: int = typer.Option(2000, min=1, help="Concurrent buyers in the sale."),
+    tickets: int = typer.Option(500, min=1, help="Tickets on sale."),
+    concurrency: int = typer.Option(200, min=1, max=1000, help="Buyers in flight at once."),
+    max_quantity: int = typer.Option(1, min=1, max=50, help="Each buyer asks for 1..Q tickets."),
+    shards: int | None = typer.Option(None, min=1, max=200, help="Inventory shards (default: event default)."),
+    strategy: str = typer.Option("sharded", help="sharded | single-document (the naive baseline)."),
+    commit: str = typer.Option("transaction", help="single-document only: transaction | batch."),
+    instances: int = typer.Option(4, min=1, help="Independent app instances the buyers are spread over."),
+    deadline: float = typer.Option(10.0, min=0.1, help="Seconds a buyer keeps retrying under contention."),
+    seed: int | None = typer.Option(None, help="Random seed for quantities and backoff."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report to this file."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of latencies and sales over time."),
+    project: str = typer.Option("demo-boxoffice", help="Emulator project id."),
+) -> None:
+    """Run a flash sale against the emulators and audit the database afterwards.
+
+    Uses running emulators (FIRESTORE_EMULATOR_HOST or `boxoffice dev up`) when there are
+    some, else starts its own and stops them after. Exit 0 when the audit is clean and no
+    buyer got an error; 7 otherwise.
+    """
+    from boxoffice.loadtest.report import print_report, write_json, write_plot
+    from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
+    from boxoffice.runtime import emulators as em
+
+    try:
+        config = SimulationConfig(
+            buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
+            shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
+            deadline_s=deadline, seed=seed, instances=instances,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    except errors.InvalidRequest as exc:
+        err.print(f"[red]error[/red]: {exc.message}")
+        raise typer.Exit(2) from exc
+
+    with _stack(project) as stack:
+        db = em.firestore_client(stack)
+        with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),
+                      TimeElapsedColumn(), console=err, transient=False) as progress:
+            task = progress.add_task("buyers", total=buyers, sold=0, sold_out=0, errors=0)
+            tally = {"sold": 0, "sold_out": 0, "errors": 0}
+
+            def on_answer(result) -> None:  # type: ignore[no-untyped-def]
+                key = {"sold": "sold", "sold_out": "sold_out", "error": "errors"}.get(result.answer.value)
+                if key:
+                    tally[key] += 1
+                progress.update(task, advance=1, **tally)
+
+            try:
+                result = run_simulation(db, config, on_answer=on_answer)
+            except errors.BoxofficeError as exc:
+                err.print(f"[red]error[/red]: {exc.message}")
+                raise typer.Exit(2) from exc
+        report = result.report()
+        print_report(report, out)
+        if json_path:
+            write_json(report, json_path)
+            out.print(f"report written to {json_path}")
+        if plot:
+            write_plot(result, plot)
+            out.print(f"plot written to {plot}")
+    if not report["audit"]["ok"] or report["errors"]:
+        raise typer.Exit(EXIT_AUDIT_FAILED)
+
+
+def bench(
+    buyers: int = typer.Option(5000, min=1, help="Buyers in each contended phase."),
+    tickets: int = typer.Option(1000, min=1, help="Tickets in each contended phase."),
+    concurrency: int = typer.Option(200, min=1, max=1000, help="Buyers in flight at once, every phase."),
+    deadline: float = typer.Option(5.0, min=0.1, help="Same deadline for every buyer of every phase."),
+    ceiling_buyers: int | None = typer.Option(None, help="Buyers in the ceiling phases (default: --buyers)."),
+    json_path: Path = typer.Option(Path("reports/bench.json"), "--json", help="Where to write the figures."),
+    project: str = typer.Option("demo-boxoffice-bench", help="Emulator project id (emptied between phases)."),
+) -> None:
+    """Measure sharded purchases against the uncontended ceiling and the single-document
+    baselines, side by side in one run on one emulator. Prints every figure and ratio."""
+    from boxoffice.loadtest.bench import run_bench
+    from boxoffice.loadtest.report import write_json
+    from boxoffice.runtime import emulators as em
+
+    with _stack(project) as stack:
+        db = em.firestore_client(stack)
+        figures = run_bench(
+            db, lambda: em.clear_firestore(stack, project), buyers=buyers, tickets=tickets,
+            concurrency=concurrency, deadline_s=deadline, ceiling_buyers=ceiling_buyers,
+            progress=lambda phase: err.print(f"[dim]phase: {phase}[/dim]"),
+        )
+    write_json(figures, json_path)
+    table = Table("phase", "sold", "sold out", "errors", "sales/s", "p50 ms", "p99 ms", "duration s")
+    for c in figures["ceilings"]:
+        table.add_row(f"ceiling ({c['commit']})", str(c["purchases"]), "-", str(sum(c["failures"].values())),
+                      f"{c['purchases_per_s']:.1f}", f"{c['latency_ms']['p50']:.0f}", f"{c['latency_ms']['p99']:.0f}",
+                      f"{c['duration_s']:.1f}")
+    for name in ("sharded", "single_document_transaction", "single_document_batch"):
+        r = figures[name]
+        table.add_row(name.replace("_", " "), str(r["tickets_sold"]), str(r["sold_out"]), str(r["errors"]),
+                      f"{r['sales_per_s']:.1f}", f"{r['latency_ms']['p50']:.0f}", f"{r['latency_ms']['p99']:.0f}",
+                      f"{r['duration_s']:.1f}")
+    out.print(table)
+    out.print_json(json.dumps({"ratios": figures["ratios"], "targets": figures["targets"], "checks": figures["checks"]}))
+    out.print(f"figures written to {json_path}")
+    if not figures["all_targets_met"]:
+        raise typer.Exit(EXIT_AUDIT_FAILED)

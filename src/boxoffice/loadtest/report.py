@@ -1,0 +1,81 @@
+"""How a simulation is shown: a table for people, JSON for scripts, a PNG for the eyes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from boxoffice.loadtest.simulator import Answer, SimulationResult
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    lat = report["latency_ms"]
+    table = Table(title=f"Flash sale {report['event_id']} ({report['strategy']}, {report['commit']})",
+                  show_header=False, title_justify="left")
+    table.add_row("buyers / tickets", f"{report['buyers']} buyers for {report['capacity']} tickets "
+                  f"on {report['shards']} shard(s), concurrency {report['concurrency']}")
+    table.add_row("sold", f"{report['tickets_sold']} tickets in {report['orders_confirmed']} orders "
+                  f"({report['success_rate']:.1%} of buyers)")
+    table.add_row("sold out", str(report["sold_out"]))
+    table.add_row("refused (other rules)", str(report["refused"]))
+    errors = f"{report['errors']}" + (f" {report['errors_by_kind']}" if report["errors_by_kind"] else "")
+    table.add_row("errors", f"[red]{errors}[/red]" if report["errors"] else errors)
+    table.add_row("oversold", f"[red]{report['oversold']}[/red]" if report["oversold"] else "0")
+    table.add_row("duration", f"{report['duration_s']:.2f} s, {report['throughput_per_s']:.0f} answers/s")
+    if report["sellout_s"]:
+        table.add_row("sales", f"{report['sales_per_s']:.0f} orders/s until the last sale at {report['sellout_s']:.2f} s, "
+                      f"{report['attempts_per_sale']} attempts per sale")
+    table.add_row("latency (all)", f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
+    audit = report["audit"]
+    table.add_row("audit", "[green]ok[/green]" if audit["ok"] else "[red]FAILED[/red]: " + "; ".join(audit["problems"]))
+    return table
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(report))
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def write_plot(result: SimulationResult, path: Path) -> None:
+    """Latency distribution by answer, and tickets sold over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for answer, colour in ((Answer.SOLD, "tab:green"), (Answer.SOLD_OUT, "tab:orange"), (Answer.ERROR, "tab:red")):
+        values = [r.latency_s * 1000 for r in result.results if r.answer is answer]
+        if values:
+            left.hist(values, bins=50, alpha=0.6, color=colour, label=f"{answer.value} ({len(values)})")
+    left.set_xlabel("latency (ms)")
+    left.set_ylabel("buyers")
+    left.set_title("Answer latency")
+    left.legend()
+
+    sales = sorted((r.started_s + r.latency_s, r.quantity) for r in result.results if r.answer is Answer.SOLD)
+    times, total, cumulative = [0.0], 0, [0]
+    for at, quantity in sales:
+        total += quantity
+        times.append(at)
+        cumulative.append(total)
+    right.step(times, cumulative, where="post", color="tab:green", label="tickets sold")
+    right.axhline(result.capacity, color="grey", linestyle="--", label=f"capacity {result.capacity}")
+    right.set_xlabel("seconds since the sale opened")
+    right.set_ylabel("tickets")
+    right.set_title("Sales over time")
+    right.legend(loc="lower right")
+    fig.suptitle(f"{len(result.results)} buyers, {result.capacity} tickets, {result.shard_count} shard(s), "
+                 f"{result.config.strategy.value}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -203,3 +203,26 @@ def clear_accounts(host: str, project: str) -> None:
     req = urllib.request.Request(f"http://{host}/emulator/v1/projects/{project}/accounts", method="DELETE")
     with urllib.request.urlopen(req, timeout=30):
         pass
+
+
+def dev_up(project: str) -> AuthEmulator:
+    """Start (or find) the dev stack's Auth emulator and record it beside the other emulators."""
+    existing = recorded_auth_emulator()
+    if existing is not None:
+        return existing
+    emu = start_auth_emulator(project)
+    record(emu)
+    return emu
+
+
+def dev_down() -> int | None:
+    """Stop the recorded dev Auth emulator; returns its pid if it was running."""
+    try:
+        data = json.loads((default_state_dir() / STATE_FILE_NAME).read_text())
+        pid = int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    alive = pid_alive(pid) and _ours(pid)
+    _stop(pid)
+    forget()
+    return pid if alive else None

@@ -232,3 +232,15 @@ def test_unknown_route_is_a_problem_document(http):
 def test_openapi_document_is_served(http):
     doc = http.get("/openapi.json").json()
     assert "/v1/purchases" in doc["paths"] and "Problem" in doc["components"]["schemas"]
+
+
+def test_minted_users_buy_through_the_simulator_client(api, http, user, event_of, auth_emulator, stack):
+    from boxoffice.api.client import purchase_via_api
+    from boxoffice.runtime.emulator_users import mint_tokens
+
+    ev = event_of(user(organiser=True), capacity=3)
+    buyers = mint_tokens(auth_emulator.host, stack.project, 5, prefix=f"sim{uuid.uuid4().hex[:6]}")
+    replies = [purchase_via_api(api, token, ev["id"], 1, f"k-{uid}") for uid, token in buyers]
+    assert [r.code for r in replies] == ["ok", "ok", "ok", "sold_out", "sold_out"]
+    again = purchase_via_api(api, buyers[0][1], ev["id"], 1, f"k-{buyers[0][0]}")
+    assert again.ok and again.replayed and again.body == replies[0].body

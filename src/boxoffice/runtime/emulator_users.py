@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from typing import Any
 
@@ -56,7 +57,7 @@ def _b64(data: dict[str, Any]) -> str:
 def emulator_token(project: str, uid: str, *, claims: dict[str, Any] | None = None,
                    issued_at: float | None = None, lifetime_s: int = 3600) -> str:
     """An ID token in the Auth emulator's format (unsigned) for ``uid``."""
-    iat = int(issued_at if issued_at is not None else time.time())
+    iat = int(issued_at if issued_at is not None else math.ceil(time.time()))
     payload = {
         **(claims or {}),
         "auth_time": iat, "user_id": uid, "sub": uid, "iat": iat, "exp": iat + lifetime_s,
@@ -77,5 +78,7 @@ def mint_tokens(host: str, project: str, n: int, *, prefix: str = "sim") -> list
             r.raise_for_status()
             if r.json().get("error"):
                 raise RuntimeError(f"batchCreate refused some users: {r.json()['error'][:3]}")
-    now = time.time() - 1
-    return [(u, emulator_token(project, u, issued_at=now)) for u in uids]
+    # Issued no earlier than the users' creation (the emulator records it as "valid since", and a
+    # token issued before that counts as revoked).
+    issued = math.ceil(time.time())
+    return [(u, emulator_token(project, u, issued_at=issued)) for u in uids]

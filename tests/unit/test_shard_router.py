@@ -12,7 +12,7 @@ import pytest
 from boxoffice.domain.model import InventoryShard, new_event
 from boxoffice.services.purchasing import make_request
 from boxoffice.domain import errors
-from boxoffice.store.purchases import ShardRouter, ShardsBusy
+from boxoffice.store.purchases import ShardRouter
 
 
 class Clock:
@@ -42,40 +42,63 @@ def test_claims_are_exclusive_within_a_process_and_released():
     rng = random.Random(0)
     first = router.claim_likely("ev", rng)
     second = router.claim_likely("ev", rng)
-    assert {first, second} == {"s000", "s001"}
+    assert first and second and first[1] and second[1]
+    assert {first[0], second[0]} == {"s000", "s001"}
+    router.release("ev", [first[0]])
+    assert router.claim_likely("ev", rng) == (first[0], True)
+
+
+def test_a_buyer_who_waited_long_enough_races_unclaimed_instead_of_failing():
+    router = ShardRouter()
     router.MAX_WAIT_S = 0.05
-    with pytest.raises(ShardsBusy):
-        router.claim_likely("ev", rng)
-    router.release("ev", [first])
-    assert router.claim_likely("ev", rng) == first
+    router.learn_event(event(shards=1))
+    assert router.claim_likely("ev", random.Random()) == ("s000", True)
+    started = time.monotonic()
+    assert router.claim_likely("ev", random.Random()) == ("s000", False)
+    assert time.monotonic() - started >= 0.05
 
 
 def test_a_waiting_buyer_gets_the_shard_as_soon_as_it_is_released():
     router = ShardRouter()
     router.learn_event(event(shards=1))
     held = router.claim_likely("ev", random.Random())
-    got: list[str | None] = []
+    assert held is not None
+    got: list[object] = []
     waiter = threading.Thread(target=lambda: got.append(router.claim_likely("ev", random.Random())))
     waiter.start()
     time.sleep(0.05)
     assert got == []
-    router.release("ev", [held])
+    router.release("ev", [held[0]])
     waiter.join(timeout=2)
-    assert got == ["s000"]
+    assert got == [("s000", True)]
+
+
+def test_waiting_buyers_hear_at_once_when_the_last_stocked_shard_empties():
+    router = ShardRouter()
+    router.learn_event(event(shards=3))
+    router.learn_stock("ev", stock(("s001", 1)))
+    held = router.claim_likely("ev", random.Random())
+    assert held == ("s001", True)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(router.claim_likely("ev", random.Random())))
+    waiter.start()
+    time.sleep(0.05)
+    router.forget("ev", "s001")  # the holder sold the last ticket of s001
+    waiter.join(timeout=0.5)
+    assert got == [None]
 
 
 def test_non_exclusive_router_never_blocks():
     router = ShardRouter(exclusive=False)
     router.learn_event(event(shards=1))
-    assert [router.claim_likely("ev", random.Random()) for _ in range(3)] == ["s000"] * 3
+    assert [router.claim_likely("ev", random.Random()) for _ in range(3)] == [("s000", False)] * 3
 
 
 def test_buyers_are_routed_to_shards_last_seen_with_stock():
     router = ShardRouter()
     router.learn_event(event(shards=3))
     router.learn_stock("ev", stock(("s000", 0), ("s001", 4), ("s002", 0)))
-    claimed = router.claim_likely("ev", random.Random())
-    assert claimed == "s001"
+    assert router.claim_likely("ev", random.Random()) == ("s001", True)
 
 
 def test_after_a_sell_out_one_buyer_rechecks_when_the_answer_is_stale():
@@ -90,7 +113,7 @@ def test_after_a_sell_out_one_buyer_rechecks_when_the_answer_is_stale():
     assert router.should_recheck_sold_out("ev") is True  # stale: this buyer re-checks ...
     assert router.should_recheck_sold_out("ev") is False  # ... and the others do not pile on
     router.learn_stock("ev", stock(("s002", 1)))  # tickets came back
-    assert router.claim_likely("ev", random.Random()) == "s002"
+    assert router.claim_likely("ev", random.Random()) == ("s002", True)
 
 
 def test_requests_are_validated_before_any_database_access():

@@ -91,7 +91,7 @@ def purchase_tickets(
     while True:
         attempt += 1
         try:
-            outcome = attempt_once(db, request, rng, router)
+            outcome = attempt_once(db, request, rng, router, give_up_at)
         except RETRYABLE as exc:
             delay = backoff.delay(attempt, rng)
             if time.monotonic() + delay >= give_up_at:

@@ -62,10 +62,6 @@ from boxoffice.store.documents import (
     ticket_to_doc,
 )
 
-class ShardsBusy(Exception):
-    """Every shard that could serve the order is being tried by another buyer of this process."""
-
-
 # Errors that mean "another writer got there first" or "try again": never shown to a buyer.
 RETRYABLE = (
     gexc.Conflict,  # ABORTED (transaction lock timeout), ALREADY_EXISTS (order created meanwhile)
@@ -74,7 +70,6 @@ RETRYABLE = (
     gexc.ServiceUnavailable,
     gexc.DeadlineExceeded,
     gexc.InternalServerError,
-    ShardsBusy,
 )
 
 
@@ -114,7 +109,7 @@ class ShardRouter:
     """
 
     SOLD_OUT_TTL_S = 0.5
-    MAX_WAIT_S = 5.0
+    MAX_WAIT_S = 1.0
 
     def __init__(self, *, exclusive: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.exclusive = exclusive
@@ -148,10 +143,14 @@ class ShardRouter:
             return event_id in self._with_stock
 
     def forget(self, event_id: str, shard: str) -> None:
-        with self._lock:
+        """A shard was seen empty: stop sending buyers there."""
+        with self._free:
             stocked = self._with_stock.get(event_id)
             if stocked and shard in stocked:
                 stocked.remove(shard)
+                # Buyers waiting for a claim must look again: when no shard is left they
+                # are to hear "sold out" now, not when their wait runs out.
+                self._free.notify_all()
 
     def clear(self, event_id: str) -> None:
         """Drop what is known of an event (after a release adds tickets or shards)."""
@@ -162,28 +161,30 @@ class ShardRouter:
 
     # --- claims ----------------------------------------------------------------------
 
-    def claim_likely(self, event_id: str, rng: random.Random) -> str | None:
-        """Claim a shard likely to have tickets, or return None with ``sold_out_seen`` set
-        when every shard was empty a moment ago, or None when nothing is known yet.
+    def claim_likely(
+        self, event_id: str, rng: random.Random, give_up_at: float | None = None
+    ) -> tuple[str, bool] | None:
+        """Pick a shard likely to have tickets: ``(shard, claimed)``; or None when every shard
+        was empty when last looked (the caller checks how recently) or nothing is known yet.
 
-        When every shard known to have tickets is claimed by other buyers of this process,
-        waits (up to ``MAX_WAIT_S``) for one to be released rather than racing them, then
-        raises ``ShardsBusy``.
+        When every candidate shard is claimed by other buyers of this process, waits for one
+        to be released (until ``give_up_at``, at most ``MAX_WAIT_S``) rather than racing them.
+        A buyer whose wait runs out races for one unclaimed (``claimed`` False): waiting in
+        line bounds the work, never the answer.
         """
         with self._free:
-            give_up_at = self._clock() + self.MAX_WAIT_S
+            give_up_at = self._give_up_at(give_up_at)
             while True:
                 stocked = self._with_stock.get(event_id)
                 if stocked:
-                    candidates = stocked
+                    candidates = list(stocked)
                 elif stocked is not None or event_id not in self._shard_count:
-                    return None  # sold out when last looked (the caller checks how recently), or unknown
+                    return None
                 else:
                     candidates = [shard_id(i) for i in range(self._shard_count[event_id])]
-                claimed = self._claim_one_of(event_id, candidates, rng)
-                if claimed is not None:
-                    return claimed
-                self._wait(give_up_at, event_id)
+                picked = self._pick(event_id, candidates, rng, give_up_at)
+                if picked is not None:
+                    return picked
 
     def should_recheck_sold_out(self, event_id: str) -> bool:
         """After a sell-out, one buyer at a time re-checks the shards once the answer is
@@ -197,39 +198,47 @@ class ShardRouter:
             self._empty_at[event_id] = self._clock()  # this caller re-checks; the rest wait for it
             return True
 
-    def claim_any(self, event_id: str, shard_count: int, rng: random.Random) -> str:
-        """Claim any shard of the event, waiting like ``claim_likely``."""
+    def claim_any(
+        self, event_id: str, shard_count: int, rng: random.Random, give_up_at: float | None = None
+    ) -> tuple[str, bool]:
+        """Pick any shard of the event, waiting like ``claim_likely``."""
         with self._free:
             self._shard_count.setdefault(event_id, shard_count)
-            give_up_at = self._clock() + self.MAX_WAIT_S
+            give_up_at = self._give_up_at(give_up_at)
+            candidates = [shard_id(i) for i in range(shard_count)]
             while True:
-                candidates = [shard_id(i) for i in range(shard_count)]
-                claimed = self._claim_one_of(event_id, candidates, rng)
-                if claimed is not None:
-                    return claimed
-                self._wait(give_up_at, event_id)
+                picked = self._pick(event_id, candidates, rng, give_up_at)
+                if picked is not None:
+                    return picked
 
-    def _claim_one_of(self, event_id: str, candidates: list[str], rng: random.Random) -> str | None:
+    def _pick(
+        self, event_id: str, candidates: list[str], rng: random.Random, give_up_at: float
+    ) -> tuple[str, bool] | None:
+        """Claim a free candidate; None after waiting a little (call again: the candidates
+        may have changed); an unclaimed candidate once ``give_up_at`` has passed."""
         free = [s for s in candidates if (event_id, s) not in self._claimed]
-        return self._claim(event_id, rng.choice(free)) if free else None
-
-    def _wait(self, give_up_at: float, event_id: str) -> None:
+        if free:
+            return self._claim(event_id, rng.choice(free)), self.exclusive
         left = give_up_at - self._clock()
         if left <= 0:
-            raise ShardsBusy(event_id)
+            return rng.choice(candidates), False
         self._free.wait(left)
+        return None
+
+    def _give_up_at(self, deadline: float | None) -> float:
+        latest = self._clock() + self.MAX_WAIT_S
+        return latest if deadline is None else min(latest, deadline)
 
     def is_free(self, event_id: str, shard: str, mine: Iterable[str]) -> bool:
         with self._lock:
             return shard in mine or (event_id, shard) not in self._claimed
 
-    def claim_all(self, event_id: str, shards: Iterable[str], mine: Iterable[str]) -> list[str]:
-        """Claim every shard not already mine, all or none. Raises ``ShardsBusy``."""
-        wanted = [s for s in shards if s not in set(mine)]
+    def claim_free(self, event_id: str, shards: Iterable[str], mine: Iterable[str]) -> list[str]:
+        """Claim those of ``shards`` that are neither mine nor anybody's; return them."""
+        owned = set(mine)
         with self._lock:
-            if self.exclusive and any((event_id, s) in self._claimed for s in wanted):
-                raise ShardsBusy(event_id)
-            return [self._claim(event_id, s) for s in wanted]
+            free = [s for s in shards if s not in owned and (event_id, s) not in self._claimed]
+            return [self._claim(event_id, s) for s in free] if self.exclusive else []
 
     def release(self, event_id: str, shards: Iterable[str]) -> None:
         with self._free:
@@ -322,11 +331,14 @@ def _write(
     chosen: dict[str, tuple[InventoryShard, Any]],
     allocations: dict[str, int],
     guarded: bool,
-) -> Order:
+) -> tuple[Order, dict[str, int]]:
+    """Stage every write of the purchase; returns the order and what each shard has left."""
     order, tickets, message = _build(request, event, allocations)
+    left: dict[str, int] = {}
     for sid, taken in allocations.items():
         shard, snap = chosen[sid]
         after = shard.take(taken)
+        left[sid] = after.available
         option = db.write_option(last_update_time=snap.update_time) if guarded else None
         writer.update(
             shard_ref(db, event.id, sid),
@@ -348,7 +360,7 @@ def _write(
     for ticket in tickets:
         writer.create(ticket_ref(db, ticket.id), ticket_to_doc(ticket))
     writer.create(outbox_ref(db, message.id), outbox_to_doc(message))
-    return order
+    return order, left
 
 
 @dataclass(frozen=True)
@@ -372,16 +384,19 @@ def _attempt(
     *,
     guarded: bool,
     mine: list[str],
-) -> Outcome | Order:
-    """Read, decide and stage the writes. Returns the replayed ``Outcome`` or the new order.
+    give_up_at: float | None,
+) -> Outcome | tuple[Order, dict[str, int]]:
+    """Read, decide and stage the writes. Returns the replayed ``Outcome``, or the new order
+    and what its shards have left once committed.
 
     Shards claimed from the router are added to ``mine``; the caller releases them once the
     commit has returned.
     """
     event_id = request.event_id
-    guess = router.claim_likely(event_id, rng)
-    if guess is not None:
-        mine.append(guess)
+    picked = router.claim_likely(event_id, rng, give_up_at)
+    guess = picked[0] if picked else None
+    if picked and picked[1]:
+        mine.append(picked[0])
     refs = _refs(db, request, guess)
     snaps = _by_path(reader.get_all(list(refs.values())), refs)
     event, existing, buyer, buyer_snap, shard, shard_snap = _interpret(request, snaps, guess)
@@ -398,8 +413,9 @@ def _attempt(
         if not router.should_recheck_sold_out(event_id):
             raise SoldOut(event_id)
     elif guess is None:  # first buyer of this event in this process
-        guess = router.claim_any(event_id, event.shard_count, rng)
-        mine.append(guess)
+        guess, claimed = router.claim_any(event_id, event.shard_count, rng, give_up_at)
+        if claimed:
+            mine.append(guess)
         shard_snap = reader.get(shard_ref(db, event_id, guess))
         shard = shard_from_doc(guess, shard_snap.to_dict() or {}) if shard_snap.exists else None
 
@@ -414,12 +430,11 @@ def _attempt(
         router.learn_stock(event_id, (c[0] for c in chosen.values()))
         everything = [c[0] for c in chosen.values()]
         free = [x for x in everything if router.is_free(event_id, x.id, mine)]
-        try:
+        try:  # shards nobody else in this process is trying first; else race for the rest
             allocations = plan_allocation(free, request.quantity, event_id, rng)
         except SoldOut:
-            plan_allocation(everything, request.quantity, event_id, rng)  # truly sold out?
-            raise ShardsBusy(event_id) from None
-        mine += router.claim_all(event_id, allocations, mine)
+            allocations = plan_allocation(everything, request.quantity, event_id, rng)
+        mine += router.claim_free(event_id, allocations, mine)
 
     return _write(
         db,
@@ -435,24 +450,36 @@ def _attempt(
 
 
 def attempt_guarded_batch(
-    db: firestore.Client, request: PurchaseRequest, rng: random.Random, router: ShardRouter = ROUTER
+    db: firestore.Client,
+    request: PurchaseRequest,
+    rng: random.Random,
+    router: ShardRouter = ROUTER,
+    give_up_at: float | None = None,
 ) -> Outcome:
     """One optimistic attempt. Raises a domain error, or one of ``RETRYABLE`` on a lost race."""
     mine: list[str] = []
     try:
         batch = db.batch()
         reader = _Reader(get_all=db.get_all, query=lambda q: q.stream())
-        result = _attempt(db, request, rng, router, reader, batch, guarded=True, mine=mine)
+        result = _attempt(db, request, rng, router, reader, batch, guarded=True, mine=mine, give_up_at=give_up_at)
         if isinstance(result, Outcome):
             return result
         batch.commit()
-        return Outcome(result, replayed=False)
+        order, left = result
+        for sid, remaining in left.items():
+            if remaining == 0:
+                router.forget(request.event_id, sid)
+        return Outcome(order, replayed=False)
     finally:
         router.release(request.event_id, mine)
 
 
 def attempt_transaction(
-    db: firestore.Client, request: PurchaseRequest, rng: random.Random, router: ShardRouter = ROUTER
+    db: firestore.Client,
+    request: PurchaseRequest,
+    rng: random.Random,
+    router: ShardRouter = ROUTER,
+    give_up_at: float | None = None,
 ) -> Outcome:
     """One attempt inside a Firestore transaction (its reads lock the documents they read)."""
     mine: list[str] = []
@@ -461,8 +488,8 @@ def attempt_transaction(
     @firestore.transactional
     def run(txn: firestore.Transaction) -> Outcome:
         reader = _Reader(get_all=txn.get_all, query=txn.get)
-        result = _attempt(db, request, rng, router, reader, txn, guarded=False, mine=mine)
-        return result if isinstance(result, Outcome) else Outcome(result, replayed=False)
+        result = _attempt(db, request, rng, router, reader, txn, guarded=False, mine=mine, give_up_at=give_up_at)
+        return result if isinstance(result, Outcome) else Outcome(result[0], replayed=False)
 
     try:
         outcome: Outcome = run(transaction)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit bench up down clean
+.PHONY: install demo test unit bench up down clean serve
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "boxoffice needs Python 3.11"'
@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) node_modules
+
+## firebase-tools (the Auth emulator) from the npm registry, pinned by package-lock.json.
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch node_modules
 
 ## A flash sale on the local emulators: 5,000 buyers for 1,000 tickets, report + plot in reports/.
 demo: $(STAMP)
@@ -22,7 +27,7 @@ demo: $(STAMP)
 
 ## Every test: unit tests, then integration and end-to-end tests on the real emulators
 ## (started by the test session itself, stopped at its end).
-test: $(STAMP)
+test: $(STAMP) node_modules
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -32,11 +37,15 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/boxoffice bench --json reports/bench.json
 
-up: $(STAMP)
+up: $(STAMP) node_modules
 	$(BIN)/boxoffice dev up
+
+## The HTTP API on http://127.0.0.1:8080 against the dev stack (started if needed); docs at /docs.
+serve: up
+	$(BIN)/boxoffice serve --port 8080
 
 down: $(STAMP)
 	$(BIN)/boxoffice dev down
 
 clean:
-	rm -rf $(VENV) .boxoffice reports .pytest_cache
+	rm -rf $(VENV) .boxoffice reports .pytest_cache node_modules

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from boxoffice.api import cli as api_cli
 from boxoffice.domain import errors
 from boxoffice.domain.model import Event, InventoryShard, Order
 from boxoffice.loadtest import cli as loadtest_cli
@@ -42,6 +43,8 @@ app.add_typer(events_app, name="events")
 app.command("simulate")(loadtest_cli.simulate)
 app.command("bench")(loadtest_cli.bench)
 messaging_cli.register(app)
+app.command("serve")(api_cli.serve)
+app.command("mint-tokens")(api_cli.mint_tokens)
 
 out = Console()
 err = Console(stderr=True)

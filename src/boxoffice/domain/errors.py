@@ -48,6 +48,30 @@ class EventNotOnSale(BoxofficeError):
         self.status = status
 
 
+class Forbidden(BoxofficeError):
+    """The caller is known but may not do this (the HTTP API answers 403)."""
+
+    code = "forbidden"
+
+
+class NotEventOrganiser(Forbidden):
+    code = "not_event_organiser"
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"only the organiser of event {event_id!r} may change it")
+        self.event_id = event_id
+
+
+class OrderNotFound(NotFound):
+    """No such order, or it belongs to someone else (the two are not told apart, on purpose)."""
+
+    code = "order_not_found"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order with id {order_id!r}")
+        self.order_id = order_id
+
+
 class PerUserLimitExceeded(BoxofficeError):
     code = "per_user_limit_exceeded"
 

@@ -26,6 +26,7 @@ from boxoffice.domain.errors import (
     InvalidQuantity,
     InvalidRequest,
     NotEnoughTickets,
+    NotEventOrganiser,
     PerUserLimitExceeded,
     SoldOut,
 )
@@ -91,6 +92,13 @@ class Event:
     hold_minutes: int = 10
     low_stock_threshold: int = 0
     created_at: datetime | None = None
+    # The uid of the user who created the event; None for events made by operators (CLI).
+    organiser_id: str | None = None
+
+    def require_organiser(self, user_id: str) -> None:
+        """Only the organiser who created the event may change it."""
+        if self.organiser_id is None or self.organiser_id != user_id:
+            raise NotEventOrganiser(self.id)
 
     def require_on_sale(self) -> None:
         if self.status is not SaleStatus.ON_SALE:
@@ -125,6 +133,7 @@ def new_event(
     hold_minutes: int = 10,
     low_stock_threshold: int | None = None,
     now: datetime | None = None,
+    organiser_id: str | None = None,
 ) -> Event:
     """Validate an organiser's input and build the event. Raises ``InvalidRequest``."""
     problems: list[str] = []
@@ -174,6 +183,7 @@ def new_event(
         hold_minutes=hold_minutes,
         low_stock_threshold=threshold,
         created_at=now,
+        organiser_id=organiser_id,
     )
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from boxoffice.runtime import auth_emulator
 from boxoffice.runtime import emulators as em
 
 app = typer.Typer(help="Local dev stack: the Firestore and Pub/Sub emulators.", no_args_is_help=True)
@@ -23,6 +24,9 @@ def _exports(stack: em.Stack) -> str:
     if stack.pubsub_host:
         parts.append(f"PUBSUB_EMULATOR_HOST={stack.pubsub_host}")
     parts.append(f"GOOGLE_CLOUD_PROJECT={stack.project}")
+    auth = auth_emulator.recorded_auth_emulator(stack.state_dir)
+    if auth is not None:
+        parts.append(f"FIREBASE_AUTH_EMULATOR_HOST={auth.host}")
     return "export " + " ".join(parts)
 
 
@@ -63,6 +67,7 @@ def up(
     """Start the emulators in the background and record them (no-op when already up)."""
     existing = em.recorded_stack()
     if existing is not None:
+        _auth_up(existing.project)
         if json_out:
             print(json.dumps(_info(existing, True, already_running=True)))
         else:
@@ -94,11 +99,21 @@ def up(
 
     devstack.ensure_dev_topology(stack)
     devstack.start_smtp(stack.state_dir)
+    _auth_up(project)
     secs = round(time.monotonic() - t0, 1)
     if json_out:
         print(json.dumps(_info(stack, True, already_running=False, startup_seconds=secs)))
     else:
         _show(stack, f"[green]dev stack up[/] in {secs} s")
+
+
+def _auth_up(project: str) -> str | None:
+    """The Auth emulator beside the others; the stack stays usable without it (no API sign-in)."""
+    try:
+        return auth_emulator.dev_up(project).host
+    except (em.EmulatorNotFound, em.EmulatorStartError) as e:
+        err_console.print(f"[yellow]Auth emulator not started:[/] {e}", highlight=False)
+        return None
 
 
 @app.command()
@@ -140,6 +155,7 @@ def down(json_out: bool = JsonOpt) -> None:
 
     devstack.stop_smtp(data)
     em.remove_state()
+    auth_emulator.dev_down()
     left = [p for p in pids if em.pid_alive(p)]
     if json_out:
         print(json.dumps({"stopped": [p for p in alive if p not in left], "still_alive": left,

@@ -6,8 +6,10 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
 from boxoffice.store import events as store
 from boxoffice.store.documents import event_from_doc
@@ -30,8 +32,12 @@ def create_event(
     low_stock_threshold: int | None = None,
     status: SaleStatus = SaleStatus.ON_SALE,
     event_id: str | None = None,
+    organiser_id: str | None = None,
 ) -> Event:
-    """Validate and create an event with its inventory shards in one commit."""
+    """Validate and create an event with its inventory shards in one commit.
+
+    ``organiser_id`` is the uid of the signed-in creator; only they may change the event later.
+    """
     event = new_event(
         event_id=event_id or f"ev_{secrets.token_hex(6)}",
         name=name,
@@ -47,6 +53,7 @@ def create_event(
         hold_minutes=hold_minutes,
         low_stock_threshold=low_stock_threshold,
         now=datetime.now(UTC),
+        organiser_id=organiser_id,
     )
     store.insert_event(db, event)
     ROUTER.learn_event(event)
@@ -68,3 +75,45 @@ def list_events(
 def inventory(db: firestore.Client, event_id: str) -> list[InventoryShard]:
     """The authoritative shard counts."""
     return sorted(store.load_shards(db, event_id), key=lambda s: s.id)
+
+
+# What an organiser may change after creation. Capacity and sale state have their own use cases
+# (releases), shard_count and currency never change once tickets may have been sold.
+UPDATABLE_FIELDS = frozenset(
+    {"name", "venue", "starts_at", "price", "per_order_max", "per_user_limit", "hold_minutes",
+     "low_stock_threshold"}
+)
+
+
+def update_event(
+    db: firestore.Client, event_id: str, organiser_id: str, changes: dict[str, Any]
+) -> Event:
+    """Change an event's details. Only its organiser may; the result is validated as a whole.
+
+    Raises ``EventNotFound``, ``NotEventOrganiser``, ``InvalidRequest``. The write is guarded by
+    the document's update time, so a concurrent change (a summary refresh, another edit) makes it
+    re-read and re-validate rather than overwrite.
+    """
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise InvalidRequest(f"these fields cannot be changed here: {', '.join(sorted(unknown))}")
+    for _ in range(5):
+        snap = store.event_snapshot(db, event_id)
+        current = event_from_doc(event_id, snap.to_dict() or {})
+        current.require_organiser(organiser_id)
+        if not changes:
+            return current
+        merged = {f: changes.get(f, getattr(current, f)) for f in UPDATABLE_FIELDS}
+        updated = new_event(
+            event_id=event_id, currency=current.currency, capacity=current.capacity,
+            shard_count=current.shard_count, status=current.status, now=current.created_at,
+            organiser_id=current.organiser_id, **merged,
+        )
+        try:
+            store.update_event_fields(db, event_id, {f: getattr(updated, f) for f in changes},
+                                      snap.update_time)
+        except gexc.FailedPrecondition:
+            continue
+        ROUTER.learn_event(updated)
+        return updated
+    raise ContentionTimeout("the event is being changed by someone else right now; try again")

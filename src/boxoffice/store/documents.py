@@ -116,6 +116,7 @@ def event_to_doc(event: Event) -> dict[str, Any]:
         "hold_minutes": event.hold_minutes,
         "low_stock_threshold": event.low_stock_threshold,
         "created_at": event.created_at or firestore.SERVER_TIMESTAMP,
+        "organiser_id": event.organiser_id,
     }
 
 
@@ -135,6 +136,7 @@ def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
         hold_minutes=doc.get("hold_minutes", 10),
         low_stock_threshold=doc.get("low_stock_threshold", 0),
         created_at=doc.get("created_at"),
+        organiser_id=doc.get("organiser_id"),
     )
 
 

@@ -79,6 +79,23 @@ def load_event_document(db: firestore.Client, event_id: str) -> dict[str, Any]:
     return snap.to_dict() or {}
 
 
+def event_snapshot(db: firestore.Client, event_id: str) -> firestore.DocumentSnapshot:
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
+        raise EventNotFound(event_id)
+    return snap
+
+
+def update_event_fields(
+    db: firestore.Client, event_id: str, fields: dict[str, Any], read_at: Any
+) -> None:
+    """Write ``fields`` only if the event document is unchanged since ``read_at``
+    (raises ``google.api_core.exceptions.FailedPrecondition`` otherwise)."""
+    event_ref(db, event_id).update(
+        dict(fields), option=db.write_option(last_update_time=read_at)
+    )
+
+
 def load_shards(db: firestore.Client, event_id: str) -> list[InventoryShard]:
     return [shard_from_doc(s.id, s.to_dict() or {}) for s in inventory_col(db, event_id).stream()]
 

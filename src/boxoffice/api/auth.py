@@ -1,0 +1,172 @@
+"""Who is calling: Firebase ID tokens, verified with firebase-admin.
+
+Production (no ``FIREBASE_AUTH_EMULATOR_HOST``): ``firebase_admin.auth.verify_id_token`` checks
+the RS256 signature against Google's keys, the audience/issuer (the project), expiry and subject.
+
+Development and tests (``FIREBASE_AUTH_EMULATOR_HOST`` set): the Auth emulator issues *unsigned*
+tokens and firebase-admin then checks only audience, issuer and subject (not even expiry). So that
+an expired or made-up token is still refused locally, we also check ``exp``/``iat`` ourselves and
+ask the emulator for the user: it must exist, not be disabled, not have had its tokens revoked
+after the token was issued, and the token's custom claims must be the ones the emulator holds (a
+client cannot promote itself to organiser by editing its token). User records are cached for a few
+seconds, so a load test pays that lookup once per user, not per request.
+
+Organisers carry the custom claim ``organiser: true`` (set with ``set_organiser``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import firebase_admin
+from firebase_admin import auth as fb_auth
+
+from boxoffice.api.problems import ApiProblem
+
+ORGANISER_CLAIM = "organiser"
+APP_NAME = "boxoffice-api"
+# Claims Firebase itself puts in every ID token; anything else is a custom claim.
+_STANDARD_CLAIMS = frozenset({
+    "iss", "aud", "auth_time", "user_id", "sub", "iat", "exp", "email", "email_verified",
+    "firebase", "name", "picture", "phone_number", "uid", "provider_id",
+})
+CLOCK_SKEW_S = 5
+USER_CACHE_TTL_S = 10.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The signed-in user a request acts for. Never built from a request body."""
+
+    uid: str
+    organiser: bool = False
+    email: str | None = None
+
+
+class TokenVerifier(Protocol):
+    def __call__(self, token: str) -> Caller: ...
+
+
+def unauthenticated(detail: str) -> ApiProblem:
+    return ApiProblem(401, "unauthenticated", detail, {"WWW-Authenticate": 'Bearer realm="boxoffice"'})
+
+
+def firebase_app(project_id: str) -> firebase_admin.App:
+    """The firebase-admin app of the API (one per process and project)."""
+    name = f"{APP_NAME}-{project_id}"
+    try:
+        return firebase_admin.get_app(name)
+    except ValueError:
+        options = {"projectId": project_id}
+        if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
+            # The emulator needs no credentials; firebase-admin substitutes its own for it.
+            from google.auth.credentials import AnonymousCredentials
+            from firebase_admin import credentials
+
+            class _Anonymous(credentials.Base):
+                def get_credential(self) -> Any:
+                    return AnonymousCredentials()
+
+            return firebase_admin.initialize_app(_Anonymous(), options, name=name)
+        return firebase_admin.initialize_app(options=options, name=name)
+
+
+def custom_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in claims.items() if k not in _STANDARD_CLAIMS}
+
+
+class FirebaseTokenVerifier:
+    """Verifies Firebase ID tokens for one project (see the module docstring for the two modes)."""
+
+    def __init__(self, project_id: str, *, check_revoked: bool = False, emulated: bool | None = None) -> None:
+        self.app = firebase_app(project_id)
+        self.check_revoked = check_revoked
+        self.emulated = bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")) if emulated is None else emulated
+        self._users: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, token: str) -> Caller:
+        try:
+            claims = fb_auth.verify_id_token(token, app=self.app,
+                                             check_revoked=self.check_revoked and not self.emulated)
+        except fb_auth.ExpiredIdTokenError:
+            raise unauthenticated("your sign-in has expired; sign in again") from None
+        except fb_auth.RevokedIdTokenError:
+            raise unauthenticated("your sign-in was revoked; sign in again") from None
+        except fb_auth.UserDisabledError:
+            raise unauthenticated("this account is disabled") from None
+        except (fb_auth.InvalidIdTokenError, ValueError) as exc:
+            raise unauthenticated(f"the ID token is not valid: {_short(exc)}") from None
+        except fb_auth.CertificateFetchError:
+            raise ApiProblem(503, "auth_unavailable",
+                             "cannot check sign-ins right now; try again shortly") from None
+        if self.emulated:
+            self._check_against_emulator(claims)
+        return Caller(uid=claims["uid"], organiser=claims.get(ORGANISER_CLAIM) is True,
+                      email=claims.get("email"))
+
+    def _check_against_emulator(self, claims: dict[str, Any]) -> None:
+        now = time.time()
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)):
+            raise unauthenticated("the ID token is not valid: it has no exp/iat")
+        if exp < now - CLOCK_SKEW_S:
+            raise unauthenticated("your sign-in has expired; sign in again")
+        if iat > now + CLOCK_SKEW_S:
+            raise unauthenticated("the ID token is not valid: issued in the future")
+        user = self._user(claims["uid"])
+        if user is None:
+            raise unauthenticated("the ID token is not valid: no such user")
+        if user.disabled:
+            raise unauthenticated("this account is disabled")
+        valid_after = (user.tokens_valid_after_timestamp or 0) / 1000
+        if iat < valid_after:
+            raise unauthenticated("your sign-in was revoked; sign in again")
+        if custom_claims(claims) != (user.custom_claims or {}):
+            raise unauthenticated("the ID token is not valid: its claims do not match the account")
+
+    def _user(self, uid: str) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._users.get(uid)
+        if hit is not None and now - hit[0] < USER_CACHE_TTL_S:
+            return hit[1]
+        try:
+            user = fb_auth.get_user(uid, app=self.app)
+        except fb_auth.UserNotFoundError:
+            user = None
+        with self._lock:
+            if len(self._users) > 100_000:
+                self._users.clear()
+            self._users[uid] = (now, user)
+        return user
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).split(". See ")[0]
+    return text[:200]
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise unauthenticated("sign in first: send 'Authorization: Bearer <Firebase ID token>'")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("the Authorization header must be 'Bearer <Firebase ID token>'")
+    return token.strip()
+
+
+def set_organiser(uid: str, project_id: str, organiser: bool = True) -> None:
+    """Mark (or unmark) a user as an organiser with the custom claim; they must sign in again."""
+    app = firebase_app(project_id)
+    user = fb_auth.get_user(uid, app=app)
+    claims = dict(user.custom_claims or {})
+    if organiser:
+        claims[ORGANISER_CLAIM] = True
+    else:
+        claims.pop(ORGANISER_CLAIM, None)
+    fb_auth.set_custom_user_claims(uid, claims or None, app=app)

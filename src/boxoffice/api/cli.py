@@ -1,0 +1,71 @@
+"""`boxoffice serve`: the HTTP API on uvicorn, against the dev stack (or a real project)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    workers: int = typer.Option(1, help="uvicorn worker processes."),
+    production: bool = typer.Option(False, "--production",
+                                    help="Use GOOGLE_CLOUD_PROJECT's real Firestore and Firebase Auth."),
+) -> None:
+    """Serve the API. Without --production it needs `boxoffice dev up` (Firestore + Auth emulators)
+    or the emulator variables set; OpenAPI at /docs and /openapi.json."""
+    import uvicorn
+
+    from boxoffice.runtime import auth_emulator
+    from boxoffice.runtime import emulators as em
+
+    if not production:
+        rec = em.recorded_stack()
+        if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+            if rec is None:
+                typer.echo("No emulators: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST "
+                           "and FIREBASE_AUTH_EMULATOR_HOST), or pass --production.", err=True)
+                raise typer.Exit(6)
+            os.environ["FIRESTORE_EMULATOR_HOST"] = rec.firestore_host
+            os.environ.setdefault("GOOGLE_CLOUD_PROJECT", rec.project)
+        if not os.environ.get(auth_emulator.ENV):
+            auth = auth_emulator.recorded_auth_emulator()
+            if auth is None:
+                auth = auth_emulator.dev_up(os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-boxoffice"))
+            os.environ[auth_emulator.ENV] = auth.host
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-boxoffice")
+    elif not os.environ.get("GOOGLE_CLOUD_PROJECT"):
+        typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"boxoffice API on http://{host}:{port} (project {os.environ['GOOGLE_CLOUD_PROJECT']}, "
+               f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
+               err=True)
+    uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
+
+
+def mint_tokens(
+    count: int = typer.Option(10, "--count", "-n", min=1, max=100_000, help="How many users."),
+    prefix: str = typer.Option("sim", help="User ids are PREFIX-00000, PREFIX-00001, ..."),
+    organiser: bool = typer.Option(False, help="Also create one organiser, printed first as PREFIX-org."),
+) -> None:
+    """Create users in the dev Auth emulator and print `uid<TAB>ID token` lines (emulator only)."""
+    from boxoffice.runtime import auth_emulator
+    from boxoffice.runtime.emulator_users import emulator_token, mint_tokens as mint, set_claims
+
+    host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
+    if not host:
+        typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
+        raise typer.Exit(6)
+    from boxoffice.runtime import emulators as em
+
+    rec = em.recorded_stack()
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (rec.project if rec else "demo-boxoffice")
+    if organiser:
+        (uid, _), = mint(host, project, 1, prefix=f"{prefix}-org")
+        set_claims(host, project, uid, {"organiser": True})
+        print(f"{uid}\t{emulator_token(project, uid, claims={'organiser': True})}")
+    for uid, token in mint(host, project, count, prefix=prefix):
+        print(f"{uid}\t{token}")

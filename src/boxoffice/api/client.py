@@ -1,0 +1,52 @@
+"""A small HTTP client of the API, for the flash-sale simulator (`simulate --via-api`) and scripts.
+
+One ``httpx.Client`` per thread and base URL keeps connections alive across calls, so the
+simulator measures the API, not TCP handshakes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class ApiReply:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201)
+
+    @property
+    def code(self) -> str:
+        """'ok', or the problem code (sold_out, not_enough_tickets, per_user_limit_exceeded...)."""
+        return "ok" if self.ok else str(self.body.get("code", f"http_{self.status}"))
+
+
+def _client(base_url: str) -> httpx.Client:
+    clients: dict[str, httpx.Client] = getattr(_local, "clients", None) or {}
+    _local.clients = clients
+    if base_url not in clients:
+        clients[base_url] = httpx.Client(base_url=base_url, timeout=30.0)
+    return clients[base_url]
+
+
+def purchase_via_api(base_url: str, token: str, event_id: str, quantity: int, key: str) -> ApiReply:
+    """POST /v1/purchases as the user of ``token``; never raises for a 4xx/5xx (see ``ApiReply``)."""
+    r = _client(base_url).post(
+        "/v1/purchases", json={"event_id": event_id, "quantity": quantity},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+    )
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"code": f"http_{r.status_code}", "detail": r.text[:200]}
+    return ApiReply(r.status_code, body, r.headers.get("Idempotent-Replayed") == "true")

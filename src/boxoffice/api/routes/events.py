@@ -1,0 +1,73 @@
+"""Events: organisers create and change them; anyone lists and shows them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from boxoffice.api.deps import Db, Organiser
+from boxoffice.api.problems import responses
+from boxoffice.api.schemas import (
+    ID_PATTERN,
+    MAX_PAGE,
+    Availability,
+    EventIn,
+    EventOut,
+    EventPage,
+    EventPatch,
+    summary_availability,
+)
+from boxoffice.domain.model import SaleStatus
+from boxoffice.services import events as service
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+EventId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+@router.post("", status_code=201, response_model=EventOut,
+             responses=responses(401, 403, 413, 422))
+def create_event(body: EventIn, caller: Organiser, db: Db, response: Response) -> EventOut:
+    """Create an event and its inventory. The caller (an organiser) becomes its owner."""
+    data = body.model_dump(exclude={"on_sale"})
+    event = service.create_event(
+        db, **data, status=SaleStatus.ON_SALE if body.on_sale else SaleStatus.DRAFT,
+        organiser_id=caller.uid,
+    )
+    response.headers["Location"] = f"/v1/events/{event.id}"
+    return EventOut.of(event, Availability(available=event.capacity, held=0, sold=0,
+                                           capacity=event.capacity, live=True))
+
+
+@router.get("", response_model=EventPage, responses=responses(404, 422))
+def list_events(
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 20,
+    after: Annotated[str | None, Query(pattern=ID_PATTERN, description="Cursor from `next`.")] = None,
+) -> EventPage:
+    """Events by start time. Availability here is the display summary (may lag a little)."""
+    rows = service.list_events(db, limit=limit, start_after=after)
+    return EventPage(
+        events=[EventOut.of(e, summary_availability(e, s)) for e, s in rows],
+        next=rows[-1][0].id if len(rows) == limit else None,
+    )
+
+
+@router.get("/{event_id}", response_model=EventOut, responses=responses(404, 422))
+def show_event(event_id: EventId, db: Db) -> EventOut:
+    """One event with live availability, counted from its inventory shards."""
+    event, _ = service.get_event(db, event_id)
+    shards = service.inventory(db, event_id)
+    live = Availability(available=sum(s.available for s in shards), held=sum(s.held for s in shards),
+                        sold=sum(s.sold for s in shards), capacity=sum(s.capacity for s in shards),
+                        live=True)
+    return EventOut.of(event, live)
+
+
+@router.patch("/{event_id}", response_model=EventOut,
+              responses=responses(401, 403, 404, 413, 422, 503))
+def update_event(event_id: EventId, body: EventPatch, caller: Organiser, db: Db) -> EventOut:
+    """Change an event's details. Only the organiser who created it may."""
+    event = service.update_event(db, event_id, caller.uid, body.model_dump(exclude_unset=True, exclude_none=True))
+    _, summary = service.get_event(db, event_id)
+    return EventOut.of(event, summary_availability(event, summary))

@@ -1,0 +1,145 @@
+"""Request and response bodies of the HTTP API (pydantic models at the edge only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Order, Ticket
+
+# Ids in paths and cursors: what our own ids look like, and never a '/' (a Firestore path separator).
+ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"
+MAX_PAGE = 100
+_INT32 = 2**31 - 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    venue: str = Field(min_length=1, max_length=200)
+    starts_at: AwareDatetime
+    price: int = Field(ge=0, le=_INT32, description="Ticket price in minor units (cents).")
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    capacity: int = Field(ge=1, le=100_000)
+    per_order_max: int = Field(default=10, ge=1, le=MAX_PER_ORDER)
+    per_user_limit: int | None = Field(default=None, ge=1, le=100_000)
+    shard_count: int | None = Field(default=None, ge=1, le=MAX_SHARDS)
+    hold_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    low_stock_threshold: int | None = Field(default=None, ge=0, le=100_000)
+    on_sale: bool = Field(default=True, description="Put on sale at once (else: draft).")
+
+
+class EventPatch(Strict):
+    """Fields an organiser may change; sale state and capacity have their own endpoints."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    venue: str | None = Field(default=None, min_length=1, max_length=200)
+    starts_at: AwareDatetime | None = None
+    price: int | None = Field(default=None, ge=0, le=_INT32)
+    per_order_max: int | None = Field(default=None, ge=1, le=MAX_PER_ORDER)
+    per_user_limit: int | None = Field(default=None, ge=1, le=100_000)
+    hold_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    low_stock_threshold: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class Availability(BaseModel):
+    available: int
+    held: int
+    sold: int
+    capacity: int
+    live: bool = Field(description="True when counted from the inventory shards just now; "
+                                   "False for the display summary, which may lag a few seconds.")
+
+
+class EventOut(BaseModel):
+    id: str
+    name: str
+    venue: str
+    starts_at: datetime
+    price: int
+    currency: str
+    capacity: int
+    per_order_max: int
+    per_user_limit: int
+    status: str
+    hold_minutes: int
+    organiser_id: str | None
+    availability: Availability
+
+    @classmethod
+    def of(cls, event: Event, availability: Availability) -> EventOut:
+        return cls(
+            id=event.id, name=event.name, venue=event.venue, starts_at=event.starts_at,
+            price=event.price, currency=event.currency, capacity=event.capacity,
+            per_order_max=event.per_order_max, per_user_limit=event.per_user_limit,
+            status=event.status.value, hold_minutes=event.hold_minutes,
+            organiser_id=event.organiser_id, availability=availability,
+        )
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next: str | None = Field(description="Pass as ?after= to get the next page; null on the last page.")
+
+
+class PurchaseIn(Strict):
+    event_id: str = Field(pattern=ID_PATTERN)
+    quantity: int = Field(ge=1, le=MAX_PER_ORDER)
+
+
+class OrderOut(BaseModel):
+    """An order as its buyer sees it. The same purchase replayed gives the same body."""
+
+    id: str
+    event_id: str
+    user_id: str
+    quantity: int
+    cancelled_quantity: int
+    unit_price: int
+    amount: int
+    currency: str
+    status: str
+    ticket_ids: list[str]
+    idempotency_key: str
+
+    @classmethod
+    def of(cls, order: Order) -> OrderOut:
+        return cls(
+            id=order.id, event_id=order.event_id, user_id=order.user_id, quantity=order.quantity,
+            cancelled_quantity=order.cancelled_quantity, unit_price=order.unit_price,
+            amount=order.amount, currency=order.currency, status=order.status.value,
+            ticket_ids=list(order.ticket_ids), idempotency_key=order.idempotency_key,
+        )
+
+
+class TicketOut(BaseModel):
+    id: str
+    status: str
+    code: str
+
+    @classmethod
+    def of(cls, ticket: Ticket) -> TicketOut:
+        return cls(id=ticket.id, status=ticket.status.value, code=ticket.code)
+
+
+class OrderDetail(OrderOut):
+    created_at: datetime | None
+    tickets: list[TicketOut]
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderOut]
+    next: str | None
+
+
+def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:
+    return Availability(
+        available=int(summary.get("available", event.capacity)), held=int(summary.get("held", 0)),
+        sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
+        live=False,
+    )

@@ -1,0 +1,103 @@
+"""firestore.rules loaded into the Firestore emulator, exercised through its REST API as clients.
+
+Clients authenticate with ID tokens (the emulators' unsigned format); the server SDK's
+``Bearer owner`` bypasses rules and is used only to seed data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from boxoffice.runtime.emulator_users import emulator_token
+
+RULES = Path(__file__).resolve().parents[2] / "firestore.rules"
+
+
+@pytest.fixture
+def rules(stack, db):
+    r = httpx.put(f"http://{stack.firestore_host}/emulator/v1/projects/{stack.project}:securityRules",
+                  json={"rules": {"files": [{"name": "firestore.rules", "content": RULES.read_text()}]}},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    now = datetime.now(UTC)
+    db.document("events/pub").set({"name": "Gig", "status": "on_sale",
+                                   "summary": {"available": 5, "held": 0, "sold": 0, "capacity": 5}})
+    db.document("events/draft").set({"name": "Secret", "status": "draft", "summary": {}})
+    db.document("events/pub/inventory/s000").set({"capacity": 5, "available": 5, "held": 0, "sold": 0})
+    db.document("events/pub/buyers/alice").set({"tickets": 1, "user_id": "alice"})
+    db.document("orders/o_alice").set({"user_id": "alice", "event_id": "pub", "created_at": now})
+    db.document("tickets/o_alice-t01").set({"user_id": "alice", "order_id": "o_alice", "code": "x"})
+    db.document("holds/h_alice").set({"user_id": "alice", "event_id": "pub"})
+    db.document("outbox/m1").set({"topic": "orders", "published_at": None})
+    db.document("analytics/daily").set({"sold": 1})
+    db.document("users/alice").set({"email": "alice@example.com"})
+    return Client(stack)
+
+
+class Client:
+    def __init__(self, stack) -> None:
+        self.base = f"http://{stack.firestore_host}/v1/projects/{stack.project}/databases/(default)/documents"
+        self.project = stack.project
+
+    def _headers(self, uid: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {emulator_token(self.project, uid)}"} if uid else {}
+
+    def get(self, path: str, uid: str | None = None) -> int:
+        return httpx.get(f"{self.base}/{path}", headers=self._headers(uid), timeout=30).status_code
+
+    def write(self, path: str, uid: str | None = None) -> int:
+        body = {"fields": {"available": {"integerValue": "999"}, "user_id": {"stringValue": uid or ""}}}
+        return httpx.patch(f"{self.base}/{path}", json=body, headers=self._headers(uid), timeout=30).status_code
+
+    def delete(self, path: str, uid: str | None = None) -> int:
+        return httpx.delete(f"{self.base}/{path}", headers=self._headers(uid), timeout=30).status_code
+
+    def query(self, collection: str, field: str, value: str, uid: str | None = None) -> int:
+        q = {"structuredQuery": {"from": [{"collectionId": collection}], "where": {"fieldFilter": {
+            "field": {"fieldPath": field}, "op": "EQUAL", "value": {"stringValue": value}}}}}
+        r = httpx.post(f"{self.base}:runQuery", json=q, headers=self._headers(uid), timeout=30)
+        return r.status_code
+
+
+def test_anyone_reads_published_events_and_their_summary(rules):
+    assert rules.get("events/pub") == 200
+    assert rules.get("events/pub", "bob") == 200
+    assert rules.query("events", "status", "on_sale") == 200
+
+
+def test_nobody_reads_draft_events_or_lists_unfiltered(rules):
+    assert rules.get("events/draft") == 403
+    assert rules.get("events/draft", "alice") == 403
+    assert rules.query("events", "name", "Gig") == 403
+
+
+def test_a_user_reads_only_their_own_orders_tickets_and_holds(rules):
+    for path in ("orders/o_alice", "tickets/o_alice-t01", "holds/h_alice", "users/alice",
+                 "events/pub/buyers/alice"):
+        assert rules.get(path, "alice") == 200, path
+        assert rules.get(path, "bob") == 403, path
+        assert rules.get(path) == 403, path
+    assert rules.query("orders", "user_id", "alice", "alice") == 200
+    assert rules.query("orders", "user_id", "alice", "bob") == 403
+    assert rules.query("tickets", "user_id", "alice", "bob") == 403
+
+
+def test_clients_read_no_inventory_outbox_or_analytics(rules):
+    for path in ("events/pub/inventory/s000", "outbox/m1", "analytics/daily"):
+        assert rules.get(path, "alice") == 403, path
+        assert rules.get(path) == 403, path
+
+
+def test_no_client_writes_anything(rules):
+    paths = ("events/pub", "events/new", "events/pub/inventory/s000", "events/pub/buyers/alice",
+             "orders/o_alice", "orders/o_new", "tickets/o_alice-t01", "holds/h_new", "outbox/m2",
+             "analytics/daily", "users/alice")
+    for path in paths:
+        assert rules.write(path, "alice") == 403, path
+        assert rules.write(path) == 403, path
+    assert rules.delete("orders/o_alice", "alice") == 403
+    assert rules.delete("events/pub/inventory/s000", "alice") == 403

@@ -33,7 +33,7 @@ def simulate(
     shards: int | None = typer.Option(None, min=1, max=200, help="Inventory shards (default: event default)."),
     strategy: str = typer.Option("sharded", help="sharded | single-document (the naive baseline)."),
     commit: str = typer.Option("transaction", help="single-document only: transaction | batch."),
-    instances: int = typer.Option(4, min=1, help="Independent app instances the buyers are spread over."),
+    instances: int = typer.Option(1, min=1, help="Independent app instances (shard routers) the buyers are spread over."),
     deadline: float = typer.Option(10.0, min=0.1, help="Seconds a buyer keeps retrying under contention."),
     seed: int | None = typer.Option(None, help="Random seed for quantities and backoff."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report to this file."),

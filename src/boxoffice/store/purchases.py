@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -62,6 +63,10 @@ from boxoffice.store.documents import (
     ticket_to_doc,
 )
 
+class ShardsBusy(Exception):
+    """The shards that could serve the order are all being tried by other buyers of this process."""
+
+
 # Errors that mean "another writer got there first" or "try again": never shown to a buyer.
 RETRYABLE = (
     gexc.Conflict,  # ABORTED (transaction lock timeout), ALREADY_EXISTS (order created meanwhile)
@@ -70,6 +75,7 @@ RETRYABLE = (
     gexc.ServiceUnavailable,
     gexc.DeadlineExceeded,
     gexc.InternalServerError,
+    ShardsBusy,
 )
 
 
@@ -93,6 +99,15 @@ class Outcome:
     replayed: bool  # True when the idempotency key already had an order
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A buyer waiting in line for a shard of an event."""
+
+    wake: threading.Condition
+    shard: str | None = None
+    look_again: bool = False
+
+
 class ShardRouter:
     """Routes the buyers of one process (one API instance) to inventory shards.
 
@@ -109,7 +124,7 @@ class ShardRouter:
     """
 
     SOLD_OUT_TTL_S = 0.5
-    MAX_WAIT_S = 1.0
+    MAX_WAIT_S = 60.0  # in practice the buyer's deadline bounds the wait
 
     def __init__(self, *, exclusive: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.exclusive = exclusive
@@ -119,7 +134,7 @@ class ShardRouter:
         self._with_stock: dict[str, list[str]] = {}
         self._empty_at: dict[str, float] = {}
         self._claimed: set[tuple[str, str]] = set()
-        self._free = threading.Condition(self._lock)
+        self._lines: dict[str, deque[_Waiter]] = {}
 
     # --- what is known of an event ---------------------------------------------------
 
@@ -129,13 +144,13 @@ class ShardRouter:
 
     def learn_stock(self, event_id: str, shards: Iterable[InventoryShard]) -> None:
         stocked = [s.id for s in shards if s.available > 0]
-        with self._free:
+        with self._lock:
             self._with_stock[event_id] = stocked
             if stocked:
                 self._empty_at.pop(event_id, None)
             else:
                 self._empty_at[event_id] = self._clock()
-            self._free.notify_all()  # waiters re-check: other shards, or sold out
+            self._wake_all(event_id)  # waiters look again: other shards, or sold out
 
     def knows(self, event_id: str) -> bool:
         """Whether a query of this event's stocked shards was seen (it may have found none)."""
@@ -144,13 +159,14 @@ class ShardRouter:
 
     def forget(self, event_id: str, shard: str) -> None:
         """A shard was seen empty: stop sending buyers there."""
-        with self._free:
+        with self._lock:
             stocked = self._with_stock.get(event_id)
             if stocked and shard in stocked:
                 stocked.remove(shard)
-                # Buyers waiting for a claim must look again: when no shard is left they
-                # are to hear "sold out" now, not when their wait runs out.
-                self._free.notify_all()
+                if not stocked:
+                    # Buyers waiting for a claim must look again: with no shard left they
+                    # are to re-check and hear "sold out" now, not when their wait runs out.
+                    self._wake_all(event_id)
 
     def clear(self, event_id: str) -> None:
         """Drop what is known of an event (after a release adds tickets or shards)."""
@@ -172,7 +188,7 @@ class ShardRouter:
         A buyer whose wait runs out races for one unclaimed (``claimed`` False): waiting in
         line bounds the work, never the answer.
         """
-        with self._free:
+        with self._lock:
             give_up_at = self._give_up_at(give_up_at)
             while True:
                 stocked = self._with_stock.get(event_id)
@@ -202,7 +218,7 @@ class ShardRouter:
         self, event_id: str, shard_count: int, rng: random.Random, give_up_at: float | None = None
     ) -> tuple[str, bool]:
         """Pick any shard of the event, waiting like ``claim_likely``."""
-        with self._free:
+        with self._lock:
             self._shard_count.setdefault(event_id, shard_count)
             give_up_at = self._give_up_at(give_up_at)
             candidates = [shard_id(i) for i in range(shard_count)]
@@ -214,16 +230,36 @@ class ShardRouter:
     def _pick(
         self, event_id: str, candidates: list[str], rng: random.Random, give_up_at: float
     ) -> tuple[str, bool] | None:
-        """Claim a free candidate; None after waiting a little (call again: the candidates
-        may have changed); an unclaimed candidate once ``give_up_at`` has passed."""
+        """Claim a free candidate, or wait in line for one (first come, first served).
+
+        Returns ``(shard, True)`` when claimed, None when told to look again (what is known
+        of the event changed), and an unclaimed candidate once ``give_up_at`` has passed.
+        A shard that is released goes straight to the buyer first in line, so a newcomer can
+        never overtake buyers already waiting.
+        """
+        line = self._lines.setdefault(event_id, deque())
         free = [s for s in candidates if (event_id, s) not in self._claimed]
-        if free:
+        if free and not line:
             return self._claim(event_id, rng.choice(free)), self.exclusive
-        left = give_up_at - self._clock()
-        if left <= 0:
+        if not self.exclusive:
             return rng.choice(candidates), False
-        self._free.wait(left)
-        return None
+        me = _Waiter(threading.Condition(self._lock))
+        line.append(me)
+        try:
+            while me.shard is None and not me.look_again:
+                left = give_up_at - self._clock()
+                if left <= 0:
+                    return rng.choice(candidates), False
+                me.wake.wait(left)
+            return (me.shard, True) if me.shard is not None else None
+        finally:
+            if me in line:
+                line.remove(me)
+
+    def _wake_all(self, event_id: str) -> None:
+        for waiter in self._lines.get(event_id, ()):
+            waiter.look_again = True
+            waiter.wake.notify()
 
     def _give_up_at(self, deadline: float | None) -> float:
         latest = self._clock() + self.MAX_WAIT_S
@@ -241,13 +277,20 @@ class ShardRouter:
             return [self._claim(event_id, s) for s in free] if self.exclusive else []
 
     def release(self, event_id: str, shards: Iterable[str]) -> None:
-        with self._free:
-            released = 0
+        """Give up claims; each shard still worth trying goes to the buyer first in line."""
+        with self._lock:
+            line = self._lines.get(event_id)
+            stocked = self._with_stock.get(event_id)
             for s in shards:
-                if (event_id, s) in self._claimed:
+                if (event_id, s) not in self._claimed:
+                    continue
+                worth_trying = stocked is None or s in stocked
+                if line and worth_trying:
+                    waiter = line.popleft()
+                    waiter.shard = s  # the claim passes on without ever being free
+                    waiter.wake.notify()
+                else:
                     self._claimed.discard((event_id, s))
-                    released += 1
-            self._free.notify(released)  # one waiter per freed shard; waking all would stampede
 
     def _claim(self, event_id: str, shard: str) -> str:
         if self.exclusive:
@@ -436,10 +479,11 @@ def _attempt(
         router.learn_stock(event_id, (c[0] for c in chosen.values()))
         everything = [c[0] for c in chosen.values()]
         free = [x for x in everything if router.is_free(event_id, x.id, mine)]
-        try:  # shards nobody else in this process is trying first; else race for the rest
+        try:  # only shards nobody else in this process is trying
             allocations = plan_allocation(free, request.quantity, event_id, rng)
         except SoldOut:
-            allocations = plan_allocation(everything, request.quantity, event_id, rng)
+            plan_allocation(everything, request.quantity, event_id, rng)  # really none left?
+            raise ShardsBusy(event_id) from None  # tickets remain, but others are on them: retry
         mine += router.claim_free(event_id, allocations, mine)
 
     return _write(

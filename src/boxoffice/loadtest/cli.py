@@ -35,6 +35,12 @@ def simulate(
     commit: str = typer.Option("transaction", help="single-document only: transaction | batch."),
     instances: int = typer.Option(1, min=1, help="Independent app instances (shard routers) the buyers are spread over."),
     deadline: float = typer.Option(10.0, min=0.1, help="Seconds a buyer keeps retrying under contention."),
+    hold_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of buyers who hold (a cart) first."),
+    confirm_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of holders who confirm; the rest let the hold expire."),
+    cancel_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of orders cancelled right after purchase."),
+    hold_ttl: float = typer.Option(2.0, min=0.1, help="Seconds a simulated hold lasts."),
+    worker: bool = typer.Option(False, "--worker", help="Run the inventory worker (summary, notices) during the sale; "
+                                "on by itself with holds or cancellations."),
     seed: int | None = typer.Option(None, help="Random seed for quantities and backoff."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report to this file."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of latencies and sales over time."),
@@ -54,7 +60,8 @@ def simulate(
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
-            deadline_s=deadline, seed=seed, instances=instances,
+            deadline_s=deadline, seed=seed, instances=instances, hold_share=hold_share,
+            confirm_share=confirm_share, cancel_share=cancel_share, hold_ttl_s=hold_ttl, worker=worker,
         )
     except ValueError as exc:
         err.print(f"[red]error[/red]: {exc}")

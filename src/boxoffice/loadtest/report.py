@@ -30,6 +30,14 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("sales", f"{report['sales_per_s']:.0f} orders/s until the last sale at {report['sellout_s']:.2f} s, "
                       f"{report['attempts_per_sale']} attempts per sale")
     table.add_row("latency (all)", f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
+    if report.get("holds") or report.get("orders_cancelled"):
+        table.add_row("holds / cancellations", f"{report['holds']} holds ({report['holds_confirmed']} confirmed, "
+                      f"{report['holds_expired']} expired), {report['orders_cancelled']} orders cancelled")
+    trigger = report.get("inventory_trigger")
+    if trigger:
+        table.add_row("summary (trigger)", f"lag p50 {trigger['lag_p50_s'] or 0:.2f} s, p99 {trigger['lag_p99_s'] or 0:.2f} s; "
+                      f"{trigger['summary_writes']} event-document writes, at most {trigger['summary_writes_max_in_1s']} "
+                      f"in any second, mean {trigger['summary_writes_per_s_mean'] or 0:.2f}/s")
     audit = report["audit"]
     table.add_row("audit", "[green]ok[/green]" if audit["ok"] else "[red]FAILED[/red]: " + "; ".join(audit["problems"]))
     return table

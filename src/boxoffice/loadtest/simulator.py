@@ -257,7 +257,7 @@ def run_simulation(
         """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
         if choice.random() < config.hold_share:
             hold = hold_tickets(db, event.id, user, quantity, key, ttl_s=config.hold_ttl_s,
-                                deadline_s=config.deadline_s, rng=choice)
+                                deadline_s=config.deadline_s, rng=choice, router=router)
             if choice.random() >= config.confirm_share:
                 return Answer.HELD_THEN_EXPIRED, order_id_for(user, key), 0, True
             outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)

@@ -38,6 +38,7 @@ from boxoffice.domain.errors import (
     HoldNotFound,
     IdempotencyConflict,
     NotAllowed,
+    SoldOut,
 )
 from boxoffice.domain.model import (
     Hold,
@@ -72,7 +73,7 @@ from boxoffice.store.documents import (
     shard_move,
     shard_ref,
 )
-from boxoffice.store.purchases import RETRYABLE, ROUTER, write_order_documents
+from boxoffice.store.purchases import RETRYABLE, ROUTER, ShardRouter, ShardsBusy, write_order_documents
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def hold_tickets(
     deadline_s: float = DEFAULT_DEADLINE_S,
     backoff: Backoff = DEFAULT_BACKOFF,
     rng: random.Random | None = None,
+    router: ShardRouter = ROUTER,
 ) -> Hold:
     """Reserve ``quantity`` tickets for a user until the event's hold time (``hold_minutes``) passes.
 
@@ -137,7 +139,14 @@ def hold_tickets(
         event.check_user_limit(buyer.counted, quantity)
         stocked = list(inventory_col(db, event_id).where(filter=FieldFilter("available", ">", 0)).stream())
         shards = {s.id: (shard_from_doc(s.id, s.to_dict() or {}), s) for s in stocked}
-        allocations = plan_allocation([sh for sh, _ in shards.values()], quantity, event_id, rng)
+        everything = [sh for sh, _ in shards.values()]
+        free = [sh for sh in everything if router.is_free(event_id, sh.id, mine)]
+        try:  # like a purchase: only shards no other buyer of this process is trying
+            allocations = plan_allocation(free, quantity, event_id, rng)
+        except SoldOut:
+            plan_allocation(everything, quantity, event_id, rng)  # really none left?
+            raise ShardsBusy(event_id) from None
+        mine.extend(router.claim_free(event_id, allocations, mine))
         start = _now(now)
         ttl = timedelta(seconds=ttl_s) if ttl_s is not None else timedelta(minutes=event.hold_minutes)
         hold = Hold(
@@ -160,7 +169,15 @@ def hold_tickets(
         batch.commit()
         return hold
 
-    hold: Hold = _retrying("hold the tickets", attempt, deadline_s, backoff, rng)
+    def claimed_attempt() -> Hold:
+        try:
+            return attempt()
+        finally:
+            router.release(event_id, mine)
+            mine.clear()
+
+    mine: list[str] = []
+    hold: Hold = _retrying("hold the tickets", claimed_attempt, deadline_s, backoff, rng)
     kv(log, logging.INFO, "hold.done", hold_id=hold.id, event_id=event_id, user_id=user_id,
        quantity=quantity, expires_at=hold.expires_at.isoformat())
     return hold

@@ -121,3 +121,20 @@ def test_requests_are_validated_before_any_database_access():
                  ("ev", "u", 51, "k"), ("ev", "u", 1, "bad key")):
         with pytest.raises(errors.InvalidRequest):
             make_request(*args)  # type: ignore[arg-type]
+
+
+def test_a_released_shard_goes_to_the_buyer_first_in_line_not_to_a_newcomer():
+    router = ShardRouter()
+    router.learn_event(event(shards=1))
+    held = router.claim_likely("ev", random.Random())
+    assert held == ("s000", True)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(router.claim_likely("ev", random.Random())))
+    waiter.start()
+    time.sleep(0.05)
+    router.release("ev", ["s000"])
+    router.MAX_WAIT_S = 0.05  # the newcomer may not barge in: it waits, then races unclaimed
+    newcomer = router.claim_likely("ev", random.Random())
+    waiter.join(timeout=2)
+    assert got == [("s000", True)]
+    assert newcomer == ("s000", False)

@@ -325,12 +325,16 @@ def compare(db: firestore.Client, config: SimulationConfig, target: ApiTarget, *
     config = fair_config(config, target.workers)
     check_config(config)
     warm_up(target.base_url, target.workers)
+    # The runs share the machine with whatever else runs on it: keep its load with the figures.
+    load_before = os.getloadavg()[0]
     lib_report = None
     if library:
         lib_report = run_simulation(db, config, on_answer=on_phase("library") if on_phase else None).report()
     api_report = run_via_api(db, config, target, on_answer=on_phase("api") if on_phase else None).report()
     order = ["library", "api"] if library else ["api"]
-    return compare_reports(setup_of(config, target.workers, order), lib_report, api_report)
+    setup = setup_of(config, target.workers, order) | {
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
+    return compare_reports(setup, lib_report, api_report)
 
 
 # --------------------------------------------------------------------------- the command

@@ -379,6 +379,9 @@ def simulate_via_api(config: SimulationConfig, *, project: str, compare_library:
         o = figures["overhead"]
         out.print(f"overhead of the API layer: p99 x{o['p99_ratio']} (API/library), p50 x{o['p50_ratio']}, "
                   f"throughput x{o['rps_ratio']} (library/API answers per second)")
+    load = figures["setup"]["load_avg_1m"]
+    out.print(f"machine load (1 min average) before {load['before']}, after {load['after']} "
+              f"on {figures['setup']['cpus']} CPUs")
     for name in side:
         problems = figures[name]["audit"]["problems"]
         if problems:

@@ -39,9 +39,14 @@ def _client(base_url: str) -> httpx.Client:
     return clients[base_url]
 
 
-def purchase_via_api(base_url: str, token: str, event_id: str, quantity: int, key: str) -> ApiReply:
-    """POST /v1/purchases as the user of ``token``; never raises for a 4xx/5xx (see ``ApiReply``)."""
-    r = _client(base_url).post(
+def purchase_via_api(base_url: str, token: str, event_id: str, quantity: int, key: str,
+                     *, http: httpx.Client | None = None) -> ApiReply:
+    """POST /v1/purchases as the user of ``token``; never raises for a 4xx/5xx (see ``ApiReply``).
+
+    ``http``: a client whose base URL is ``base_url`` (e.g. one of a pool made before a load run,
+    so that no timed request pays for building one); default: this thread's keep-alive client.
+    """
+    r = (http or _client(base_url)).post(
         "/v1/purchases", json={"event_id": event_id, "quantity": quantity},
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
     )

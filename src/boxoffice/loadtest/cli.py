@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,6 +13,9 @@ from rich.table import Table
 
 from boxoffice.domain import errors
 from boxoffice.store.purchases import CommitMode
+
+if TYPE_CHECKING:
+    from boxoffice.loadtest.simulator import SimulationConfig
 
 out = Console()
 err = Console(stderr=True)
@@ -45,6 +49,12 @@ def simulate(
     json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report to this file."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of latencies and sales over time."),
     project: str = typer.Option("demo-boxoffice", help="Emulator project id."),
+    via_api: bool = typer.Option(False, "--via-api", help="Buy through the HTTP API (served for the run, "
+                                 "with the Auth emulator) instead of calling the library. Both runs then use one shard "
+                                 "router per API worker (not --instances) and the API's 10 s deadline."),
+    compare_library: bool = typer.Option(False, "--compare-library", help="With --via-api: run the same sale "
+                                         "with the library first and print both side by side with the overhead."),
+    api_workers: int = typer.Option(1, min=1, max=8, help="--via-api: uvicorn worker processes."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -69,6 +79,9 @@ def simulate(
     except errors.InvalidRequest as exc:
         err.print(f"[red]error[/red]: {exc.message}")
         raise typer.Exit(2) from exc
+    if via_api or compare_library:
+        _simulate_via_api(config, project, compare_library, api_workers, json_path)
+        return
 
     with _stack(project) as stack:
         db = em.firestore_client(stack)
@@ -98,6 +111,20 @@ def simulate(
             write_plot(result, plot)
             out.print(f"plot written to {plot}")
     if not report["audit"]["ok"] or report["errors"]:
+        raise typer.Exit(EXIT_AUDIT_FAILED)
+
+
+def _simulate_via_api(config: SimulationConfig, project: str, compare_library: bool, api_workers: int,
+                      json_path: Path | None) -> None:
+    from boxoffice.loadtest.via_api import simulate_via_api
+
+    try:
+        figures = simulate_via_api(config, project=project, compare_library=compare_library,
+                                   api_workers=api_workers, json_path=json_path)
+    except errors.BoxofficeError as exc:
+        err.print(f"[red]error[/red]: {exc.message}")
+        raise typer.Exit(2) from exc
+    if not figures["ok"]:
         raise typer.Exit(EXIT_AUDIT_FAILED)
 
 

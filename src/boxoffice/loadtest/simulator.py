@@ -12,7 +12,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +29,7 @@ from boxoffice.runtime.worker import PeriodicLoop, Worker, wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
-from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.services.purchasing import PurchaseResult, purchase_tickets
 from boxoffice.store.documents import order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
@@ -219,8 +219,18 @@ def run_simulation(
     config: SimulationConfig,
     *,
     on_answer: Callable[[BuyerResult], None] | None = None,
+    purchase: Callable[..., PurchaseResult] = purchase_tickets,
+    users: Sequence[str] | None = None,
 ) -> SimulationResult:
-    """Create a fresh event, run the buyers, audit the database."""
+    """Create a fresh event, run the buyers, audit the database.
+
+    ``purchase`` is how a buyer buys: the library by default, or any callable with the same
+    signature and errors (``loadtest.via_api.ApiPurchaser`` goes through the HTTP API).
+    ``users`` names the buyers (buyer i is ``users[i]``; default ``sim-<run>-<i>``), e.g. the
+    uids of ID tokens minted before the sale.
+    """
+    if users is not None and len(users) < config.buyers:
+        raise errors.InvalidRequest(f"{config.buyers} buyers need as many user ids, got {len(users)}")
     rng = random.Random(config.seed)
     single = config.strategy is Strategy.SINGLE_DOCUMENT
     shards = 1 if single else config.shards
@@ -242,8 +252,9 @@ def run_simulation(
     for r in routers:
         r.learn_event(event)
     run = secrets.token_hex(3)
+    names = users if users is not None else [f"sim-{run}-{i:05d}" for i in range(config.buyers)]
     plan = [
-        (i, f"sim-{run}-{i:05d}", f"buy-{i}", rng.randint(1, config.max_quantity), rng.randrange(2**32))
+        (i, names[i], f"buy-{i}", rng.randint(1, config.max_quantity), rng.randrange(2**32))
         for i in range(config.buyers)
     ]
     mixed = config.hold_share > 0 or config.cancel_share > 0
@@ -263,8 +274,8 @@ def run_simulation(
             outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)
             via_hold = True
         else:
-            outcome = purchase_tickets(db, event.id, user, quantity, key, mode=mode, deadline_s=config.deadline_s,
-                                       rng=choice, router=router)
+            outcome = purchase(db, event.id, user, quantity, key, mode=mode, deadline_s=config.deadline_s,
+                               rng=choice, router=router)
             via_hold = False
         if choice.random() < config.cancel_share:
             cancel_order(db, outcome.order.id, user)

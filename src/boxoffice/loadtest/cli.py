@@ -25,6 +25,15 @@ def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
     return em.running_stack(project, pubsub=pubsub)
 
 
+def _sale_pipeline(stack, enabled: bool):  # type: ignore[no-untyped-def]
+    from contextlib import nullcontext
+
+    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.runtime import emulators as em
+
+    return SalePipeline(em.firestore_client(stack)) if enabled else nullcontext()
+
+
 def simulate(
     buyers: int = typer.Option(2000, min=1, help="Concurrent buyers in the sale."),
     tickets: int = typer.Option(500, min=1, help="Tickets on sale."),
@@ -39,6 +48,9 @@ def simulate(
     json_path: Path | None = typer.Option(None, "--json", help="Write the JSON report to this file."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of latencies and sales over time."),
     project: str = typer.Option("demo-boxoffice", help="Emulator project id."),
+    pipeline: bool = typer.Option(False, "--pipeline", help="Run the messaging pipeline (relay, email, analytics) "
+                                  "and the inventory worker during the sale; drain, audit and measure it after."),
+    cancel_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of orders cancelled right after buying."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -54,7 +66,7 @@ def simulate(
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
-            deadline_s=deadline, seed=seed, instances=instances,
+            deadline_s=deadline, seed=seed, instances=instances, cancel_share=cancel_share,
         )
     except ValueError as exc:
         err.print(f"[red]error[/red]: {exc}")
@@ -63,7 +75,7 @@ def simulate(
         err.print(f"[red]error[/red]: {exc.message}")
         raise typer.Exit(2) from exc
 
-    with _stack(project) as stack:
+    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),
@@ -78,7 +90,7 @@ def simulate(
                 progress.update(task, advance=1, **tally)
 
             try:
-                result = run_simulation(db, config, on_answer=on_answer)
+                result = run_simulation(db, config, on_answer=on_answer, pipeline=sale_pipeline)
             except errors.BoxofficeError as exc:
                 err.print(f"[red]error[/red]: {exc.message}")
                 raise typer.Exit(2) from exc

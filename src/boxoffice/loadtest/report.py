@@ -30,6 +30,11 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("sales", f"{report['sales_per_s']:.0f} orders/s until the last sale at {report['sellout_s']:.2f} s, "
                       f"{report['attempts_per_sale']} attempts per sale")
     table.add_row("latency (all)", f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
+    if report.get("pipeline"):
+        from boxoffice.loadtest.pipeline import pipeline_rows
+
+        for name, value in pipeline_rows(report["pipeline"]):
+            table.add_row(name, value)
     audit = report["audit"]
     table.add_row("audit", "[green]ok[/green]" if audit["ok"] else "[red]FAILED[/red]: " + "; ".join(audit["problems"]))
     return table

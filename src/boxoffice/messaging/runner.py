@@ -45,6 +45,16 @@ class MessagingLoops:
         return out
 
 
+def subscriber_for(sub: Subscription, *, threads: int = 8,
+                   max_outstanding: int = 200) -> StreamingSubscriber | PullingSubscriber:
+    """The transport a subscription needs: streaming pull for an ordered one (the client hands
+    over each event's messages one at a time, in order), pulled batches handled on ``threads``
+    threads for an unordered one."""
+    if sub.spec.ordered:
+        return StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding)
+    return PullingSubscriber(sub, threads=threads)
+
+
 def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
                 max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
@@ -63,9 +73,6 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     subs: list[StreamingSubscriber | PullingSubscriber] = []
     for name in subscriptions:
         sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)
-        if sub.spec.ordered:  # streaming pull: the client keeps each event's messages in order
-            subs.append(StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding))
-        else:  # batches handled in parallel (see PullingSubscriber)
-            subs.append(PullingSubscriber(sub, threads=threads))
+        subs.append(subscriber_for(sub, threads=threads, max_outstanding=max_outstanding))
     return MessagingLoops(OutboxRelay(db, topology, publisher=publisher, idle_s=relay_idle_s) if relay else None,
                           subs)

@@ -167,6 +167,8 @@ class PipelineFigures:
     lag_p50_s: float | None  # order commit -> confirmation email sent
     lag_p99_s: float | None
     lag_max_s: float | None
+    publish_lag_p50_s: float | None = None  # outbox commit -> published by the relay
+    publish_lag_p99_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -184,9 +186,10 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
     """Throughput and lag of the pipeline for one event (read after ``drain``)."""
     processed = [s.to_dict() or {} for s in
                  db.collection(PROCESSED).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
-    starts = [d["created_at"] for d in (s.to_dict() or {} for s in
-              db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream())
-              if isinstance(d.get("created_at"), datetime)]
+    outbox = [s.to_dict() or {} for s in db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
+    starts = [d["created_at"] for d in outbox if isinstance(d.get("created_at"), datetime)]
+    publish_lags = sorted((d["published_at"] - d["created_at"]).total_seconds() for d in outbox
+                          if isinstance(d.get("created_at"), datetime) and isinstance(d.get("published_at"), datetime))
     ends = [d["processed_at"] for d in processed if isinstance(d.get("processed_at"), datetime)]
     window = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
     handling = (max(ends) - min(ends)).total_seconds() if ends else 0.0
@@ -208,6 +211,7 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
         messages_per_s=len(processed) / window if window > 0 else 0.0,
         handling_s=handling, handled_per_s=len(processed) / handling if handling > 0 else 0.0, emails=emails,
         lag_p50_s=_pct(lags, 50), lag_p99_s=_pct(lags, 99), lag_max_s=lags[-1] if lags else None,
+        publish_lag_p50_s=_pct(publish_lags, 50), publish_lag_p99_s=_pct(publish_lags, 99),
     )
 
 

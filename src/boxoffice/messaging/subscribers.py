@@ -244,6 +244,8 @@ class PullingSubscriber:
         self.batch = batch
         self.threads = threads
         self.idle_s = idle_s
+        self.pulls = 0  # non-empty pulls, and the messages they brought (mean batch = pulled / pulls)
+        self.pulled = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -256,6 +258,8 @@ class PullingSubscriber:
         received = list(resp.received_messages)
         if not received:
             return 0
+        self.pulls += 1
+        self.pulled += len(received)
         verdicts = list(pool.map(
             lambda rm: process(self.sub, bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt),
             received))
@@ -286,7 +290,8 @@ class PullingSubscriber:
         return self
 
     def status(self) -> dict[str, Any]:
-        return {"alive": bool(self._thread and self._thread.is_alive()), **self.stats.outcomes}
+        return {"alive": bool(self._thread and self._thread.is_alive()), "pulls": self.pulls, "pulled": self.pulled,
+                **self.stats.outcomes}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -87,10 +87,10 @@ class SalePipeline:
         self.loops: MessagingLoops | None = None
         self._smtp_pid: int | None = None
         self._tmp: Path | None = None
+        self.unpublished_before = 0
+        ensure_topology(self.topology)  # first: if it fails, no SMTP process is left behind
         self.smtp_address, self.mailbox = self._smtp()
         self.mailer = notify.Mailer(notify.SmtpSettings.from_address(self.smtp_address))
-        self.unpublished_before = 0
-        ensure_topology(self.topology)
 
     def _smtp(self) -> tuple[str, mbox.Mailbox]:
         from boxoffice.messaging import devstack

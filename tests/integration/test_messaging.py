@@ -7,6 +7,7 @@ minimum ack deadline (10 s), so tests stay fast and never see each other's messa
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -14,15 +15,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.messaging import analytics, deadletter, notify
+from boxoffice.messaging import analytics, deadletter, notify, wire
 from boxoffice.messaging.mailbox import LocalSmtpServer
 from boxoffice.messaging.pipeline import audit_pipeline, drain, pipeline_figures
-from boxoffice.messaging.relay import OutboxRelay, sweep
-from boxoffice.messaging.runner import build_loops
+from boxoffice.messaging.relay import OutboxRelay, publish_one, sweep
+from boxoffice.messaging.runner import build_loops, subscriber_for
 from boxoffice.messaging.subscribers import Subscription, pull_batch
 from boxoffice.messaging.topology import (
-    ANALYTICS, EMAIL, default_topology, delete_topology, ensure_topology, publisher_client, subscriber_client,
+    ANALYTICS, EMAIL, SubscriptionSpec, Topology, default_topology, delete_topology, ensure_topology,
+    publisher_client, subscriber_client,
 )
+from boxoffice.runtime.worker import wait_until
+from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.users import register_users
@@ -164,28 +168,109 @@ def test_a_message_that_always_fails_reaches_the_dead_letter_topic_after_the_set
     assert deadletter.dead_letter_count(subscriber, topology) == 0
 
 
-def test_messages_of_one_event_are_handled_in_order(db, topology, smtp, mailer):
+def test_messages_of_one_event_are_handled_in_order(db, topology, stack):
+    """The transport guarantee a consumer that needs per-event order relies on: the relay
+    publishes in commit order with the event id as ordering key, and an ORDERED subscription
+    gets a subscriber (subscriber_for) that hands one event's messages over one at a time, in
+    that order. (Fails if it got the parallel subscriber that email and analytics use.)"""
     event = _event(db)
     _buy(db, event, 25)
     expected = [s.id for s in db.collection(OUTBOX).order_by("created_at").stream()]
+    spec = SubscriptionSpec("timeline", ("order.confirmed",), ordered=True, ack_deadline_s=10,
+                            min_backoff_s=0.1, max_backoff_s=0.5)
+    ordered = Topology(topology.project, topology.suffix + ".ord", (spec,))
+    ensure_topology(ordered)
     seen: list[str] = []
-    loops = build_loops(db, topology, mailer, subscriptions=(EMAIL,), threads=8)
 
     def recording(d):
-        outcome = notify.handle_email(db, mailer, d)
         time.sleep(random.uniform(0, 0.02))  # a parallel, unordered delivery would overtake here
         seen.append(d.message_id)
-        return outcome
+        return "recorded"
 
-    loops.subscribers[0].sub.handler = recording
+    subscriber = subscriber_for(Subscription(db, ordered, spec, recording, publisher_client()), threads=8)
+    subscriber.start()
+    try:
+        assert sweep(db, publisher_client(), ordered).published == 25
+        assert wait_until(lambda: len(seen) >= 25, timeout_s=60)
+    finally:
+        subscriber.stop()
+        delete_topology(ordered)
+    assert seen == expected
+
+
+def test_emails_are_handled_in_parallel_and_a_cancellation_email_never_precedes_its_confirmation(
+        db, topology, smtp, mailer):
+    event = _event(db)
+    orders = _buy(db, event, 12)
+    cancelled = orders[:4]
+    for o in cancelled:
+        cancel_order(db, o.id, o.user_id)
+    # Worst case: the cancellations reach Pub/Sub first, the confirmations 0.5 s later.
+    pub = publisher_client()
+    for snap in db.collection(OUTBOX).where(filter=FieldFilter("type", "==", "order.cancelled")).stream():
+        publish_one(db, pub, topology, snap.id, snap.to_dict())
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow_confirmations(d):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            if d.type == "order.confirmed":
+                time.sleep(0.3)  # the cancellation of the same order is pulled meanwhile
+            return notify.handle_email(db, mailer, d)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    loops = build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL, ANALYTICS), threads=8)
+    loops.subscribers[0].sub.handler = slow_confirmations
     loops.start()
     try:
-        report = drain(db, topology.__class__(topology.project, topology.suffix, (topology.spec(EMAIL),)),
-                       timeout_s=60, poll_s=0.2)
+        time.sleep(0.5)
+        assert sweep(db, pub, topology).published == 12
+        report = drain(db, topology, timeout_s=60, poll_s=0.2, event_id=event.id)
     finally:
         loops.stop()
     assert report.drained, report
-    assert seen == expected
+    assert peak[0] > 1  # handled in parallel, not one after another
+    assert loops.subscribers[0].stats.outcomes["deferred"] >= 1
+    items = smtp.mailbox.items()  # in the order the SMTP server received them
+    for o in cancelled:
+        kinds = [i.kind for i in items if i.order_id == o.id]
+        assert kinds == ["order_confirmed", "order_cancelled"], (o.id, kinds)
+    assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
+
+
+def test_a_cancellation_email_waits_for_the_confirmation_email_of_its_order(db, topology, smtp, mailer):
+    event = _event(db)
+    (order,) = _buy(db, event, 1)
+    cancel_order(db, order.id, order.user_id)
+    msgs = {s.id: s.to_dict() for s in db.collection(OUTBOX).stream()}
+    cancel_id = next(m for m, d in msgs.items() if d["type"] == "order.cancelled")
+
+    def delivered(mid, created_at=None):
+        d = msgs[mid]
+        return wire.Delivered(mid, d["type"], event.id, d["payload"], created_at or d["created_at"])
+
+    with pytest.raises(notify.ConfirmationNotSentYet):
+        notify.handle_email(db, mailer, delivered(cancel_id))
+    assert smtp.mailbox.items() == []  # deferred before claiming: nothing sent, nothing recorded
+    assert notify.handle_email(db, mailer, delivered(f"{order.id}.confirmed")) == "sent"
+    assert notify.handle_email(db, mailer, delivered(cancel_id)) == "sent"
+    assert [i.kind for i in smtp.mailbox.items()] == ["order_confirmed", "order_cancelled"]
+
+
+def test_a_cancellation_whose_confirmation_is_stuck_is_sent_after_the_causality_wait(db, topology, smtp, mailer):
+    event = _event(db)
+    (order,) = _buy(db, event, 1)
+    cancel_order(db, order.id, order.user_id)
+    mid, doc = next((s.id, s.to_dict()) for s in db.collection(OUTBOX).stream()
+                    if s.to_dict()["type"] == "order.cancelled")
+    old = datetime.now(timezone.utc) - timedelta(seconds=notify.CAUSALITY_WAIT_S + 1)
+    assert notify.handle_email(db, mailer, wire.Delivered(mid, doc["type"], event.id, doc["payload"], old)) == "sent"
+    assert [i.kind for i in smtp.mailbox.items()] == ["order_cancelled"]
 
 
 def test_a_relay_restart_loses_nothing_and_the_audit_passes(db, topology, smtp, mailer):

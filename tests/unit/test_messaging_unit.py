@@ -36,12 +36,14 @@ def test_an_email_carries_a_deterministic_message_id_and_matching_headers():
     assert "50.00 EUR" in a.get_content()
 
 
-def test_a_test_topology_has_its_own_names_and_no_native_dead_letter_on_the_ordered_emulator_subscription():
+def test_a_test_topology_has_its_own_names_and_emails_are_unordered_with_a_lenient_native_backstop():
     topo = default_topology("p", suffix=".x", emulator=True)
     assert topo.subscription_path("email") == "projects/p/subscriptions/ticket-events.email.x"
     assert topo.dead_letter_topic_path == "projects/p/topics/ticket-events.dead-letter.x"
-    assert not topo.spec("email").native_dead_letter and topo.spec("email").ordered
-    assert default_topology("p", emulator=False).spec("email").native_dead_letter
+    email = topo.spec("email")
+    assert not email.ordered and email.native_dead_letter
+    # deferred cancellations are redeliveries: the native limit must not count them as failures
+    assert email.max_delivery_attempts == 5 and email.native_max_delivery_attempts == 100
 
 
 def test_the_mailbox_counts_a_resend_once(tmp_path):
@@ -52,3 +54,17 @@ def test_the_mailbox_counts_a_resend_once(tmp_path):
     assert len(box.items()) == 2
     assert [i.message_id for i in box.distinct()] == ["<m1@boxoffice>"]
     assert box.duplicates() == {"<m1@boxoffice>": 2}
+
+
+def test_a_deferred_message_is_nacked_without_counting_as_a_failure():
+    from boxoffice.messaging.subscribers import RetryLater, Subscription, Verdict, process
+
+    def not_yet(d):
+        raise RetryLater("waits for its confirmation")
+
+    topo = default_topology("p")
+    # db=None: a failure would try to record itself in Firestore and blow up; a deferral must not
+    sub = Subscription(None, topo, topo.spec("email"), not_yet, None)  # type: ignore[arg-type]
+    data, attrs = wire.encode("r1.cancelled", {"type": "order.cancelled", "event_id": "ev1", "payload": {}})
+    assert process(sub, data, attrs) is Verdict.NACK
+    assert dict(sub.stats.outcomes) == {"deferred": 1}

@@ -29,6 +29,15 @@ def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
     return em.running_stack(project, pubsub=pubsub)
 
 
+def _sale_pipeline(stack, enabled: bool):  # type: ignore[no-untyped-def]
+    from contextlib import nullcontext
+
+    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.runtime import emulators as em
+
+    return SalePipeline(em.firestore_client(stack)) if enabled else nullcontext()
+
+
 def simulate(
     buyers: int = typer.Option(2000, min=1, help="Concurrent buyers in the sale."),
     tickets: int = typer.Option(500, min=1, help="Tickets on sale."),
@@ -55,6 +64,8 @@ def simulate(
     compare_library: bool = typer.Option(False, "--compare-library", help="With --via-api: run the same sale "
                                          "with the library first and print both side by side with the overhead."),
     api_workers: int = typer.Option(1, min=1, max=8, help="--via-api: uvicorn worker processes."),
+    pipeline: bool = typer.Option(False, "--pipeline", help="Run the messaging pipeline (relay, email, analytics) "
+                                  "and the inventory worker during the sale; drain, audit and measure it after."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -83,7 +94,7 @@ def simulate(
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
 
-    with _stack(project) as stack:
+    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),
@@ -98,7 +109,7 @@ def simulate(
                 progress.update(task, advance=1, **tally)
 
             try:
-                result = run_simulation(db, config, on_answer=on_answer)
+                result = run_simulation(db, config, on_answer=on_answer, pipeline=sale_pipeline)
             except errors.BoxofficeError as exc:
                 err.print(f"[red]error[/red]: {exc.message}")
                 raise typer.Exit(2) from exc

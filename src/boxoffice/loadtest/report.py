@@ -38,6 +38,11 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("summary (trigger)", f"lag p50 {trigger['lag_p50_s'] or 0:.2f} s, p99 {trigger['lag_p99_s'] or 0:.2f} s; "
                       f"{trigger['summary_writes']} event-document writes, at most {trigger['summary_writes_max_in_1s']} "
                       f"in any second, mean {trigger['summary_writes_per_s_mean'] or 0:.2f}/s")
+    if report.get("pipeline"):
+        from boxoffice.loadtest.pipeline import pipeline_rows
+
+        for name, value in pipeline_rows(report["pipeline"]):
+            table.add_row(name, value)
     audit = report["audit"]
     table.add_row("audit", "[green]ok[/green]" if audit["ok"] else "[red]FAILED[/red]: " + "; ".join(audit["problems"]))
     return table

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.cloud import firestore
 
@@ -32,6 +32,9 @@ from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired
 from boxoffice.services.purchasing import PurchaseResult, purchase_tickets
 from boxoffice.store.documents import order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
+
+if TYPE_CHECKING:
+    from boxoffice.loadtest.pipeline import SalePipeline
 
 
 class Strategy(StrEnum):
@@ -129,6 +132,7 @@ class SimulationResult:
     audit: Audit
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     inventory_stats: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/pipeline.py)
 
     def count(self, answer: Answer) -> int:
         return sum(1 for r in self.results if r.answer is answer)
@@ -189,6 +193,7 @@ class SimulationResult:
             "holds_expired": self.count(Answer.HELD_THEN_EXPIRED),
             "orders_cancelled": sum(1 for r in self.results if r.cancelled),
             "inventory_trigger": self.inventory_stats,
+            "pipeline": self.pipeline,
             "audit": {"ok": self.audit.ok, "problems": self.audit.problems, "figures": self.audit.figures},
         }
 
@@ -221,8 +226,10 @@ def run_simulation(
     on_answer: Callable[[BuyerResult], None] | None = None,
     purchase: Callable[..., PurchaseResult] = purchase_tickets,
     users: Sequence[str] | None = None,
+    pipeline: SalePipeline | None = None,
 ) -> SimulationResult:
-    """Create a fresh event, run the buyers, audit the database.
+    """Create a fresh event, run the buyers, audit the database. With ``pipeline``, the
+    messaging pipeline runs during the sale and is drained and audited after it.
 
     ``purchase`` is how a buyer buys: the library by default, or any callable with the same
     signature and errors (``loadtest.via_api.ApiPurchaser`` goes through the HTTP API).
@@ -258,7 +265,9 @@ def run_simulation(
         for i in range(config.buyers)
     ]
     mixed = config.hold_share > 0 or config.cancel_share > 0
-    background = _start_worker(db) if (config.worker or mixed) else None
+    if pipeline is not None:
+        pipeline.before_sale(event.id, [user for _, user, *_ in plan])
+    background = _start_worker(db) if (config.worker or mixed or pipeline is not None) else None
     results: list[BuyerResult] = []
     kinds: dict[str, int] = {}
     lock = threading.Lock()
@@ -326,10 +335,11 @@ def run_simulation(
             f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
         )
         audit.ok = False
+    pipeline_figures = pipeline.after_sale(event.id, audit.problems) if pipeline is not None else None
     audit.ok = not audit.problems
     results.sort(key=lambda r: r.index)
     return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
-                            inventory_stats)
+                            inventory_stats, pipeline_figures)
 
 
 def _was_cancelled(db: firestore.Client, order_id: str) -> bool:

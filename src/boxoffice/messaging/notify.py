@@ -13,6 +13,15 @@ the message is nacked and comes back later.
 
 A user without an email address: the record is marked ``skipped`` (reason ``no_email``) and
 the message acked (see services/users.py).
+
+Order of emails: the email subscription is unordered and handled in parallel (a flash sale's
+confirmations would otherwise go out one after another: per-event ordering serialises a whole
+event). The only order a buyer can notice is per ORDER: a cancellation email must not arrive
+before the confirmation of the same order. So a cancellation whose order's confirmation email is
+not yet ``sent`` (or ``skipped``) is deferred (``RetryLater``: nacked, redelivered after the
+retry backoff, never dead-lettered for it) until it is, or until ``CAUSALITY_WAIT_S`` after the
+cancellation's commit: then it is sent anyway (the confirmation is stuck, e.g. dead-lettered, and
+the buyer must still hear about the refund; logged as ``email.causality_timeout``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from boxoffice.log import kv
+from boxoffice.messaging.subscribers import RetryLater
 from boxoffice.messaging.wire import Delivered
 from boxoffice.services.users import get_user
 from boxoffice.store.messaging import email_ref, processed_ref
@@ -37,6 +47,7 @@ from boxoffice.store.messaging import email_ref, processed_ref
 log = logging.getLogger(__name__)
 
 CLAIM_LEASE_S = 60.0
+CAUSALITY_WAIT_S = 300.0
 SUBSCRIPTION = "email"
 
 KINDS = {
@@ -46,8 +57,36 @@ KINDS = {
 }
 
 
-class EmailInFlight(Exception):
-    """Another delivery of this message claimed the email moments ago: retry later."""
+class EmailInFlight(RetryLater):
+    """Another delivery of this message claimed the email moments ago: retry later (the claim's
+    lease bounds the wait)."""
+
+
+class ConfirmationNotSentYet(RetryLater):
+    """A cancellation email waits for the confirmation email of its order."""
+
+
+def confirmation_message_id(order_id: str) -> str:
+    """The outbox id of an order's confirmation (domain.messages.order_confirmed)."""
+    return f"{order_id}.confirmed"
+
+
+def _confirmation_done(db: firestore.Client, order_id: str) -> bool:
+    doc = email_ref(db, confirmation_message_id(order_id)).get().to_dict() or {}
+    return doc.get("status") in ("sent", "skipped")
+
+
+def _wait_for_confirmation(db: firestore.Client, d: Delivered) -> None:
+    """Raise ConfirmationNotSentYet while the order's confirmation email is not out, unless the
+    cancellation is older than CAUSALITY_WAIT_S (then: send anyway, logged)."""
+    order_id = str(d.payload.get("order_id") or "")
+    if not order_id or _confirmation_done(db, order_id):
+        return
+    age = (datetime.now(timezone.utc) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
+    if age < CAUSALITY_WAIT_S:
+        raise ConfirmationNotSentYet(f"order {order_id}: confirmation email not sent yet")
+    kv(log, logging.WARNING, "email.causality_timeout", message_id=d.message_id, order_id=order_id,
+       waited_s=round(age, 1))
 
 
 @dataclass(frozen=True)
@@ -217,10 +256,13 @@ def _finish(db: firestore.Client, d: Delivered, status: str, **extra: Any) -> No
 
 def handle_email(db: firestore.Client, mailer: Mailer, d: Delivered) -> str:
     """Send the email a message calls for, once. Returns "sent", "skipped", "duplicate" or
-    "ignored" (a type that needs no email). Raises to have the message retried."""
+    "ignored" (a type that needs no email). Raises ``RetryLater`` to wait (in flight elsewhere,
+    or a cancellation before its confirmation email), anything else to have it retried."""
     kind = KINDS.get(d.type)
     if kind is None:
         return "ignored"
+    if kind == "order_cancelled":
+        _wait_for_confirmation(db, d)  # before the claim: a deferred message leaves no trace
     if not _claim(db, d, kind):
         return "duplicate"
     user_id = str(d.payload.get("user_id") or "")

@@ -36,6 +36,12 @@ def _count(db: firestore.Client, collection: str, *where: Where) -> int:
     return int(result[0][0].value)
 
 
+def unpublished_count(db: firestore.Client, event_id: str | None = None) -> int:
+    """Outbox messages not yet published (of one event, or all)."""
+    scope: tuple[Where, ...] = (("event_id", "==", event_id),) if event_id else ()
+    return _count(db, OUTBOX, ("published_at", "==", None), *scope)
+
+
 @dataclass(frozen=True)
 class DrainReport:
     drained: bool
@@ -48,29 +54,32 @@ class DrainReport:
         return f"{state} after {self.waited_s:.1f} s: unpublished={self.unpublished} backlog={self.backlog}"
 
 
-def backlog(db: firestore.Client, topology: Topology) -> tuple[int, dict[str, int]]:
-    """(unpublished outbox messages, per subscription: messages of its types not yet handled).
+def backlog(db: firestore.Client, topology: Topology, event_id: str | None = None) -> tuple[int, dict[str, int]]:
+    """(unpublished outbox messages, per subscription: messages of its types not yet handled),
+    of the whole database or of one event.
 
     Handled = a processed-message record, or dead-lettered by that subscription. Counted from
     Firestore because the emulator has no backlog metric and a peek would disturb delivery."""
-    unpublished = _count(db, OUTBOX, ("published_at", "==", None))
+    scope: tuple[Where, ...] = (("event_id", "==", event_id),) if event_id else ()
+    unpublished = unpublished_count(db, event_id)
     per_sub: dict[str, int] = {}
     for spec in topology.subscriptions:
-        expected = sum(_count(db, OUTBOX, ("type", "==", t)) for t in spec.types)
-        done = _count(db, PROCESSED, ("subscription", "==", spec.name))
-        dead = _count(db, FAILURES, ("subscription", "==", spec.name), ("dead_lettered", "==", True))
+        expected = sum(_count(db, OUTBOX, ("type", "==", t), *scope) for t in spec.types)
+        done = _count(db, PROCESSED, ("subscription", "==", spec.name), *scope)
+        dead = _count(db, FAILURES, ("subscription", "==", spec.name), ("dead_lettered", "==", True), *scope)
         per_sub[spec.name] = max(0, expected - done - dead)
     return unpublished, per_sub
 
 
 def drain(db: firestore.Client, topology: Topology | None = None, *, timeout_s: float = 120.0,
-          poll_s: float = 0.5) -> DrainReport:
+          poll_s: float = 0.5, event_id: str | None = None) -> DrainReport:
     """Wait until the outbox has nothing unpublished and every subscription has handled every
-    message of its types (the relay and subscribers must be running somewhere)."""
+    message of its types (the relay and subscribers must be running somewhere); with
+    ``event_id``, only that event's messages count (other events' leftovers do not block)."""
     topology = topology or default_topology()
     t0 = time.monotonic()
     while True:
-        unpublished, per_sub = backlog(db, topology)
+        unpublished, per_sub = backlog(db, topology, event_id)
         waited = time.monotonic() - t0
         if unpublished == 0 and not any(per_sub.values()):
             return DrainReport(True, waited, 0, per_sub)
@@ -152,10 +161,14 @@ class PipelineFigures:
     messages: int  # processed-message records of the event (all subscriptions)
     window_s: float  # first outbox commit -> last message handled
     messages_per_s: float
+    handling_s: float  # first message handled -> last message handled
+    handled_per_s: float
     emails: int
     lag_p50_s: float | None  # order commit -> confirmation email sent
     lag_p99_s: float | None
     lag_max_s: float | None
+    publish_lag_p50_s: float | None = None  # outbox commit -> published by the relay
+    publish_lag_p99_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -173,11 +186,13 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
     """Throughput and lag of the pipeline for one event (read after ``drain``)."""
     processed = [s.to_dict() or {} for s in
                  db.collection(PROCESSED).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
-    starts = [d["created_at"] for d in (s.to_dict() or {} for s in
-              db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream())
-              if isinstance(d.get("created_at"), datetime)]
+    outbox = [s.to_dict() or {} for s in db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
+    starts = [d["created_at"] for d in outbox if isinstance(d.get("created_at"), datetime)]
+    publish_lags = sorted((d["published_at"] - d["created_at"]).total_seconds() for d in outbox
+                          if isinstance(d.get("created_at"), datetime) and isinstance(d.get("published_at"), datetime))
     ends = [d["processed_at"] for d in processed if isinstance(d.get("processed_at"), datetime)]
     window = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    handling = (max(ends) - min(ends)).total_seconds() if ends else 0.0
     committed = {s.id: (s.to_dict() or {}).get("committed_at") for s in
                  db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
     lags: list[float] = []
@@ -193,8 +208,10 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
     lags.sort()
     return PipelineFigures(
         messages=len(processed), window_s=window,
-        messages_per_s=len(processed) / window if window > 0 else 0.0, emails=emails,
+        messages_per_s=len(processed) / window if window > 0 else 0.0,
+        handling_s=handling, handled_per_s=len(processed) / handling if handling > 0 else 0.0, emails=emails,
         lag_p50_s=_pct(lags, 50), lag_p99_s=_pct(lags, 99), lag_max_s=lags[-1] if lags else None,
+        publish_lag_p50_s=_pct(publish_lags, 50), publish_lag_p99_s=_pct(publish_lags, 99),
     )
 
 

@@ -143,6 +143,10 @@ class OutboxRelay:
         self._thread.start()
         return self
 
+    def status(self) -> dict[str, Any]:
+        return {"alive": bool(self._thread and self._thread.is_alive()), "published": self.published,
+                "errors": self.errors}
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:

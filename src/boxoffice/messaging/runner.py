@@ -1,7 +1,8 @@
-"""The messaging loops of one process: the outbox relay and the two streaming subscribers.
+"""The messaging loops of one process: the outbox relay and the email and analytics subscribers.
 
-Each loop has ``name``, ``start()`` and ``stop(timeout)``, so the worker (runtime/worker.py)
-can host them; ``boxoffice messaging run`` runs them on their own.
+Each loop has ``name``, ``start()``, ``stop(timeout)`` and ``status()``, so the worker
+(runtime/worker.py, via messaging/loops.py) can host them; ``boxoffice messaging run`` and the
+simulator (loadtest/pipeline.py) run them on their own.
 """
 
 from __future__ import annotations
@@ -44,23 +45,34 @@ class MessagingLoops:
         return out
 
 
-def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer, *, relay: bool = True,
+def subscriber_for(sub: Subscription, *, threads: int = 8,
+                   max_outstanding: int = 200) -> StreamingSubscriber | PullingSubscriber:
+    """The transport a subscription needs: streaming pull for an ordered one (the client hands
+    over each event's messages one at a time, in order), pulled batches handled on ``threads``
+    threads for an unordered one."""
+    if sub.spec.ordered:
+        return StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding)
+    return PullingSubscriber(sub, threads=threads)
+
+
+def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
                 max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
-    """The loops, not started: the relay, a streaming subscriber for each ordered subscription
-    (email) and a pulling one for each unordered subscription (analytics). ``mailer`` sends
-    the emails (SMTP settings inside)."""
+    """The loops, not started: the relay, a pulling subscriber (batches on ``threads``
+    threads) for each unordered subscription (email, analytics) and a streaming one for each
+    ordered subscription (one event's messages in order). ``mailer`` sends the emails (SMTP
+    settings inside); None only when ``subscriptions`` leaves email out."""
     publisher = publisher_client()
-    handlers = {
-        EMAIL: lambda d: notify.handle_email(db, mailer, d),
-        ANALYTICS: lambda d: analytics.handle_analytics(db, d),
-    }
+
+    def email(d: Any) -> str:
+        if mailer is None:
+            raise RuntimeError("build_loops: the email subscriber needs a mailer")
+        return notify.handle_email(db, mailer, d)
+
+    handlers = {EMAIL: email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     subs: list[StreamingSubscriber | PullingSubscriber] = []
     for name in subscriptions:
         sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)
-        if sub.spec.ordered:  # streaming pull: the client keeps each event's messages in order
-            subs.append(StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding))
-        else:  # batches handled in parallel (see PullingSubscriber)
-            subs.append(PullingSubscriber(sub, threads=threads))
+        subs.append(subscriber_for(sub, threads=threads, max_outstanding=max_outstanding))
     return MessagingLoops(OutboxRelay(db, topology, publisher=publisher, idle_s=relay_idle_s) if relay else None,
                           subs)

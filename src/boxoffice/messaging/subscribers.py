@@ -7,13 +7,19 @@ its effect), so at-least-once delivery gives exactly-once effects.
 - success, duplicate, or a type this subscriber does not handle -> ack (unknown types are
   counted, never dead-lettered: the emulator ignores subscription filters, and a newer
   publisher may send types an older subscriber does not know);
+- ``RetryLater`` (the message is fine but must wait: another delivery is sending it, or a
+  message it must follow is not handled yet) -> nack, counted as "deferred", NOT as a failure:
+  it never brings the message closer to the dead-letter topic (the handler bounds the wait);
 - a handler error -> the failure is recorded (``message_failures/``: error, attempts) and the
   message is nacked, so Pub/Sub redelivers it after the retry policy's exponential backoff;
 - the ``max_delivery_attempts``-th failure -> published to the dead-letter topic with its
-  error, and acked. Attempts are Pub/Sub's ``delivery_attempt`` where it tracks them (a
-  subscription with a native dead-letter policy), else the count in the failure record.
+  error, and acked. Failures are counted in the failure record (Pub/Sub's ``delivery_attempt``
+  also counts deferrals and ack-deadline expiries; the native dead-letter policy, with its own
+  limit, is only the backstop for a handler that cannot even record its failure).
 
-Two transports: ``StreamingSubscriber`` (streaming pull, what the worker runs) and
+Three transports: ``PullingSubscriber`` (unary-pull batches on a thread pool: what the worker
+runs for the unordered email and analytics subscriptions), ``StreamingSubscriber`` (streaming
+pull: for an ordered subscription, one event's messages one at a time, in order) and
 ``pull_batch`` (one unary pull: tests, and operators draining by hand). Note the emulator's
 quirk: after a streaming-pull subscriber dies, its unacked messages come back only after about
 70 s; a unary pull gets them back after the ack deadline.
@@ -40,6 +46,12 @@ from boxoffice.store.messaging import failure_ref
 log = logging.getLogger(__name__)
 
 Handler = Callable[[wire.Delivered], str]
+
+
+class RetryLater(Exception):
+    """Raised by a handler for a message that cannot be handled YET (not a failure): nacked,
+    redelivered after the retry backoff, never dead-lettered for it. The handler must make
+    sure the wait ends (a lease, a deadline)."""
 
 
 class Verdict(StrEnum):
@@ -77,13 +89,15 @@ class Subscription:
         return self.topology.subscription_path(self.spec.name)
 
 
-def _record_failure(sub: Subscription, message_id: str, exc: BaseException, pubsub_attempt: int) -> int:
+def _record_failure(sub: Subscription, message_id: str, event_id: str, exc: BaseException) -> int:
     ref = failure_ref(sub.db, sub.spec.name, message_id)
-    ref.set({"subscription": sub.spec.name, "message_id": message_id, "last_error": repr(exc)[:1000],
+    ref.set({"subscription": sub.spec.name, "message_id": message_id, "event_id": event_id,
+             "last_error": repr(exc)[:1000],
              "failures": firestore.Increment(1), "last_failed_at": firestore.SERVER_TIMESTAMP},
             merge=True)
-    recorded = int((ref.get().to_dict() or {}).get("failures", 1))
-    return max(pubsub_attempt, recorded)
+    # Failures as recorded, not Pub/Sub's delivery_attempt: that one also counts deferrals
+    # (RetryLater) and redeliveries after an ack deadline, which are not failures.
+    return int((ref.get().to_dict() or {}).get("failures", 1))
 
 
 def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery_attempt: int = 0) -> Verdict:
@@ -97,9 +111,14 @@ def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery
             kv(log, logging.INFO, "message.unknown_type", subscription=sub.spec.name, message_id=message_id,
                type=attributes.get("type"))
         return Verdict.ACK
+    except RetryLater as exc:
+        sub.stats.add("deferred")
+        kv(log, logging.DEBUG, "message.deferred", subscription=sub.spec.name, message_id=message_id,
+           reason=str(exc))
+        return Verdict.NACK
     except Exception as exc:  # noqa: BLE001 - every failure becomes a nack or a dead letter
         try:
-            attempts = _record_failure(sub, message_id, exc, delivery_attempt)
+            attempts = _record_failure(sub, message_id, attributes.get("event_id", ""), exc)
         except Exception:  # noqa: BLE001 - Firestore down too: let Pub/Sub count (native policy)
             kv(log, logging.ERROR, "message.failure_unrecorded", subscription=sub.spec.name, message_id=message_id)
             sub.stats.add("failed")
@@ -193,6 +212,9 @@ class StreamingSubscriber:
         )
         return self
 
+    def status(self) -> dict[str, Any]:
+        return {"alive": self._future is not None and not self._future.done(), **self.stats.outcomes}
+
     def stop(self, timeout: float = 10.0) -> None:
         if self._future is not None:
             self._future.cancel()  # stops pulling; in-flight callbacks finish first
@@ -222,6 +244,8 @@ class PullingSubscriber:
         self.batch = batch
         self.threads = threads
         self.idle_s = idle_s
+        self.pulls = 0  # non-empty pulls, and the messages they brought (mean batch = pulled / pulls)
+        self.pulled = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -234,6 +258,8 @@ class PullingSubscriber:
         received = list(resp.received_messages)
         if not received:
             return 0
+        self.pulls += 1
+        self.pulled += len(received)
         verdicts = list(pool.map(
             lambda rm: process(self.sub, bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt),
             received))
@@ -262,6 +288,10 @@ class PullingSubscriber:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
+
+    def status(self) -> dict[str, Any]:
+        return {"alive": bool(self._thread and self._thread.is_alive()), "pulls": self.pulls, "pulled": self.pulled,
+                **self.stats.outcomes}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -4,7 +4,8 @@
 runs it against the emulator and an operator runs `boxoffice messaging topology` against a project.
 
     ticket-events            every message of the outbox (ordering key: the event id)
-      ticket-events.email      emails: confirmation, cancellation, waitlist offer (ordered)
+      ticket-events.email      emails: confirmation, cancellation, waitlist offer (unordered:
+                               handled in parallel; per-order causality kept by the handler)
       ticket-events.analytics  sales counters (unordered: counters commute, so run in parallel)
     ticket-events.dead-letter  messages a subscriber gave up on
       ticket-events.dead-letter.hold   keeps them for `boxoffice dlq list|replay`
@@ -13,8 +14,9 @@ Facts about the emulator (pubsub-emulator 0.8.20, measured) that shape this:
 - subscription filters are accepted but NOT applied: every subscriber receives every type and
   must ack the types it does not handle (it does, and counts them);
 - an ordered subscription with a dead-letter policy crashes the emulator's pull when it
-  dead-letters (NullPointerException in OrderedMessageBacklog), so the ordered email
-  subscription gets no native dead-letter policy locally. Subscribers dead-letter at the
+  dead-letters (NullPointerException in OrderedMessageBacklog), so an ordered subscription
+  (``ordered=True``: none in the default topology since emails went unordered; tests and future
+  per-event consumers) gets no native dead-letter policy locally. Subscribers dead-letter at the
   application level anyway (see ``subscribers.process``): after ``max_delivery_attempts`` they
   publish the message with its error to the dead-letter topic and ack it. The native policy,
   where present, is the backstop for a handler that cannot even record its failure.
@@ -22,6 +24,7 @@ Facts about the emulator (pubsub-emulator 0.8.20, measured) that shape this:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -31,6 +34,9 @@ from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
+from boxoffice.log import kv
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = f"{TICKET_EVENTS_TOPIC}.dead-letter"
 EMAIL = "email"
@@ -53,8 +59,9 @@ class SubscriptionSpec:
     ack_deadline_s: int = 30
     min_backoff_s: float = 1.0
     max_backoff_s: float = 60.0
-    max_delivery_attempts: int = 5  # Pub/Sub allows 5..100
+    max_delivery_attempts: int = 5  # handler failures before the app dead-letters
     native_dead_letter: bool = True
+    native_max_delivery_attempts: int | None = None  # the native backstop (5..100); None: the above
 
 
 @dataclass(frozen=True)
@@ -94,16 +101,18 @@ class Topology:
 
 
 def default_topology(project: str | None = None, *, suffix: str = "", emulator: bool | None = None) -> Topology:
-    """The production topology. On the emulator the ordered subscription has no native
-    dead-letter policy (see the module docstring)."""
+    """The production topology: both subscriptions unordered (the ordering key is still the
+    event id, for any ordered subscription added later). Emails: see messaging/notify.py for
+    why per-event order is not needed and how per-order causality is kept."""
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-boxoffice"
-    if emulator is None:
-        emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
+    del emulator  # kept for callers: the emulator difference is applied by ensure_topology now
     return Topology(
         project=project,
         suffix=suffix,
         subscriptions=(
-            SubscriptionSpec(EMAIL, EMAIL_TYPES, ordered=True, native_dead_letter=not emulator),
+            # Deferred cancellations (RetryLater) are redeliveries too: the native backstop
+            # must not count them as failures within CAUSALITY_WAIT_S.
+            SubscriptionSpec(EMAIL, EMAIL_TYPES, ordered=False, native_max_delivery_attempts=100),
             SubscriptionSpec(ANALYTICS, ANALYTICS_TYPES, ordered=False),
         ),
     )
@@ -132,7 +141,9 @@ def ensure_topology(topology: Topology, publisher: Any = None, subscriber: Any =
     """Create the topics and subscriptions that do not exist yet. Returns what was created.
 
     Existing resources are left as they are (Pub/Sub cannot change a subscription's ordering
-    after creation; delete it to apply a changed policy)."""
+    after creation; delete it to apply a changed policy: an existing subscription whose
+    ordering differs from its spec is logged as ``topology.ordering_mismatch``)."""
+    emulator = bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
     publisher = publisher or publisher_client()
     subscriber = subscriber or subscriber_client()
     created: list[str] = []
@@ -156,17 +167,31 @@ def ensure_topology(topology: Topology, publisher: Any = None, subscriber: Any =
             "retry_policy": {"minimum_backoff": _duration(spec.min_backoff_s),
                              "maximum_backoff": _duration(spec.max_backoff_s)},
         }
-        if spec.native_dead_letter:
+        if spec.native_dead_letter and not (spec.ordered and emulator):
             req["dead_letter_policy"] = {"dead_letter_topic": topology.dead_letter_topic_path,
-                                         "max_delivery_attempts": spec.max_delivery_attempts}
+                                         "max_delivery_attempts": spec.native_max_delivery_attempts
+                                         or spec.max_delivery_attempts}
         requests.append(req)
     for req in requests:
         try:
             subscriber.create_subscription(request=req)
             created.append(req["name"])
         except gexc.AlreadyExists:
-            pass
+            _warn_if_ordering_differs(subscriber, req)
     return created
+
+
+def _warn_if_ordering_differs(subscriber: Any, req: dict[str, Any]) -> None:
+    # e.g. a dev stack created before emails went unordered: an ordered email subscription
+    # would silently serialise each event's emails again.
+    try:
+        existing = subscriber.get_subscription(subscription=req["name"])
+    except gexc.GoogleAPICallError:
+        return
+    if bool(existing.enable_message_ordering) != bool(req.get("enable_message_ordering")):
+        kv(log, logging.WARNING, "topology.ordering_mismatch", subscription=req["name"],
+           existing=existing.enable_message_ordering, wanted=req.get("enable_message_ordering"),
+           fix="delete the subscription (or `boxoffice dev down && boxoffice dev up`)")
 
 
 def delete_topology(topology: Topology, publisher: Any = None, subscriber: Any = None) -> None:

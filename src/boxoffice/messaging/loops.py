@@ -1,0 +1,95 @@
+"""The messaging loops of `boxoffice worker`: the outbox relay and the email and analytics
+subscribers, registered with runtime/worker.py (which imports this module when present).
+
+Each loop is built from the environment the worker runs in:
+- Pub/Sub: PUBSUB_EMULATOR_HOST, else the emulator `boxoffice dev up` recorded; the topology is
+  created if missing. ``BOXOFFICE_TOPOLOGY_SUFFIX`` selects a topology of its own (tests,
+  side-by-side runs: see topology.Topology.suffix);
+- SMTP (email only): BOXOFFICE_SMTP_HOST, else the dev stack's SMTP server.
+A loop whose dependency is missing is not an error: it is replaced by a ``SkippedLoop`` that
+says why, so `boxoffice worker` on a Firestore-only stack still runs the inventory loops.
+Against real Pub/Sub (no emulator), production runs these as Cloud Functions
+(messaging/cloud_functions.py), so the local worker skips them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from boxoffice.log import kv
+from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology
+from boxoffice.runtime.worker import register_loop
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_SUFFIX_ENV = "BOXOFFICE_TOPOLOGY_SUFFIX"
+RELAY, EMAIL_LOOP, ANALYTICS_LOOP = "outbox-relay", f"subscriber-{EMAIL}", f"subscriber-{ANALYTICS}"
+
+
+class SkippedLoop:
+    """Stands in for a loop that cannot run here; ``status()`` says why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def start(self) -> None:
+        kv(log, logging.WARNING, "worker.loop_skipped", loop=self.name, reason=self.reason)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"alive": False, "skipped": self.reason}
+
+
+def worker_topology() -> Topology | None:
+    """The dev topology (created if missing), or None when no Pub/Sub emulator is known."""
+    from boxoffice.messaging.devstack import use_recorded_pubsub
+    from boxoffice.messaging.topology import default_topology, ensure_topology
+
+    if not use_recorded_pubsub():
+        return None
+    topology = default_topology(suffix=os.environ.get(TOPOLOGY_SUFFIX_ENV, ""))
+    ensure_topology(topology)
+    return topology
+
+
+_NO_PUBSUB = "no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST or run `boxoffice dev up`"
+
+
+def relay_loop(db: Any) -> Any:
+    from boxoffice.messaging.relay import OutboxRelay
+
+    topology = worker_topology()
+    return OutboxRelay(db, topology) if topology else SkippedLoop(RELAY, _NO_PUBSUB)
+
+
+def email_loop(db: Any) -> Any:
+    from boxoffice.messaging import devstack, notify
+    from boxoffice.messaging.runner import build_loops
+
+    topology = worker_topology()
+    if topology is None:
+        return SkippedLoop(EMAIL_LOOP, _NO_PUBSUB)
+    address = devstack.smtp_address()
+    if not address:
+        return SkippedLoop(EMAIL_LOOP, "no SMTP server: set BOXOFFICE_SMTP_HOST=host:port or run `boxoffice dev up`")
+    mailer = notify.Mailer(notify.SmtpSettings.from_env(address))
+    return build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL,)).subscribers[0]
+
+
+def analytics_loop(db: Any) -> Any:
+    from boxoffice.messaging.runner import build_loops
+
+    topology = worker_topology()
+    if topology is None:
+        return SkippedLoop(ANALYTICS_LOOP, _NO_PUBSUB)
+    return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,)).subscribers[0]
+
+
+register_loop(RELAY, relay_loop)
+register_loop(EMAIL_LOOP, email_loop)
+register_loop(ANALYTICS_LOOP, analytics_loop)

@@ -243,14 +243,16 @@ def test_publish_outbox_then_email_and_analytics_subscribers(db, stack, main, fr
     assert received.message.attributes["message_id"] == ref.id
     assert received.message.ordering_key == event.id
 
-    delivery = pubsub_cloud_event(stack.project, topo.topic_id(), received)
-    main.email_subscriber(delivery)
-    main.email_subscriber(delivery)  # Pub/Sub delivers at least once: the second is a duplicate
+    def delivery() -> CloudEvent:  # each delivery is a new request (the SDK edits the payload in place)
+        return pubsub_cloud_event(stack.project, topo.topic_id(), received)
+
+    main.email_subscriber(delivery())
+    main.email_subscriber(delivery())  # Pub/Sub delivers at least once: the second is a duplicate
     mails = smtp.mailbox.items()
     assert [(m.kind, m.order_id, m.to) for m in mails] == [("order_confirmed", order.id, ["ann@example.test"])]
 
-    main.analytics_subscriber(delivery)
-    main.analytics_subscriber(delivery)
+    main.analytics_subscriber(delivery())
+    main.analytics_subscriber(delivery())
     stats = read_stats(db, event.id)
     assert (stats.orders, stats.tickets_sold, stats.revenue) == (1, 2, 5000)
 

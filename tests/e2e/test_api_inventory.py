@@ -246,6 +246,15 @@ def test_a_draft_goes_on_sale_through_the_sale_status(http, user, event_of):
     assert buy(http, user(), ev["id"]).status_code == 201
 
 
+def test_a_buyers_address_is_on_file_for_the_emails_their_actions_cause(http, user, event_of, db):
+    ev = event_of(user(organiser=True))
+    ann, bob = user(), user()
+    assert buy(http, ann, ev["id"]).status_code == 201
+    assert hold(http, bob, ev["id"]).status_code == 201
+    for who in (ann, bob):
+        assert db.collection("users").document(who.uid).get().to_dict()["email"] == who.email
+
+
 def test_new_operations_are_in_the_openapi_document(http):
     paths = http.get("/openapi.json").json()["paths"]
     for path, method in [("/v1/holds", "post"), ("/v1/holds/{hold_id}", "get"),

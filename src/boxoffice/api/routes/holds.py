@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Response
 
-from boxoffice.api.deps import Db, SignedIn
+from boxoffice.api.deps import Contactable, Db, SignedIn
 from boxoffice.api.problems import ApiProblem, responses
 from boxoffice.api.routes.purchases import KEY_PATTERN
 from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut
@@ -32,7 +32,7 @@ def _own_hold(db: Any, hold_id: str, uid: str) -> Hold:
              responses=responses(401, 404, 409, 413, 422, 428, 503))
 def create_hold(
     body: HoldIn,
-    caller: SignedIn,
+    caller: Contactable,
     db: Db,
     response: Response,
     idempotency_key: Annotated[str | None, Header(
@@ -69,7 +69,7 @@ def show_hold(hold_id: HoldId, caller: SignedIn, db: Db) -> HoldOut:
 
 @router.post("/{hold_id}/confirm", status_code=201, response_model=OrderOut,
              responses=responses(401, 404, 409, 422, 503))
-def confirm_hold(hold_id: HoldId, caller: SignedIn, db: Db, response: Response) -> OrderOut:
+def confirm_hold(hold_id: HoldId, caller: Contactable, db: Db, response: Response) -> OrderOut:
     """Buy the held tickets: the hold becomes an order (at the event's current price).
 
     Confirming twice returns the same order with `Idempotent-Replayed: true`. An expired hold is a

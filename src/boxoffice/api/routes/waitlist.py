@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from boxoffice.api.deps import Db, SignedIn
+from boxoffice.api.deps import Contactable, Db, SignedIn
 from boxoffice.api.problems import responses
 from boxoffice.api.schemas import ID_PATTERN, WaitlistLeft, WaitlistOut
 from boxoffice.services import events, waitlist as service
@@ -16,7 +16,7 @@ EventId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.put("", response_model=WaitlistOut, responses=responses(401, 404, 409, 422))
-def join_waitlist(event_id: EventId, caller: SignedIn, db: Db) -> WaitlistOut:
+def join_waitlist(event_id: EventId, caller: Contactable, db: Db) -> WaitlistOut:
     """Wait for returned tickets of a sold-out event (joining again keeps your place).
 
     Only while no ticket is available: otherwise 409 `not_sold_out` (buy instead). When tickets

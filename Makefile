@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit bench up down clean serve
+.PHONY: install demo test unit bench up down clean serve functions-vendor
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "boxoffice needs Python 3.11"'
@@ -47,5 +47,12 @@ serve: up
 down: $(STAMP)
 	$(BIN)/boxoffice dev down
 
+## Cloud Functions deploys the functions/ directory only: copy the boxoffice package into it
+## (firebase.json runs this as the predeploy hook of `firebase deploy --only functions`).
+functions-vendor:
+	rm -rf functions/boxoffice
+	cp -r src/boxoffice functions/boxoffice
+	find functions/boxoffice -name __pycache__ -prune -exec rm -rf {} +
+
 clean:
-	rm -rf $(VENV) .boxoffice reports .pytest_cache node_modules
+	rm -rf $(VENV) .boxoffice reports .pytest_cache node_modules functions/boxoffice

@@ -19,12 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from boxoffice.api import problems
 from boxoffice.api.auth import FirebaseTokenVerifier, TokenVerifier
-from boxoffice.api.routes import events, orders, purchases
+from boxoffice.api.routes import events, holds, orders, purchases, sales, waitlist
 
 ROUTERS = [
     events.router,
     purchases.router,
     orders.router,
+    holds.router,
+    waitlist.router,
+    sales.router,
 ]
 
 MAX_BODY_BYTES = 16 * 1024  # the largest valid body (an event) is well under 1 KiB

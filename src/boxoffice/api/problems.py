@@ -63,6 +63,8 @@ TITLES = {
 
 def status_for(exc: errors.BoxofficeError) -> int:
     """The HTTP status of a domain error: the one place this mapping lives."""
+    if isinstance(exc, errors.InvalidSaleTransition):
+        return 409  # a valid request the sale's current state refuses (a closed sale stays closed)
     if isinstance(exc, errors.InvalidRequest):
         return 422
     if isinstance(exc, errors.NotFound):

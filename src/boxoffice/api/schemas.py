@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Order, Ticket
+from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
+from boxoffice.services.releases import MAX_RELEASE
 
 # Ids in paths and cursors: what our own ids look like, and never a '/' (a Firestore path separator).
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"
@@ -135,6 +136,59 @@ class OrderDetail(OrderOut):
 class OrderPage(BaseModel):
     orders: list[OrderOut]
     next: str | None
+
+
+class HoldIn(Strict):
+    event_id: str = Field(pattern=ID_PATTERN)
+    quantity: int = Field(ge=1, le=MAX_PER_ORDER)
+
+
+class HoldOut(BaseModel):
+    """Tickets reserved for the caller until ``expires_at``; confirm to buy them."""
+
+    id: str
+    event_id: str
+    user_id: str
+    quantity: int
+    status: str = Field(description="active | confirmed | released | expired")
+    expires_at: datetime
+    order_id: str | None = Field(description="The order it became, once confirmed.")
+    idempotency_key: str
+
+    @classmethod
+    def of(cls, hold: Hold) -> HoldOut:
+        return cls(id=hold.id, event_id=hold.event_id, user_id=hold.user_id, quantity=hold.quantity,
+                   status=hold.status.value, expires_at=hold.expires_at, order_id=hold.order_id,
+                   idempotency_key=hold.idempotency_key)
+
+
+class CancelIn(Strict):
+    ticket_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_PER_ORDER,
+        description="The tickets to cancel (from the order's ticket_ids); all of them when absent.")
+
+
+class WaitlistOut(BaseModel):
+    event_id: str
+    user_id: str
+    status: str = Field(description="waiting | offered")
+    joined_at: datetime | None
+    position: int | None = Field(description="1 = next to be offered; null unless waiting.")
+
+
+class WaitlistLeft(BaseModel):
+    event_id: str
+    user_id: str
+    was_waiting: bool
+
+
+class ReleaseIn(Strict):
+    quantity: int = Field(ge=1, le=MAX_RELEASE, description="Tickets to add to the event's inventory.")
+
+
+class SaleStatusIn(Strict):
+    status: Literal["on_sale", "paused", "closed"] = Field(
+        description="on_sale (start or resume), paused, closed (final).")
 
 
 def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:

@@ -153,14 +153,6 @@ class HoldNotActive(BoxofficeError):
         self.status = status
 
 
-class OrderNotFound(NotFound):
-    code = "order_not_found"
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"no order with id {order_id!r}")
-        self.order_id = order_id
-
-
 class NotAllowed(BoxofficeError):
     """The caller may not act on this object (someone else's order or hold)."""
 

@@ -33,6 +33,8 @@ from boxoffice.log import kv
 from boxoffice.retry import Backoff, call_with_backoff
 from boxoffice.store.documents import (
     buyer_ref,
+    event_from_doc,
+    event_ref,
     order_from_doc,
     order_ref,
     outbox_ref,
@@ -117,3 +119,35 @@ def cancel_order(
        cancelled=refund.quantity if refund else 0, refund_id=refund.id if refund else None,
        by_organiser=by_organiser, status=order.status.value)
     return order
+
+
+def cancel_order_as(
+    db: firestore.Client,
+    order_id: str,
+    caller_id: str,
+    *,
+    caller_is_organiser: bool,
+    ticket_ids: Sequence[str] | None = None,
+) -> Order:
+    """Cancel on behalf of a signed-in caller (the HTTP API): who may, decided in one place.
+
+    The buyer may cancel their own order; an organiser (``caller_is_organiser``: the verified
+    ``organiser`` claim) may cancel any order of an event whose ``organiser_id`` is theirs.
+    Anyone else gets ``OrderNotFound``, exactly as for a missing order, so ids cannot be probed.
+    Ownership never changes after creation, so checking it before ``cancel_order``'s guarded
+    commit is safe.
+    """
+    if not order_id or "/" in order_id:
+        raise OrderNotFound(order_id)
+    snap = order_ref(db, order_id).get()
+    if not snap.exists:
+        raise OrderNotFound(order_id)
+    owner = (snap.to_dict() or {}).get("user_id")
+    if owner == caller_id:
+        return cancel_order(db, order_id, caller_id, ticket_ids=ticket_ids)
+    if caller_is_organiser:
+        event_id = (snap.to_dict() or {}).get("event_id") or ""
+        ev = event_ref(db, event_id).get() if event_id and "/" not in event_id else None
+        if ev is not None and ev.exists and event_from_doc(event_id, ev.to_dict() or {}).organiser_id == caller_id:
+            return cancel_order(db, order_id, caller_id, ticket_ids=ticket_ids, by_organiser=True)
+    raise OrderNotFound(order_id)

@@ -52,10 +52,13 @@ log = logging.getLogger(__name__)
 MAX_RELEASE = 100_000
 
 
-def release_tickets(db: firestore.Client, event_id: str, quantity: int, *, deadline_s: float = 10.0) -> Event:
+def release_tickets(db: firestore.Client, event_id: str, quantity: int, *, deadline_s: float = 10.0,
+                    organiser_id: str | None = None) -> Event:
     """Add ``quantity`` tickets to the event's inventory; returns the event after the release.
 
-    Raises ``InvalidQuantity``, ``EventNotFound``, ``EventNotOnSale`` (closed sale).
+    With ``organiser_id`` (the HTTP API), only that event's organiser may: checked on the same
+    read of the event that the commit is guarded by. Raises ``InvalidQuantity``,
+    ``EventNotFound``, ``NotEventOrganiser``, ``EventNotOnSale`` (closed sale).
     Not idempotent across retries of the caller: a repeated call releases again.
     """
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_RELEASE:
@@ -67,6 +70,8 @@ def release_tickets(db: firestore.Client, event_id: str, quantity: int, *, deadl
             raise EventNotFound(event_id)
         doc = snap.to_dict() or {}
         event = event_from_doc(event_id, doc)
+        if organiser_id is not None:
+            event.require_organiser(organiser_id)
         if event.status is SaleStatus.CLOSED:
             raise EventNotOnSale(event_id, event.status.value)
         releases = int(doc.get("releases", 0)) + 1
@@ -102,8 +107,11 @@ def release_tickets(db: firestore.Client, event_id: str, quantity: int, *, deadl
     return event
 
 
-def set_sale_status(db: firestore.Client, event_id: str, status: SaleStatus | str) -> Event:
+def set_sale_status(db: firestore.Client, event_id: str, status: SaleStatus | str, *,
+                    organiser_id: str | None = None) -> Event:
     """Pause (``paused``), resume (``on_sale``) or close (``closed``, final) the sale.
+
+    With ``organiser_id`` (the HTTP API), only that event's organiser may (``NotEventOrganiser``).
 
     Purchases and holds are refused while not on sale; holds taken before a pause can still be
     confirmed until the sale closes. The summary's state is refreshed at once (not waiting for
@@ -115,6 +123,8 @@ def set_sale_status(db: firestore.Client, event_id: str, status: SaleStatus | st
         if not snap.exists:
             raise EventNotFound(event_id)
         event = event_from_doc(event_id, snap.to_dict() or {})
+        if organiser_id is not None:
+            event.require_organiser(organiser_id)
         new = next_sale_status(event.status, wanted)
         if new is event.status:
             return event

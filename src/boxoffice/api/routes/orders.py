@@ -1,15 +1,17 @@
-"""A buyer's own orders. Someone else's order is answered exactly like a missing one (404)."""
+"""A buyer's own orders, and cancelling them. Someone else's order is answered exactly like a
+missing one (404); only the organiser of the order's event may cancel it besides its buyer."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from boxoffice.api.deps import Db, SignedIn
 from boxoffice.api.problems import responses
-from boxoffice.api.schemas import ID_PATTERN, MAX_PAGE, OrderDetail, OrderOut, OrderPage, TicketOut
+from boxoffice.api.schemas import ID_PATTERN, MAX_PAGE, CancelIn, OrderDetail, OrderOut, OrderPage, TicketOut
 from boxoffice.services import orders as service
+from boxoffice.services.cancellations import cancel_order_as
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 OrderId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -35,3 +37,24 @@ def show_order(order_id: OrderId, caller: SignedIn, db: Db) -> OrderDetail:
     tickets = service.tickets_of(db, order)
     return OrderDetail(**OrderOut.of(order).model_dump(), created_at=order.created_at,
                        tickets=[TicketOut.of(t) for t in tickets])
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut,
+             responses=responses(401, 404, 413, 422, 503))
+def cancel_order(
+    order_id: OrderId,
+    caller: SignedIn,
+    db: Db,
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> OrderOut:
+    """Cancel a whole order, or some of its tickets (`ticket_ids`); returns the order after it.
+
+    The buyer cancels their own orders; the organiser of the event may cancel any order of it
+    (the refund record then says `by_organiser`). The tickets go back on sale at once. Tickets
+    already cancelled are skipped, so cancelling twice is harmless. A ticket id that is not part
+    of the order is a 422.
+    """
+    ticket_ids = body.ticket_ids if body is not None else None
+    order = cancel_order_as(db, order_id, caller.uid, caller_is_organiser=caller.organiser,
+                            ticket_ids=ticket_ids)
+    return OrderOut.of(order)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from boxoffice.api.deps import Db, SignedIn
+from boxoffice.api.deps import Contactable, Db
 from boxoffice.api.problems import ApiProblem, responses
 from boxoffice.api.schemas import OrderOut, PurchaseIn
 from boxoffice.services.purchasing import purchase_tickets
@@ -20,7 +20,7 @@ KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
              responses=responses(401, 404, 409, 413, 422, 428, 503))
 def purchase(
     body: PurchaseIn,
-    caller: SignedIn,
+    caller: Contactable,
     db: Db,
     response: Response,
     idempotency_key: Annotated[str | None, Header(

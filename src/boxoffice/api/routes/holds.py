@@ -1,0 +1,96 @@
+"""Holds (a checkout cart): reserve tickets, then confirm them as an order or release them.
+
+A hold of someone else is answered exactly like a missing one (404), as orders are.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Response
+
+from boxoffice.api.deps import Contactable, Db, SignedIn
+from boxoffice.api.problems import ApiProblem, responses
+from boxoffice.api.routes.purchases import KEY_PATTERN
+from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut
+from boxoffice.domain.errors import HoldNotFound, NotAllowed
+from boxoffice.domain.model import Hold, hold_id_for
+from boxoffice.services import holds as service
+
+router = APIRouter(prefix="/v1/holds", tags=["holds"])
+HoldId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+def _own_hold(db: Any, hold_id: str, uid: str) -> Hold:
+    hold = service.get_hold(db, hold_id)
+    if hold.user_id != uid:
+        raise HoldNotFound(hold_id)
+    return hold
+
+
+@router.post("", status_code=201, response_model=HoldOut,
+             responses=responses(401, 404, 409, 413, 422, 428, 503))
+def create_hold(
+    body: HoldIn,
+    caller: Contactable,
+    db: Db,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", pattern=KEY_PATTERN,
+        description="Required. A new random key per hold; resend the same key to retry safely.",
+    )] = None,
+) -> HoldOut:
+    """Reserve tickets for the signed-in user until the event's hold time runs out.
+
+    Held tickets count against the per-user limit and are nobody else's until confirmed,
+    released or expired. The same key returns the first hold (`Idempotent-Replayed: true` when
+    it existed before this request); the same key with another event or quantity is a 409.
+    """
+    if idempotency_key is None:
+        raise ApiProblem(428, "idempotency_key_required",
+                         "send an Idempotency-Key header (a new random value per hold) so that a "
+                         "retried request cannot hold twice")
+    try:
+        existed = service.get_hold(db, hold_id_for(caller.uid, idempotency_key)) is not None
+    except HoldNotFound:
+        existed = False
+    hold = service.hold_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key)
+    response.headers["Location"] = f"/v1/holds/{hold.id}"
+    if existed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return HoldOut.of(hold)
+
+
+@router.get("/{hold_id}", response_model=HoldOut, responses=responses(401, 404, 422))
+def show_hold(hold_id: HoldId, caller: SignedIn, db: Db) -> HoldOut:
+    """One of the signed-in user's holds (its status tells whether it is still active)."""
+    return HoldOut.of(_own_hold(db, hold_id, caller.uid))
+
+
+@router.post("/{hold_id}/confirm", status_code=201, response_model=OrderOut,
+             responses=responses(401, 404, 409, 422, 503))
+def confirm_hold(hold_id: HoldId, caller: Contactable, db: Db, response: Response) -> OrderOut:
+    """Buy the held tickets: the hold becomes an order (at the event's current price).
+
+    Confirming twice returns the same order with `Idempotent-Replayed: true`. An expired hold is a
+    409 `hold_expired` (its tickets went back on sale), a released one 409 `hold_not_active`.
+    """
+    try:
+        result = service.confirm_hold(db, hold_id, caller.uid)
+    except NotAllowed:
+        raise HoldNotFound(hold_id) from None
+    response.headers["Location"] = f"/v1/orders/{result.order.id}"
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderOut.of(result.order)
+
+
+@router.post("/{hold_id}/release", response_model=HoldOut,
+             responses=responses(401, 404, 409, 422, 503))
+def release_hold(hold_id: HoldId, caller: SignedIn, db: Db) -> HoldOut:
+    """Give the held tickets back at once. Releasing an expired or released hold changes nothing;
+    a confirmed one is a 409 `hold_not_active` (cancel the order instead)."""
+    try:
+        return HoldOut.of(service.release_hold(db, hold_id, caller.uid))
+    except NotAllowed:
+        raise HoldNotFound(hold_id) from None

@@ -21,9 +21,16 @@ node_modules: package.json package-lock.json
 	touch node_modules
 
 ## A flash sale on the local emulators: 5,000 buyers for 1,000 tickets, report + plot in reports/.
-demo: $(STAMP)
+## `make demo API=1`: the same sale also through the HTTP API (served for the run, with the Auth
+## emulator), side by side with the library, with the API layer's overhead.
+demo: $(STAMP) $(if $(filter 1,$(API)),node_modules)
+ifeq ($(API),1)
+	$(BIN)/boxoffice simulate --via-api --compare-library --buyers 5000 --tickets 1000 --concurrency 100 \
+		--json reports/demo-api.json
+else
 	$(BIN)/boxoffice simulate --buyers 5000 --tickets 1000 --concurrency 200 \
 		--json reports/demo.json --plot reports/demo.png
+endif
 
 ## Every test: unit tests, then integration and end-to-end tests on the real emulators
 ## (started by the test session itself, stopped at its end).

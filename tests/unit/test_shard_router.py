@@ -138,3 +138,14 @@ def test_a_released_shard_goes_to_the_buyer_first_in_line_not_to_a_newcomer():
     waiter.join(timeout=2)
     assert got == [("s000", True)]
     assert newcomer == ("s000", False)
+
+
+def test_when_the_last_known_shard_empties_one_buyer_confirms_and_the_rest_hear_sold_out():
+    clock = Clock()
+    router = ShardRouter(clock=clock)
+    router.learn_event(event(shards=3))
+    router.learn_stock("ev", stock(("s001", 1)))
+    router.forget("ev", "s001")  # its last ticket was just sold
+    assert router.claim_likely("ev", random.Random()) is None
+    assert router.should_recheck_sold_out("ev") is True
+    assert router.should_recheck_sold_out("ev") is False

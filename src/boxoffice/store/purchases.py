@@ -208,6 +208,9 @@ class ShardRouter:
         with self._lock:
             seen = self._empty_at.get(event_id)
             if seen is None:
+                # Every shard known to have stock was seen emptied: this caller confirms it
+                # with a query, the buyers right behind it hear "sold out" meanwhile.
+                self._empty_at[event_id] = self._clock()
                 return True
             if self._clock() - seen < self.SOLD_OUT_TTL_S:
                 return False
@@ -544,5 +547,11 @@ def attempt_transaction(
     try:
         outcome: Outcome = run(transaction)
         return outcome
+    except ValueError as exc:
+        # The client library reports a transaction that could not commit within its attempts
+        # as ValueError; to the caller it is a lost race like any other.
+        if "Failed to commit transaction" in str(exc):
+            raise gexc.Aborted(str(exc)) from exc
+        raise
     finally:
         router.release(request.event_id, mine)

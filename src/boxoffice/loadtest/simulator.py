@@ -30,7 +30,8 @@ from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
 from boxoffice.services.purchasing import PurchaseResult, purchase_tickets
-from boxoffice.store.documents import order_ref
+from boxoffice.domain.availability import is_reflected
+from boxoffice.store.documents import event_ref, inventory_col, order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
 if TYPE_CHECKING:
@@ -323,7 +324,7 @@ def run_simulation(
         duration = time.perf_counter() - opened
         inventory_stats: dict[str, Any] | None = None
         if background is not None:
-            inventory_stats = _drain_worker(db, background)
+            inventory_stats = _drain_worker(db, background, event.id)
     finally:
         if background is not None:
             background.stop()
@@ -357,12 +358,20 @@ def _start_worker(db: firestore.Client) -> Worker:
     return worker
 
 
-def _drain_worker(db: firestore.Client, worker: Worker) -> dict[str, Any]:
+def _drain_worker(db: firestore.Client, worker: Worker, event_id: str) -> dict[str, Any]:
     """Release what holds remain (they would expire within ``hold_ttl_s``), then wait until
     the trigger has reflected every change; return its lag and write-rate figures."""
     while release_expired_holds(db, now=datetime.now(UTC) + timedelta(days=1)):
         pass
     trigger = next(loop for loop in worker.loops if isinstance(loop, InventoryTriggerLoop))
-    time.sleep(1.5)  # let the listener deliver the last changes before asking if it is idle
-    wait_until(trigger.idle, timeout_s=60)
+    # "Caught up" is judged from the database, not from the loop's queue (a batch in flight, or
+    # a change the listener has not delivered yet, leaves the queue empty): the summary must
+    # reflect the newest shard commit. Bounded: an audit failure, not a hang, if it never does.
+    wait_until(lambda: trigger.idle() and _summary_reflects_shards(db, event_id), timeout_s=90, poll_s=0.5)
     return trigger.stats()
+
+
+def _summary_reflects_shards(db: firestore.Client, event_id: str) -> bool:
+    summary = (event_ref(db, event_id).get().to_dict() or {}).get("summary") or {}
+    newest = max((s.update_time for s in inventory_col(db, event_id).stream()), default=None)
+    return is_reflected(summary, newest)

@@ -38,7 +38,6 @@ from boxoffice.domain.errors import (
     HoldNotFound,
     IdempotencyConflict,
     NotAllowed,
-    SoldOut,
 )
 from boxoffice.domain.model import (
     Hold,
@@ -50,7 +49,6 @@ from boxoffice.domain.model import (
     hold_id_for,
     new_ticket_code,
     order_id_for,
-    plan_allocation,
     ticket_ids_for,
 )
 from boxoffice.log import kv
@@ -73,7 +71,7 @@ from boxoffice.store.documents import (
     shard_move,
     shard_ref,
 )
-from boxoffice.store.purchases import RETRYABLE, ROUTER, ShardRouter, ShardsBusy, write_order_documents
+from boxoffice.store.purchases import RETRYABLE, ROUTER, ShardRouter, write_order_documents
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +137,8 @@ def hold_tickets(
         event.check_user_limit(buyer.counted, quantity)
         stocked = list(inventory_col(db, event_id).where(filter=FieldFilter("available", ">", 0)).stream())
         shards = {s.id: (shard_from_doc(s.id, s.to_dict() or {}), s) for s in stocked}
-        everything = [sh for sh, _ in shards.values()]
-        free = [sh for sh in everything if router.is_free(event_id, sh.id, mine)]
-        try:  # like a purchase: only shards no other buyer of this process is trying
-            allocations = plan_allocation(free, quantity, event_id, rng)
-        except SoldOut:
-            plan_allocation(everything, quantity, event_id, rng)  # really none left?
-            raise ShardsBusy(event_id) from None
-        mine.extend(router.claim_free(event_id, allocations, mine))
+        # like a purchase: only shards no other buyer of this process is trying
+        allocations = router.claim_allocation(event_id, [sh for sh, _ in shards.values()], quantity, rng, mine)
         start = _now(now)
         ttl = timedelta(seconds=ttl_s) if ttl_s is not None else timedelta(minutes=event.hold_minutes)
         hold = Hold(

@@ -268,16 +268,25 @@ class ShardRouter:
         latest = self._clock() + self.MAX_WAIT_S
         return latest if deadline is None else min(latest, deadline)
 
-    def is_free(self, event_id: str, shard: str, mine: Iterable[str]) -> bool:
-        with self._lock:
-            return shard in mine or (event_id, shard) not in self._claimed
+    def claim_allocation(
+        self, event_id: str, shards: list[InventoryShard], quantity: int, rng: random.Random, mine: list[str]
+    ) -> dict[str, int]:
+        """Plan ``quantity`` tickets over ``shards`` nobody else in this process is trying
+        (``mine`` are the caller's own claims), claim the planned shards and add them to ``mine``.
 
-    def claim_free(self, event_id: str, shards: Iterable[str], mine: Iterable[str]) -> list[str]:
-        """Claim those of ``shards`` that are neither mine nor anybody's; return them."""
-        owned = set(mine)
+        Raises ``SoldOut``/``NotEnoughTickets`` when ``shards`` cannot serve the order at all,
+        and ``ShardsBusy`` (retry) when they could but other buyers are on them.
+        """
         with self._lock:
-            free = [s for s in shards if s not in owned and (event_id, s) not in self._claimed]
-            return [self._claim(event_id, s) for s in free] if self.exclusive else []
+            free = [x for x in shards if x.id in mine or (event_id, x.id) not in self._claimed]
+            try:
+                allocations = plan_allocation(free, quantity, event_id, rng)
+            except SoldOut:
+                plan_allocation(shards, quantity, event_id, rng)  # really none left?
+                raise ShardsBusy(event_id) from None
+            if self.exclusive:
+                mine.extend(self._claim(event_id, s) for s in allocations if s not in mine)
+            return allocations
 
     def release(self, event_id: str, shards: Iterable[str]) -> None:
         """Give up claims; each shard still worth trying goes to the buyer first in line."""
@@ -480,14 +489,7 @@ def _attempt(
         found = list(reader.query(_stocked_shards_query(db, event_id)))
         chosen = {f.id: (shard_from_doc(f.id, f.to_dict() or {}), f) for f in found}
         router.learn_stock(event_id, (c[0] for c in chosen.values()))
-        everything = [c[0] for c in chosen.values()]
-        free = [x for x in everything if router.is_free(event_id, x.id, mine)]
-        try:  # only shards nobody else in this process is trying
-            allocations = plan_allocation(free, request.quantity, event_id, rng)
-        except SoldOut:
-            plan_allocation(everything, request.quantity, event_id, rng)  # really none left?
-            raise ShardsBusy(event_id) from None  # tickets remain, but others are on them: retry
-        mine += router.claim_free(event_id, allocations, mine)
+        allocations = router.claim_allocation(event_id, [c[0] for c in chosen.values()], request.quantity, rng, mine)
 
     return _write(
         db,

@@ -484,8 +484,8 @@ def _attempt(
         chosen = {shard.id: (shard, shard_snap)}
         allocations = {shard.id: request.quantity}
     else:
-        if shard is not None:
-            router.forget(event_id, shard.id)
+        if shard is not None and shard.available == 0:
+            router.forget(event_id, shard.id)  # a shard with a ticket or two left stays a candidate
         found = list(reader.query(_stocked_shards_query(db, event_id)))
         chosen = {f.id: (shard_from_doc(f.id, f.to_dict() or {}), f) for f in found}
         router.learn_stock(event_id, (c[0] for c in chosen.values()))

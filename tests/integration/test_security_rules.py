@@ -26,7 +26,7 @@ def rules(stack, db):
     now = datetime.now(UTC)
     db.document("events/pub").set({"name": "Gig", "status": "on_sale",
                                    "summary": {"available": 5, "held": 0, "sold": 0, "capacity": 5}})
-    db.document("events/draft").set({"name": "Secret", "status": "draft", "summary": {}})
+    db.document("events/draft").set({"name": "Secret", "status": "draft", "summary": {}, "organiser_id": "olga"})
     db.document("events/pub/inventory/s000").set({"capacity": 5, "available": 5, "held": 0, "sold": 0})
     db.document("events/pub/buyers/alice").set({"tickets": 1, "user_id": "alice"})
     db.document("orders/o_alice").set({"user_id": "alice", "event_id": "pub", "created_at": now})
@@ -69,9 +69,13 @@ def test_anyone_reads_published_events_and_their_summary(rules):
     assert rules.query("events", "status", "on_sale") == 200
 
 
-def test_nobody_reads_draft_events_or_lists_unfiltered(rules):
+def test_only_its_organiser_reads_a_draft_and_nobody_lists_unfiltered(rules):
     assert rules.get("events/draft") == 403
     assert rules.get("events/draft", "alice") == 403
+    assert rules.get("events/draft", "olga") == 200
+    assert rules.query("events", "organiser_id", "olga", "olga") == 200
+    assert rules.query("events", "organiser_id", "olga", "alice") == 403
+    assert rules.query("events", "organiser_id", "olga") == 403
     assert rules.query("events", "name", "Gig") == 403
 
 

@@ -12,12 +12,14 @@ import math
 import random
 import re
 import secrets
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from boxoffice.domain.errors import (
+    EventNotFound,
     EventNotOnSale,
     HoldExpired,
     HoldNotActive,
@@ -95,12 +97,28 @@ class Event:
     # The uid of the user who created the event; None for events made by operators (CLI).
     organiser_id: str | None = None
 
+    def visible_to(self, user_id: str | None) -> bool:
+        """Who may know the event exists: anyone once published; only its organiser while it is a
+        draft. The one policy of both doors (the API and ``firestore.rules``' ``events`` match)."""
+        return self.status is not SaleStatus.DRAFT or (user_id is not None and user_id == self.organiser_id)
+
+    def require_visible_to(self, user_id: str | None) -> None:
+        """A draft is answered to anyone but its organiser exactly as a missing event is."""
+        if not self.visible_to(user_id):
+            raise EventNotFound(self.id)
+
     def require_organiser(self, user_id: str) -> None:
-        """Only the organiser who created the event may change it."""
+        """Only the organiser who created the event may change it (anyone else: not found, for
+        a draft, else not its organiser)."""
+        self.require_visible_to(user_id)
         if self.organiser_id is None or self.organiser_id != user_id:
             raise NotEventOrganiser(self.id)
 
     def require_on_sale(self) -> None:
+        """Tickets are sold only on sale. A draft is nobody's to buy: it is not found (it has no
+        buyers, so even its organiser is told so)."""
+        if self.status is SaleStatus.DRAFT:
+            raise EventNotFound(self.id)
         if self.status is not SaleStatus.ON_SALE:
             raise EventNotOnSale(self.id, self.status.value)
 
@@ -115,6 +133,45 @@ class Event:
     def check_user_limit(self, already: int, quantity: int) -> None:
         if already + quantity > self.per_user_limit:
             raise PerUserLimitExceeded(self.per_user_limit, already, quantity)
+
+
+# Joiners that are part of writing, not tricks: ZWNJ (Persian, Indic scripts) and ZWJ (emoji
+# sequences), allowed only between two visible characters.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def display_text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be shown as a name or venue, or None when it can.
+
+    Refused: no visible character; control characters (NUL, CR, LF, tab, ...); line and paragraph
+    separators; surrogates, unassigned and private-use code points; format characters (zero-width
+    space, BOM, bidirectional overrides, ...) except a joiner between two visible characters.
+    Such text breaks emails, logs, CSV exports and tickets, or hides what it says.
+    """
+    if not isinstance(text, str):
+        return "must be text"
+    if not text.strip():
+        return "must not be empty"
+    for i, ch in enumerate(text):
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return f"must not contain the character U+{ord(ch):04X}"
+        if category == "Cf":
+            before, after = text[i - 1:i], text[i + 1:i + 2]
+            if not (ch in _JOINERS and _joinable(before) and _joinable(after)):
+                return f"must not contain the invisible character U+{ord(ch):04X} there"
+    if not any(_visible(ch) for ch in text):
+        return "must contain a visible character"
+    return None
+
+
+def _visible(ch: str) -> bool:
+    return bool(ch) and not ch.isspace() and unicodedata.category(ch)[0] not in ("C", "Z", "M")
+
+
+def _joinable(ch: str) -> bool:
+    """Either side of a joiner: a visible character or a mark (an emoji's variation selector)."""
+    return bool(ch) and not ch.isspace() and unicodedata.category(ch)[0] not in ("C", "Z")
 
 
 def new_event(
@@ -137,10 +194,10 @@ def new_event(
 ) -> Event:
     """Validate an organiser's input and build the event. Raises ``InvalidRequest``."""
     problems: list[str] = []
-    if not name.strip():
-        problems.append("name must not be empty")
-    if not venue.strip():
-        problems.append("venue must not be empty")
+    for what, text in (("name", name), ("venue", venue)):
+        problem = display_text_problem(text)
+        if problem:
+            problems.append(f"{what} {problem}")
     if starts_at.tzinfo is None:
         problems.append("starts_at must carry a time zone")
     if isinstance(price, bool) or not isinstance(price, int) or price < 0:
@@ -419,9 +476,14 @@ def hold_id_for(user_id: str, idempotency_key: str) -> str:
     return "h_" + order_id_for(user_id, idempotency_key)[2:]
 
 
-def order_id_for_hold(hold: Hold) -> str:
-    """The order a hold becomes: one per hold, so confirming twice returns the same order."""
-    return order_id_for(hold.user_id, f"hold:{hold.id}")
+def order_id_for_hold(user_id: str, hold_id: str) -> str:
+    """The order a hold becomes: one per hold, so confirming twice returns the same order.
+
+    Its own namespace (prefix ``oh_``, a digest of a string no idempotency key can spell), so no
+    purchase's ``Idempotency-Key`` can take it, and any hold id, however long, has one.
+    """
+    digest = hashlib.sha256(f"hold\x00{user_id}\x00{hold_id}".encode()).hexdigest()
+    return f"oh_{digest[:24]}"
 
 
 # --- cancellations -------------------------------------------------------------------------

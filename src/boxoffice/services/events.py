@@ -37,7 +37,10 @@ def create_event(
     """Validate and create an event with its inventory shards in one commit.
 
     ``organiser_id`` is the uid of the signed-in creator; only they may change the event later.
+    ``starts_at`` must be in the future (``InvalidRequest``).
     """
+    now = datetime.now(UTC)
+    require_future_start(starts_at, now)
     event = new_event(
         event_id=event_id or f"ev_{secrets.token_hex(6)}",
         name=name,
@@ -52,12 +55,18 @@ def create_event(
         status=status,
         hold_minutes=hold_minutes,
         low_stock_threshold=low_stock_threshold,
-        now=datetime.now(UTC),
+        now=now,
         organiser_id=organiser_id,
     )
     store.insert_event(db, event)
     ROUTER.learn_event(event)
     return event
+
+
+def require_future_start(starts_at: datetime, now: datetime) -> None:
+    """A new or moved event starts in the future (imports of past events use the domain directly)."""
+    if starts_at.tzinfo is not None and starts_at <= now:
+        raise InvalidRequest("invalid event: starts_at must be in the future")
 
 
 def get_event(db: firestore.Client, event_id: str) -> tuple[Event, dict[str, Any]]:
@@ -66,10 +75,25 @@ def get_event(db: firestore.Client, event_id: str) -> tuple[Event, dict[str, Any
     return event_from_doc(event_id, doc), doc.get("summary", {})
 
 
+def show_event(db: firestore.Client, event_id: str, viewer_id: str | None) -> tuple[Event, dict[str, Any]]:
+    """``get_event`` for a reader (``None``: anonymous): a draft is its organiser's alone
+    (``Event.visible_to``); anyone else gets ``EventNotFound``, as for a missing event."""
+    event, summary = get_event(db, event_id)
+    event.require_visible_to(viewer_id)
+    return event, summary
+
+
+# What anyone may list: every status but draft (firestore.rules lets clients list the same).
+PUBLISHED = tuple(s.value for s in SaleStatus if s is not SaleStatus.DRAFT)
+
+
 def list_events(
-    db: firestore.Client, *, limit: int = 50, start_after: str | None = None
+    db: firestore.Client, *, limit: int = 50, start_after: str | None = None, published_only: bool = False
 ) -> list[tuple[Event, dict[str, Any]]]:
-    return store.query_events(db, limit=limit, start_after=start_after)
+    """Events by start time. ``published_only`` (the public list): drafts left out, and a cursor
+    naming a draft is unknown."""
+    return store.query_events(db, limit=limit, start_after=start_after,
+                              statuses=PUBLISHED if published_only else None)
 
 
 def inventory(db: firestore.Client, event_id: str) -> list[InventoryShard]:
@@ -97,6 +121,8 @@ def update_event(
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise InvalidRequest(f"these fields cannot be changed here: {', '.join(sorted(unknown))}")
+    if "starts_at" in changes:
+        require_future_start(changes["starts_at"], datetime.now(UTC))
     for _ in range(5):
         snap = store.event_snapshot(db, event_id)
         current = event_from_doc(event_id, snap.to_dict() or {})

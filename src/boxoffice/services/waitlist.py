@@ -20,7 +20,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.errors import EventNotFound, InvalidRequest, NotSoldOut
-from boxoffice.store.documents import event_ref, inventory_col, waitlist_col
+from boxoffice.store.documents import event_from_doc, event_ref, inventory_col, waitlist_col
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,15 @@ def _entry(event_id: str, user_id: str, doc: dict[str, Any]) -> WaitlistEntry:
 def join_waitlist(db: firestore.Client, event_id: str, user_id: str) -> WaitlistEntry:
     """Put the user on the event's waitlist (idempotent: joining twice keeps the first place).
 
-    Raises ``EventNotFound``, ``NotSoldOut`` when tickets can be bought now.
+    Raises ``EventNotFound`` (also for a draft: it has no buyers to wait), ``NotSoldOut`` when
+    tickets can be bought now.
     """
     if not user_id or "/" in user_id:
         raise InvalidRequest("user id must be non-empty and without '/'")
-    if not event_ref(db, event_id).get().exists:
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
         raise EventNotFound(event_id)
+    event_from_doc(event_id, snap.to_dict() or {}).require_visible_to(None)
     ref = waitlist_col(db, event_id).document(user_id)
     existing = ref.get()
     if existing.exists and (existing.to_dict() or {}).get("status") == "waiting":

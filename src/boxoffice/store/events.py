@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.errors import EventNotFound
 from boxoffice.domain.model import Event, InventoryShard, shard_id, split_capacity
@@ -101,13 +103,21 @@ def load_shards(db: firestore.Client, event_id: str) -> list[InventoryShard]:
 
 
 def query_events(
-    db: firestore.Client, *, limit: int = 50, start_after: str | None = None
+    db: firestore.Client, *, limit: int = 50, start_after: str | None = None,
+    statuses: Sequence[str] | None = None,
 ) -> list[tuple[Event, dict[str, Any]]]:
-    """Events by start time, then id; cursor-paginated by the last event id seen."""
-    query = db.collection(EVENTS).order_by("starts_at").order_by("__name__").limit(limit)
+    """Events by start time, then id; cursor-paginated by the last event id seen.
+
+    ``statuses``: only events in one of them (index events(status, starts_at)); a cursor naming
+    an event outside them is unknown (``EventNotFound``), as it would be to such a reader.
+    """
+    query = db.collection(EVENTS)
+    if statuses is not None:
+        query = query.where(filter=FieldFilter("status", "in", list(statuses)))
+    query = query.order_by("starts_at").order_by("__name__").limit(limit)
     if start_after is not None:
         cursor = event_ref(db, start_after).get()
-        if not cursor.exists:
+        if not cursor.exists or (statuses is not None and (cursor.to_dict() or {}).get("status") not in statuses):
             raise EventNotFound(start_after)
         query = query.start_after(cursor)
     out = []

@@ -186,3 +186,29 @@ def test_waitlist_only_when_sold_out_and_offers_go_to_the_first_in_line(db):
     assert [o["payload"]["user_id"] for o in offers] == ["wait1"]
     types = outbox_types(db)
     assert "inventory.back_in_stock" in types and "inventory.sold_out" in types
+
+
+class _CancelledMeanwhile:
+    """The database as one cancellation sees it while another commits between its read of the
+    order and its read of the tickets: the first ``get_all`` runs the other cancellation first."""
+
+    def __init__(self, db, other):
+        self._db, self._other = db, other
+
+    def get_all(self, refs, *args, **kwargs):
+        if self._other is not None:
+            other, self._other = self._other, None
+            other()
+        return self._db.get_all(refs, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_cancellation_overtaken_by_another_answers_the_state_after_it(db):
+    event = make_event(db)
+    order = purchase_tickets(db, event.id, "ann", 3, "k1").order
+    racing = _CancelledMeanwhile(db, lambda: cancel_order(db, order.id, "ann"))
+    after = cancel_order(racing, order.id, "ann")
+    assert (after.status, after.cancelled_quantity) == (OrderStatus.CANCELLED, 3)
+    assert totals(db, event.id) == (20, 0, 0)

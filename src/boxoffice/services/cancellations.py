@@ -80,7 +80,11 @@ def cancel_order(
         valid = [t for t, s in tickets.items() if s.exists and (s.to_dict() or {}).get("status") == TicketStatus.VALID]
         chosen = choose_tickets_to_cancel(order, valid, ticket_ids)
         if not chosen:
-            return order, None
+            # The tickets were read after the order: a concurrent cancellation may have voided
+            # them since. Its commit changed the order too, so read the order again to answer
+            # the state after it, not the one read before it.
+            fresh = order_ref(db, order_id).get()
+            return order_from_doc(order_id, fresh.to_dict() or {}), None
         after = cancel_order_tickets(order, len(chosen))
         refund = Refund(
             id=refund_id_for(order.id, chosen), order_id=order.id, event_id=order.event_id, user_id=order.user_id,

@@ -48,7 +48,7 @@ from boxoffice.domain.model import (
     Ticket,
     hold_id_for,
     new_ticket_code,
-    order_id_for,
+    order_id_for_hold,
     ticket_ids_for,
 )
 from boxoffice.log import kv
@@ -218,7 +218,7 @@ def confirm_hold(
     the tickets went back on sale), ``HoldNotActive`` (released), ``EventNotOnSale`` (closed).
     A paused sale still confirms holds taken before the pause.
     """
-    order_id = order_id_for(user_id, f"hold:{hold_id}")
+    order_id = order_id_for_hold(user_id, hold_id)
 
     def attempt() -> tuple[Order, bool]:
         hold_snap, order_snap = _get_all(db, [hold_ref(db, hold_id), order_ref(db, order_id)])

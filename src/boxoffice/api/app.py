@@ -6,12 +6,15 @@ response (``problems``). Each resource is one router module under ``routes/``; a
 line in ``ROUTERS``.
 
 Run it: ``boxoffice serve`` (dev stack), or ``uvicorn boxoffice.api.app:create_app --factory``
-(Cloud Run: GOOGLE_CLOUD_PROJECT set, no emulator variables).
+(Cloud Run: GOOGLE_CLOUD_PROJECT set, no emulator variables). In production (``BOXOFFICE_PRODUCTION=1``,
+set by ``serve --production``, or on Cloud Run, which sets ``K_SERVICE``) the app refuses to start
+while any ``*_EMULATOR_HOST`` variable is set: firebase-admin would then accept unsigned tokens.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from boxoffice.api import problems
 from boxoffice.api.auth import FirebaseTokenVerifier, TokenVerifier
+from boxoffice.api.ratelimit import RateLimiter, RateLimits
 from boxoffice.api.routes import events, holds, orders, purchases, sales, waitlist
 
 ROUTERS = [
@@ -34,7 +38,12 @@ MAX_BODY_BYTES = 16 * 1024  # the largest valid body (an event) is well under 1 
 
 
 class BodySizeLimit:
-    """Refuse a request body over ``limit`` bytes with 413, declared or streamed (pure ASGI)."""
+    """Refuse a request body over ``limit`` bytes with 413, declared or streamed (pure ASGI).
+
+    The body is read in full (at most ``limit`` bytes) before the app sees the request, then
+    handed to it: an error raised while the app itself reads would reach FastAPI's body parser,
+    which answers any such error with a 400.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -48,23 +57,31 @@ class BodySizeLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._refuse(send)
             return
+        chunks: list[bytes] = []
         seen = 0
-        too_big = False
-
-        async def limited() -> Message:
-            nonlocal seen, too_big
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    too_big = True
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         response = problems.problem_response(
@@ -72,18 +89,39 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_body, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+class ProductionMisconfigured(RuntimeError):
+    """Production was asked for with emulator variables set: refused before serving anything."""
+
+
+def production_requested(env: Mapping[str, str] = os.environ) -> bool:
+    return env.get("BOXOFFICE_PRODUCTION") == "1" or bool(env.get("K_SERVICE"))
+
+
+def emulator_variables(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The set ``*_EMULATOR_HOST`` variables: each points a Google client library at an emulator
+    (the Auth one makes firebase-admin accept unsigned tokens)."""
+    return sorted(k for k, v in env.items() if k.endswith("_EMULATOR_HOST") and v)
+
+
+def require_no_emulators(env: Mapping[str, str] = os.environ) -> None:
+    found = emulator_variables(env)
+    if found:
+        raise ProductionMisconfigured(
+            f"production mode with emulator variables set ({', '.join(found)}): unset them; with "
+            "FIREBASE_AUTH_EMULATOR_HOST set, unsigned ID tokens would be accepted")
+
+
 def create_app(db: Any = None, verify_token: TokenVerifier | None = None,
-               project: str | None = None) -> FastAPI:
+               project: str | None = None, rate_limits: RateLimits | None = None) -> FastAPI:
     """Build the app. Defaults: a Firestore client and a Firebase token verifier for
-    ``GOOGLE_CLOUD_PROJECT`` (the emulators when their env vars are set)."""
+    ``GOOGLE_CLOUD_PROJECT`` (the emulators when their env vars are set), rate limits from the
+    environment (``ratelimit.RateLimits.from_env``). Raises ``ProductionMisconfigured``."""
+    if production_requested():
+        require_no_emulators()
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-boxoffice"
     if db is None:
         from google.cloud import firestore
@@ -97,8 +135,9 @@ def create_app(db: Any = None, verify_token: TokenVerifier | None = None,
                     "`application/problem+json`.",
     )
     app.state.db = db
+    app.state.rate_limiter = RateLimiter(rate_limits or RateLimits.from_env())
     app.state.verify_token = verify_token or FirebaseTokenVerifier(
-        project, check_revoked=os.environ.get("BOXOFFICE_CHECK_REVOKED") == "1")
+        project, check_revoked=os.environ.get("BOXOFFICE_CHECK_REVOKED", "1") != "0")
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -1,15 +1,19 @@
 """Who is calling: Firebase ID tokens, verified with firebase-admin.
 
-Production (no ``FIREBASE_AUTH_EMULATOR_HOST``): ``firebase_admin.auth.verify_id_token`` checks
-the RS256 signature against Google's keys, the audience/issuer (the project), expiry and subject.
+Production (no ``FIREBASE_AUTH_EMULATOR_HOST``; ``app.create_app`` refuses to start in production
+with any emulator variable set): ``firebase_admin.auth.verify_id_token`` checks the RS256 signature
+against Google's keys, the audience/issuer (the project), expiry and subject, and by default (set
+``BOXOFFICE_CHECK_REVOKED=0`` to skip it) looks the user up in Firebase Auth on every request, so a
+deleted, disabled or signed-out (revoked) user is refused at once rather than when the token
+expires (up to an hour later).
 
 Development and tests (``FIREBASE_AUTH_EMULATOR_HOST`` set): the Auth emulator issues *unsigned*
 tokens and firebase-admin then checks only audience, issuer and subject (not even expiry). So that
 an expired or made-up token is still refused locally, we also check ``exp``/``iat`` ourselves and
-ask the emulator for the user: it must exist, not be disabled, not have had its tokens revoked
-after the token was issued, and the token's custom claims must be the ones the emulator holds (a
-client cannot promote itself to organiser by editing its token). User records are cached for a few
-seconds, so a load test pays that lookup once per user, not per request.
+ask the emulator for the user on every request (no cache: a deleted or disabled user is refused at
+once): it must exist, not be disabled, not have had its tokens revoked after the token was issued,
+and the token's custom claims must be the ones the emulator holds (a client cannot promote itself
+to organiser by editing its token).
 
 Organisers carry the custom claim ``organiser: true`` (set with ``set_organiser``).
 """
@@ -17,7 +21,6 @@ Organisers carry the custom claim ``organiser: true`` (set with ``set_organiser`
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,7 +38,6 @@ _STANDARD_CLAIMS = frozenset({
     "firebase", "name", "picture", "phone_number", "uid", "provider_id",
 })
 CLOCK_SKEW_S = 5
-USER_CACHE_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Caller:
     uid: str
     organiser: bool = False
     email: str | None = None
+    email_verified: bool = False
 
 
 class TokenVerifier(Protocol):
@@ -82,12 +85,10 @@ def custom_claims(claims: dict[str, Any]) -> dict[str, Any]:
 class FirebaseTokenVerifier:
     """Verifies Firebase ID tokens for one project (see the module docstring for the two modes)."""
 
-    def __init__(self, project_id: str, *, check_revoked: bool = False, emulated: bool | None = None) -> None:
+    def __init__(self, project_id: str, *, check_revoked: bool = True, emulated: bool | None = None) -> None:
         self.app = firebase_app(project_id)
         self.check_revoked = check_revoked
         self.emulated = bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")) if emulated is None else emulated
-        self._users: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
 
     def __call__(self, token: str) -> Caller:
         try:
@@ -107,7 +108,7 @@ class FirebaseTokenVerifier:
         if self.emulated:
             self._check_against_emulator(claims)
         return Caller(uid=claims["uid"], organiser=claims.get(ORGANISER_CLAIM) is True,
-                      email=claims.get("email"))
+                      email=claims.get("email"), email_verified=claims.get("email_verified") is True)
 
     def _check_against_emulator(self, claims: dict[str, Any]) -> None:
         now = time.time()
@@ -130,20 +131,10 @@ class FirebaseTokenVerifier:
             raise unauthenticated("the ID token is not valid: its claims do not match the account")
 
     def _user(self, uid: str) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._users.get(uid)
-        if hit is not None and now - hit[0] < USER_CACHE_TTL_S:
-            return hit[1]
         try:
-            user = fb_auth.get_user(uid, app=self.app)
+            return fb_auth.get_user(uid, app=self.app)
         except fb_auth.UserNotFoundError:
-            user = None
-        with self._lock:
-            if len(self._users) > 100_000:
-                self._users.clear()
-            self._users[uid] = (now, user)
-        return user
+            return None
 
 
 def _short(exc: Exception) -> str:

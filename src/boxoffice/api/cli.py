@@ -15,13 +15,28 @@ def serve(
                                     help="Use GOOGLE_CLOUD_PROJECT's real Firestore and Firebase Auth."),
 ) -> None:
     """Serve the API. Without --production it needs `boxoffice dev up` (Firestore + Auth emulators)
-    or the emulator variables set; OpenAPI at /docs and /openapi.json."""
+    or the emulator variables set; OpenAPI at /docs and /openapi.json. With --production it refuses
+    to start while any *_EMULATOR_HOST variable is set."""
+    import signal
+
     import uvicorn
 
+    from boxoffice.api.app import ProductionMisconfigured, require_no_emulators
     from boxoffice.runtime import auth_emulator
     from boxoffice.runtime import emulators as em
 
-    if not production:
+    own_auth: auth_emulator.AuthEmulator | None = None
+    if production:
+        try:
+            require_no_emulators()
+        except ProductionMisconfigured as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        if not os.environ.get("GOOGLE_CLOUD_PROJECT"):
+            typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
+            raise typer.Exit(2)
+        os.environ["BOXOFFICE_PRODUCTION"] = "1"
+    else:
         rec = em.recorded_stack()
         if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
             if rec is None:
@@ -30,20 +45,32 @@ def serve(
                 raise typer.Exit(6)
             os.environ["FIRESTORE_EMULATOR_HOST"] = rec.firestore_host
             os.environ.setdefault("GOOGLE_CLOUD_PROJECT", rec.project)
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-boxoffice")
         if not os.environ.get(auth_emulator.ENV):
             auth = auth_emulator.recorded_auth_emulator()
             if auth is None:
-                auth = auth_emulator.dev_up(os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-boxoffice"))
+                # Not the dev stack's: ours alone, stopped when serve stops (also on SIGTERM).
+                auth = own_auth = auth_emulator.start_auth_emulator(os.environ["GOOGLE_CLOUD_PROJECT"])
             os.environ[auth_emulator.ENV] = auth.host
-        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-boxoffice")
-    elif not os.environ.get("GOOGLE_CLOUD_PROJECT"):
-        typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
-        raise typer.Exit(2)
     typer.echo(f"boxoffice API on http://{host}:{port} (project {os.environ['GOOGLE_CLOUD_PROJECT']}, "
                f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
                err=True)
-    uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # uvicorn shuts down on SIGTERM, then restores this handler and raises the signal again:
+    # SystemExit then unwinds through the `finally` below instead of killing the process.
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        # Client addresses (rate limits) come from the socket, or from X-Forwarded-For only as
+        # far as BOXOFFICE_TRUSTED_PROXY_HOPS says (api.ratelimit), never from uvicorn's rewrite.
+        uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", proxy_headers=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if own_auth is not None:
+            auth_emulator.stop_auth_emulator(own_auth)
 
 
 def mint_tokens(

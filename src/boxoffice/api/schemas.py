@@ -2,50 +2,75 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
 from boxoffice.services.releases import MAX_RELEASE
 
-# Ids in paths and cursors: what our own ids look like, and never a '/' (a Firestore path separator).
-ID_PATTERN = r"^[A-Za-z0-9_\-]{1,128}$"
+# Ids in paths, cursors and bodies: what our own ids look like. Never a '/' (a Firestore path
+# separator), and a letter or digit first, so never Firestore's reserved ids (`__name__`, `__x__`).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$"
 MAX_PAGE = 100
 _INT32 = 2**31 - 1
 
+# Numbers and flags are taken only as JSON numbers and booleans: no "1", 1.0 or true for a count.
+Count = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
 
-class Strict(BaseModel):
+
+def _text_timestamp(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string with a time zone, e.g. 2030-05-01T20:00:00+02:00")
+    return value
+
+
+def _representable(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+    return value
+
+
+# A time: a string only (not a number of seconds), with a zone, that exists in UTC.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_timestamp), AfterValidator(_representable)]
+
+
+class RequestBody(BaseModel):
+    """A request body: unknown fields are refused (no body can carry a user id)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class EventIn(Strict):
+class EventIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     venue: str = Field(min_length=1, max_length=200)
-    starts_at: AwareDatetime
-    price: int = Field(ge=0, le=_INT32, description="Ticket price in minor units (cents).")
+    starts_at: Timestamp = Field(description="In the future, with a time zone.")
+    price: Count = Field(ge=0, le=_INT32, description="Ticket price in minor units (cents).")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-    capacity: int = Field(ge=1, le=100_000)
-    per_order_max: int = Field(default=10, ge=1, le=MAX_PER_ORDER)
-    per_user_limit: int | None = Field(default=None, ge=1, le=100_000)
-    shard_count: int | None = Field(default=None, ge=1, le=MAX_SHARDS)
-    hold_minutes: int = Field(default=10, ge=1, le=24 * 60)
-    low_stock_threshold: int | None = Field(default=None, ge=0, le=100_000)
-    on_sale: bool = Field(default=True, description="Put on sale at once (else: draft).")
+    capacity: Count = Field(ge=1, le=100_000)
+    per_order_max: Count = Field(default=10, ge=1, le=MAX_PER_ORDER)
+    per_user_limit: Count | None = Field(default=None, ge=1, le=100_000)
+    shard_count: Count | None = Field(default=None, ge=1, le=MAX_SHARDS)
+    hold_minutes: Count = Field(default=10, ge=1, le=24 * 60)
+    low_stock_threshold: Count | None = Field(default=None, ge=0, le=100_000)
+    on_sale: Flag = Field(default=True, description="Put on sale at once (else: draft).")
 
 
-class EventPatch(Strict):
+class EventPatch(RequestBody):
     """Fields an organiser may change; sale state and capacity have their own endpoints."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     venue: str | None = Field(default=None, min_length=1, max_length=200)
-    starts_at: AwareDatetime | None = None
-    price: int | None = Field(default=None, ge=0, le=_INT32)
-    per_order_max: int | None = Field(default=None, ge=1, le=MAX_PER_ORDER)
-    per_user_limit: int | None = Field(default=None, ge=1, le=100_000)
-    hold_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
-    low_stock_threshold: int | None = Field(default=None, ge=0, le=100_000)
+    starts_at: Timestamp | None = None
+    price: Count | None = Field(default=None, ge=0, le=_INT32)
+    per_order_max: Count | None = Field(default=None, ge=1, le=MAX_PER_ORDER)
+    per_user_limit: Count | None = Field(default=None, ge=1, le=100_000)
+    hold_minutes: Count | None = Field(default=None, ge=1, le=24 * 60)
+    low_stock_threshold: Count | None = Field(default=None, ge=0, le=100_000)
 
 
 class Availability(BaseModel):
@@ -88,9 +113,9 @@ class EventPage(BaseModel):
     next: str | None = Field(description="Pass as ?after= to get the next page; null on the last page.")
 
 
-class PurchaseIn(Strict):
+class PurchaseIn(RequestBody):
     event_id: str = Field(pattern=ID_PATTERN)
-    quantity: int = Field(ge=1, le=MAX_PER_ORDER)
+    quantity: Count = Field(ge=1, le=MAX_PER_ORDER)
 
 
 class OrderOut(BaseModel):
@@ -138,9 +163,9 @@ class OrderPage(BaseModel):
     next: str | None
 
 
-class HoldIn(Strict):
+class HoldIn(RequestBody):
     event_id: str = Field(pattern=ID_PATTERN)
-    quantity: int = Field(ge=1, le=MAX_PER_ORDER)
+    quantity: Count = Field(ge=1, le=MAX_PER_ORDER)
 
 
 class HoldOut(BaseModel):
@@ -162,7 +187,7 @@ class HoldOut(BaseModel):
                    idempotency_key=hold.idempotency_key)
 
 
-class CancelIn(Strict):
+class CancelIn(RequestBody):
     ticket_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
         default=None, min_length=1, max_length=MAX_PER_ORDER,
         description="The tickets to cancel (from the order's ticket_ids); all of them when absent.")
@@ -182,11 +207,11 @@ class WaitlistLeft(BaseModel):
     was_waiting: bool
 
 
-class ReleaseIn(Strict):
-    quantity: int = Field(ge=1, le=MAX_RELEASE, description="Tickets to add to the event's inventory.")
+class ReleaseIn(RequestBody):
+    quantity: Count = Field(ge=1, le=MAX_RELEASE, description="Tickets to add to the event's inventory.")
 
 
-class SaleStatusIn(Strict):
+class SaleStatusIn(RequestBody):
     status: Literal["on_sale", "paused", "closed"] = Field(
         description="on_sale (start or resume), paused, closed (final).")
 

@@ -163,10 +163,13 @@ def running_api_server(firestore_host: str, auth_host: str, project: str, *, wor
     The process (uvicorn with ``create_app``, ``workers`` worker processes) talks to the given
     Firestore and Auth emulators. It is started in its own process group and stopped by its pid
     on exit (SIGTERM, then SIGKILL after 10 s). Its output goes to ``.boxoffice/api-server.log``.
+    All the simulated buyers come from 127.0.0.1, so the per-IP rate limit is off unless
+    ``BOXOFFICE_RATE_LIMIT_PER_IP`` is set; each buyer is still limited as a user.
     """
     port = _free_port()
     src = str(Path(boxoffice.__file__).resolve().parents[1])
     env = {
+        "BOXOFFICE_RATE_LIMIT_PER_IP": "off",
         **os.environ,
         "FIRESTORE_EMULATOR_HOST": firestore_host,
         "FIREBASE_AUTH_EMULATOR_HOST": auth_host,
@@ -178,7 +181,7 @@ def running_api_server(firestore_host: str, auth_host: str, project: str, *, wor
     log_path = state / "api-server.log"
     command = [sys.executable, "-m", "uvicorn", "boxoffice.api.app:create_app", "--factory",
                "--host", HOST, "--port", str(port), "--workers", str(workers),
-               "--log-level", "warning", "--no-access-log"]
+               "--log-level", "warning", "--no-access-log", "--no-proxy-headers"]
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)

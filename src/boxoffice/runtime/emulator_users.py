@@ -42,12 +42,29 @@ def sign_in(host: str, email: str, password: str = "secret-password") -> str:
     return str(r.json()["idToken"])
 
 
-def set_claims(host: str, project: str, uid: str, claims: dict[str, Any]) -> None:
-    """Set custom claims through the emulator's admin endpoint (what firebase-admin does)."""
-    r = httpx.post(f"http://{host}/identitytoolkit.googleapis.com/v1/projects/{project}/accounts:update",
-                   json={"localId": uid, "customAttributes": json.dumps(claims)},
-                   headers={"Authorization": "Bearer owner"}, timeout=30)
+def _admin(host: str, project: str, action: str, body: dict[str, Any]) -> None:
+    """Call the emulator's admin endpoint (what firebase-admin does) as its owner."""
+    r = httpx.post(f"http://{host}/identitytoolkit.googleapis.com/v1/projects/{project}/accounts:{action}",
+                   json=body, headers={"Authorization": "Bearer owner"}, timeout=30)
     r.raise_for_status()
+
+
+def set_claims(host: str, project: str, uid: str, claims: dict[str, Any]) -> None:
+    """Set custom claims; the user must sign in again to get them in a token."""
+    _admin(host, project, "update", {"localId": uid, "customAttributes": json.dumps(claims)})
+
+
+def verify_email(host: str, project: str, uid: str) -> None:
+    """Mark the user's email address verified (as following the emailed link would)."""
+    _admin(host, project, "update", {"localId": uid, "emailVerified": True})
+
+
+def disable_user(host: str, project: str, uid: str) -> None:
+    _admin(host, project, "update", {"localId": uid, "disableUser": True})
+
+
+def delete_user(host: str, project: str, uid: str) -> None:
+    _admin(host, project, "delete", {"localId": uid})
 
 
 def _b64(data: dict[str, Any]) -> str:

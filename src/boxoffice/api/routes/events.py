@@ -1,4 +1,8 @@
-"""Events: organisers create and change them; anyone lists and shows them."""
+"""Events: organisers create and change them; anyone lists and shows published ones.
+
+A draft is its organiser's alone (``Event.visible_to``, the policy ``firestore.rules`` also
+states): anyone else is answered as for a missing event, and the public list leaves drafts out.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from boxoffice.api.deps import Db, Organiser
+from boxoffice.api.deps import Db, MaybeSignedIn, Organiser
 from boxoffice.api.problems import responses
 from boxoffice.api.schemas import (
     ID_PATTERN,
@@ -39,29 +43,34 @@ def create_event(body: EventIn, caller: Organiser, db: Db, response: Response) -
                                            capacity=event.capacity, live=True))
 
 
-@router.get("", response_model=EventPage, responses=responses(404, 422))
+@router.get("", response_model=EventPage, responses=responses(401, 404, 422))
 def list_events(
     db: Db,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 20,
     after: Annotated[str | None, Query(pattern=ID_PATTERN, description="Cursor from `next`.")] = None,
 ) -> EventPage:
-    """Events by start time. Availability here is the display summary (may lag a little)."""
-    rows = service.list_events(db, limit=limit, start_after=after)
+    """Published events (not drafts) by start time. Availability here is the display summary
+    (may lag a little)."""
+    rows = service.list_events(db, limit=limit, start_after=after, published_only=True)
     return EventPage(
         events=[EventOut.of(e, summary_availability(e, s)) for e, s in rows],
         next=rows[-1][0].id if len(rows) == limit else None,
     )
 
 
-@router.get("/{event_id}", response_model=EventOut, responses=responses(404, 422))
-def show_event(event_id: EventId, db: Db) -> EventOut:
-    """One event with live availability, counted from its inventory shards."""
-    event, _ = service.get_event(db, event_id)
-    return EventOut.of(event, live_availability(db, event_id))
+@router.get("/{event_id}", response_model=EventOut, responses=responses(401, 404, 422))
+def show_event(event_id: EventId, db: Db, caller: MaybeSignedIn) -> EventOut:
+    """One event. Availability is the display summary (one read, may lag a few seconds,
+    `live: false`); the event's organiser gets it counted from the inventory shards (`live: true`).
+    A draft is shown to its organiser only."""
+    event, summary = service.show_event(db, event_id, caller.uid if caller else None)
+    if caller is not None and caller.uid == event.organiser_id:
+        return EventOut.of(event, live_availability(db, event_id))
+    return EventOut.of(event, summary_availability(event, summary))
 
 
 def live_availability(db: Any, event_id: str) -> Availability:
-    """Counted from the inventory shards just now (up to 200 reads)."""
+    """Counted from the inventory shards just now (up to 200 reads: for organisers only)."""
     shards = service.inventory(db, event_id)
     return Availability(available=sum(s.available for s in shards), held=sum(s.held for s in shards),
                         sold=sum(s.sold for s in shards), capacity=sum(s.capacity for s in shards),

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 
-from boxoffice.api.deps import Contactable, Db, SignedIn
+from boxoffice.api.deps import Db, SignedIn, Throttled, keep_contact
 from boxoffice.api.problems import ApiProblem, responses
 from boxoffice.api.routes.purchases import KEY_PATTERN
 from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut
@@ -29,11 +29,12 @@ def _own_hold(db: Any, hold_id: str, uid: str) -> Hold:
 
 
 @router.post("", status_code=201, response_model=HoldOut,
-             responses=responses(401, 404, 409, 413, 422, 428, 503))
+             responses=responses(401, 404, 409, 413, 422, 428, 429, 503))
 def create_hold(
     body: HoldIn,
-    caller: Contactable,
+    caller: Throttled,
     db: Db,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", pattern=KEY_PATTERN,
@@ -55,6 +56,7 @@ def create_hold(
     except HoldNotFound:
         existed = False
     hold = service.hold_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key)
+    keep_contact(request, caller)
     response.headers["Location"] = f"/v1/holds/{hold.id}"
     if existed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -68,8 +70,8 @@ def show_hold(hold_id: HoldId, caller: SignedIn, db: Db) -> HoldOut:
 
 
 @router.post("/{hold_id}/confirm", status_code=201, response_model=OrderOut,
-             responses=responses(401, 404, 409, 422, 503))
-def confirm_hold(hold_id: HoldId, caller: Contactable, db: Db, response: Response) -> OrderOut:
+             responses=responses(401, 404, 409, 422, 429, 503))
+def confirm_hold(hold_id: HoldId, caller: Throttled, db: Db, request: Request, response: Response) -> OrderOut:
     """Buy the held tickets: the hold becomes an order (at the event's current price).
 
     Confirming twice returns the same order with `Idempotent-Replayed: true`. An expired hold is a
@@ -79,6 +81,7 @@ def confirm_hold(hold_id: HoldId, caller: Contactable, db: Db, response: Respons
         result = service.confirm_hold(db, hold_id, caller.uid)
     except NotAllowed:
         raise HoldNotFound(hold_id) from None
+    keep_contact(request, caller)
     response.headers["Location"] = f"/v1/orders/{result.order.id}"
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
-from boxoffice.api.deps import Contactable, Db, SignedIn
+from boxoffice.api.deps import Db, SignedIn, keep_contact
 from boxoffice.api.problems import responses
 from boxoffice.api.schemas import ID_PATTERN, WaitlistLeft, WaitlistOut
 from boxoffice.services import events, waitlist as service
@@ -16,13 +16,14 @@ EventId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.put("", response_model=WaitlistOut, responses=responses(401, 404, 409, 422))
-def join_waitlist(event_id: EventId, caller: Contactable, db: Db) -> WaitlistOut:
+def join_waitlist(event_id: EventId, caller: SignedIn, db: Db, request: Request) -> WaitlistOut:
     """Wait for returned tickets of a sold-out event (joining again keeps your place).
 
     Only while no ticket is available: otherwise 409 `not_sold_out` (buy instead). When tickets
     come back, the first in line are emailed an offer; an offer does not reserve a ticket.
     """
     entry = service.join_waitlist(db, event_id, caller.uid)
+    keep_contact(request, caller)
     return WaitlistOut(event_id=entry.event_id, user_id=entry.user_id, status=entry.status,
                        joined_at=entry.joined_at, position=entry.position)
 
@@ -30,6 +31,6 @@ def join_waitlist(event_id: EventId, caller: Contactable, db: Db) -> WaitlistOut
 @router.delete("", response_model=WaitlistLeft, responses=responses(401, 404, 422))
 def leave_waitlist(event_id: EventId, caller: SignedIn, db: Db) -> WaitlistLeft:
     """Leave the waitlist; leaving when not on it is harmless (`was_waiting: false`)."""
-    events.get_event(db, event_id)  # an unknown event is a 404, as everywhere
+    events.show_event(db, event_id, caller.uid)  # an unknown event (or a draft) is a 404, as everywhere
     was = service.leave_waitlist(db, event_id, caller.uid)
     return WaitlistLeft(event_id=event_id, user_id=caller.uid, was_waiting=was)

@@ -3,7 +3,11 @@
 `auth_emulator` (session): FIREBASE_AUTH_EMULATOR_HOST, else the `boxoffice dev up` one, else our
 own (started once; firebase-tools is installed with `npm ci` if missing).
 `api` (session): base URL of the API, talking to the session's Firestore emulator.
-`user` / `organiser` (function): factories of signed-in users (uid, emulator-issued ID token).
+`user` (function): a factory of signed-in users (uid, emulator-issued ID token); `organiser=True`
+adds the claim, `verified=True` marks the email address verified.
+`event_of` (function): an organiser creates an event; the result remembers its `owner`.
+`dump` (function): every document of the database with its update time, to show that a refused
+request wrote nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -27,18 +32,16 @@ def auth_emulator(stack):
         yield emu
 
 
-@pytest.fixture(scope="session")
-def api(stack, auth_emulator) -> Iterator[str]:
+@contextmanager
+def served(app) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port (a thread); yields its base URL."""
     import uvicorn
 
-    from boxoffice.api.app import create_app
-    from boxoffice.runtime.emulators import firestore_client
-
-    app = create_app(db=firestore_client(stack), project=stack.project)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -46,9 +49,25 @@ def api(stack, auth_emulator) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the API server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api(stack, auth_emulator) -> Iterator[str]:
+    """The session's API, not rate-limited: the suite's requests all come from 127.0.0.1 and some
+    tests make many at once (test_rate_limits.py serves its own limited apps)."""
+    from boxoffice.api.app import create_app
+    from boxoffice.api.ratelimit import RateLimits
+    from boxoffice.runtime.emulators import firestore_client
+
+    app = create_app(db=firestore_client(stack), project=stack.project,
+                     rate_limits=RateLimits.off())
+    with served(app) as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -64,13 +83,16 @@ class User:
 
 @pytest.fixture
 def user(auth_emulator, stack) -> Callable[..., User]:
-    from boxoffice.runtime.emulator_users import set_claims, sign_in, sign_up
+    from boxoffice.runtime.emulator_users import set_claims, sign_in, sign_up, verify_email
 
-    def make(organiser: bool = False) -> User:
+    def make(organiser: bool = False, verified: bool = False) -> User:
         email = f"u{uuid.uuid4().hex[:10]}@example.com"
         uid, token = sign_up(auth_emulator.host, email)
         if organiser:
             set_claims(auth_emulator.host, stack.project, uid, {"organiser": True})
+        if verified:
+            verify_email(auth_emulator.host, stack.project, uid)
+        if organiser or verified:
             token = sign_in(auth_emulator.host, email)
         return User(uid, token, email)
 
@@ -90,11 +112,36 @@ EVENT = {
 }
 
 
+class CreatedEvent(dict):
+    """An event as the API answered its creation, and the organiser who created it."""
+
+    owner: User
+
+
 @pytest.fixture
-def event_of(http) -> Callable[..., dict]:
-    def make(owner: User, **overrides: object) -> dict:
+def event_of(http) -> Callable[..., CreatedEvent]:
+    def make(owner: User, **overrides: object) -> CreatedEvent:
         r = http.post("/v1/events", json=EVENT | overrides, headers=owner.headers)
         assert r.status_code == 201, r.text
-        return r.json()
+        event = CreatedEvent(r.json())
+        event.owner = owner
+        return event
 
     return make
+
+
+def database_dump(stack) -> dict[str, str]:
+    """Every document (path -> update time), from one kindless query on the emulator (rules
+    bypassed with the emulator's owner token). Equal dumps: nothing was created, changed or deleted."""
+    r = httpx.post(
+        f"http://{stack.firestore_host}/v1/projects/{stack.project}/databases/(default)/documents:runQuery",
+        json={"structuredQuery": {"from": [{"allDescendants": True}]}},
+        headers={"Authorization": "Bearer owner"}, timeout=60)
+    r.raise_for_status()
+    return {row["document"]["name"].split("/documents/", 1)[1]: row["document"]["updateTime"]
+            for row in r.json() if "document" in row}
+
+
+@pytest.fixture
+def dump(stack) -> Callable[[], dict[str, str]]:
+    return lambda: database_dump(stack)

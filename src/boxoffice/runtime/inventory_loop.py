@@ -18,6 +18,7 @@ commit of the summary that reflects it; per event, the times the summary was wri
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import threading
 import time
@@ -216,7 +217,8 @@ class InventoryTriggerLoop:
         }
 
 
-HOLD_SWEEP_INTERVAL_S = 2.0
+# An environment setting: the simulator's holds live seconds, so it sweeps more often.
+HOLD_SWEEP_INTERVAL_S = float(os.environ.get("BOXOFFICE_HOLD_SWEEP_S", "2.0"))
 
 register_loop("inventory-trigger", lambda db: InventoryTriggerLoop(db))
 register_loop("hold-sweeper",

@@ -153,6 +153,17 @@ class Mailer:
                 if attempt == 2:
                     raise
 
+    def probe(self) -> None:
+        """Raises unless the SMTP server accepts a connection and answers NOOP."""
+        conn = self._connect()
+        try:
+            conn.noop()
+        finally:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 EXIT_SKIPPED = 3
 # Counters whose growth is not progress (trouble, or work waiting).
-_NOT_PROGRESS = ("error", "fail", "pending", "deferred", "dead", "restart", "recreated", "lag", "backlog")
+_NOT_PROGRESS = ("error", "fail", "pending", "deferred", "dead", "restart", "recreated", "lag", "backlog",
+                 "outage", "unavailable")
 
 
 def progress_count(status: dict[str, Any]) -> int:

@@ -73,12 +73,17 @@ class SalePipeline:
 
     parts = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
 
-    def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True) -> None:
+    def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
+                 workers: int = 1) -> None:
         from boxoffice.messaging.devstack import use_recorded_pubsub
 
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
         self.db = db
+        # Workers running the pipeline's parts: the simulator's own, plus ``workers - 1`` more
+        # started here (side by side, as a second `boxoffice worker` would be): the scale-out figure.
+        self.workers = workers
+        self._extra: list[Supervisor] = []
         self.drain_timeout_s = drain_timeout_s
         self.raw_rate = raw_rate
         self.topology: Topology = default_topology(suffix=f".sim{secrets.token_hex(3)}")
@@ -116,12 +121,23 @@ class SalePipeline:
         if self.unpublished_before:
             kv(log, logging.WARNING, "simulate.outbox_backlog", unpublished=self.unpublished_before,
                note="older runs' messages are published and handled too")
+        from boxoffice.runtime import emulators as em
+        from boxoffice.runtime.supervisor import Supervisor
+
+        for i in range(1, self.workers):
+            extra = Supervisor(self.parts, state_dir=em.default_state_dir(),
+                               worker_id=f"sim-{self.topology.suffix.lstrip('.')}-{i}",
+                               env=dict(os.environ, **self.worker_env())).start()
+            self._extra.append(extra)
+            extra.wait_ready(120)
 
     def after_sale(self, event_id: str, problems: list[str], worker: Supervisor) -> dict[str, Any]:
-        """Drain, stop the worker, audit (appending to ``problems``) and measure."""
+        """Drain, stop the workers, audit (appending to ``problems``) and measure."""
         report = drain(self.db, self.topology, timeout_s=self.drain_timeout_s, poll_s=1.0, event_id=event_id)
-        counts = {name: worker.fresh_part_status(name) for name in self.parts}
+        counts = {w.worker_id: {name: w.fresh_part_status(name) for name in self.parts}
+                  for w in [worker, *self._extra]}
         worker.stop()
+        self._stop_extra()
         found = audit_pipeline(self.db, event_id, self.mailbox, topology=self.topology)
         if not report.drained:
             found.insert(0, f"pipeline not drained: {report}")
@@ -143,7 +159,8 @@ class SalePipeline:
             "raw_consume": {"messages": raw.messages, "seconds": round(raw.seconds, 3), "per_s": round(raw.per_s, 1)}
             if raw else None,
             "ratio_handled_to_raw": round(fig.handled_per_s / raw.per_s, 3) if raw and raw.per_s else None,
-            "subscribers": counts,
+            "workers": self.workers,
+            "parts": counts,
             "unpublished_before": self.unpublished_before,
             "smtp": self.smtp_address,
             "mailbox": str(self.mailbox.path),
@@ -152,7 +169,13 @@ class SalePipeline:
             "problems": found,
         }
 
+    def _stop_extra(self) -> None:
+        for extra in self._extra:
+            extra.stop()
+        self._extra = []
+
     def close(self) -> None:
+        self._stop_extra()
         try:
             delete_topology(self.topology)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's outcome

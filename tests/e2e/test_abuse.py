@@ -360,8 +360,10 @@ def test_serve_stopped_with_sigterm_stops_the_auth_emulator_it_started(stack, tm
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     env |= {"FIRESTORE_EMULATOR_HOST": stack.firestore_host, "GOOGLE_CLOUD_PROJECT": stack.project,
             "BOXOFFICE_STATE_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "boxoffice.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "boxoffice.cli", "serve", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -370,10 +372,10 @@ def test_serve_stopped_with_sigterm_stops_the_auth_emulator_it_started(stack, tm
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.3)
         children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == proc.pid
-                    and b"auth_emulator.js" in _cmdline(int(p))]
+                    and b"auth_emulator.js" in _proc(int(p), "cmdline")]
         assert len(children) == 1, "serve should have started its own Auth emulator"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -385,8 +387,9 @@ def test_serve_stopped_with_sigterm_stops_the_auth_emulator_it_started(stack, tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and b"auth_emulator.js" in _cmdline(int(p))
-                    and str(tmp_path).encode() in _environ(int(p))]:
+        for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()
+                    and b"auth_emulator.js" in _proc(int(p), "cmdline")
+                    and str(tmp_path).encode() in _proc(int(p), "environ")]:
             os.killpg(pid, signal.SIGKILL)  # only one this test started (its state dir is ours)
 
 
@@ -398,19 +401,9 @@ def _parent(pid: int) -> int:
         return -1
 
 
-def _cmdline(pid: int) -> bytes:
+def _proc(pid: int, name: str) -> bytes:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read()
     except OSError:
         return b""
-
-
-def _environ(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-

@@ -1,145 +1,24 @@
-"""`boxoffice`: one command for people and scripts.
-
-Every command takes ``--json`` for machine-readable output. Exit codes:
-
-    0  done
-    1  unexpected failure (a bug: please report it)
-    2  bad input (usage, invalid quantity, bad event data)
-    3  not found (unknown event or order)
-    4  refused by a rule: sold out, not enough tickets, per-user limit, not on sale,
-       idempotency key reused with other parameters
-    5  could not finish in time because of load (retry with the same idempotency key)
-    6  the local emulators are missing or would not start
-    7  (simulate, bench) the run finished but its audit or targets failed
-"""
+"""`boxoffice events ...` (create, list, show, reconcile) and `boxoffice triggers failures`."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import sys
+import threading
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from boxoffice.api import cli as api_cli
-from boxoffice.domain import errors
-from boxoffice.domain.model import Event, InventoryShard, Order
-from boxoffice.loadtest import cli as loadtest_cli
-from boxoffice.messaging import cli as messaging_cli
-from boxoffice.runtime.dev_cli import app as dev_app
+from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money, out
+from boxoffice.cli.shapes import event_json
+from boxoffice.domain.model import Event, InventoryShard
+from boxoffice.services.events import create_event, get_event, inventory, list_events
+from boxoffice.store.documents import event_ref
+from boxoffice.triggers.inventory import list_failures, reconcile_event
 
-app = typer.Typer(
-    help="boxoffice: event ticketing on Firestore and Pub/Sub.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
 events_app = typer.Typer(help="Create, list and show events.", no_args_is_help=True)
-app.add_typer(dev_app, name="dev")
-app.add_typer(events_app, name="events")
-app.command("simulate")(loadtest_cli.simulate)
-app.command("bench")(loadtest_cli.bench)
-messaging_cli.register(app)
-app.command("serve")(api_cli.serve)
-app.command("mint-tokens")(api_cli.mint_tokens)
-
-out = Console()
-err = Console(stderr=True)
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-
-EXIT_BUG, EXIT_INPUT, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_BUSY, EXIT_NO_EMULATOR = 1, 2, 3, 4, 5, 6
-
-
-def exit_code_for(exc: errors.BoxofficeError) -> int:
-    if isinstance(exc, errors.InvalidRequest):
-        return EXIT_INPUT
-    if isinstance(exc, errors.NotFound):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, errors.ContentionTimeout):
-        return EXIT_BUSY
-    return EXIT_REFUSED
-
-
-def fail(exc: errors.BoxofficeError, as_json: bool) -> NoReturn:
-    code = exit_code_for(exc)
-    if as_json:
-        print(json.dumps({"ok": False, "error": exc.code, "message": exc.message}))
-    else:
-        err.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-    raise typer.Exit(code)
-
-
-def emit(as_json: bool, payload: dict[str, Any], human: Any) -> None:
-    if as_json:
-        print(json.dumps(payload, default=str))
-    else:
-        out.print(human)
-
-
-def client() -> Any:
-    """A Firestore client: the emulator named in the environment or the `dev up` stack, else production."""
-    import os
-
-    from google.cloud import firestore
-
-    from boxoffice.runtime import emulators as em
-
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        recorded = em.recorded_stack()
-        if recorded is not None:
-            return em.firestore_client(recorded)
-        if not os.environ.get("GOOGLE_CLOUD_PROJECT"):
-            err.print(
-                "No emulator found: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST, "
-                "or GOOGLE_CLOUD_PROJECT to use a real project)."
-            )
-            raise typer.Exit(EXIT_NO_EMULATOR)
-    return firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-boxoffice"))
-
-
-def event_json(event: Event, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": event.id,
-        "name": event.name,
-        "venue": event.venue,
-        "starts_at": event.starts_at.isoformat(),
-        "price": event.price,
-        "currency": event.currency,
-        "capacity": event.capacity,
-        "per_order_max": event.per_order_max,
-        "per_user_limit": event.per_user_limit,
-        "shard_count": event.shard_count,
-        "status": event.status.value,
-        "hold_minutes": event.hold_minutes,
-        "low_stock_threshold": event.low_stock_threshold,
-    }
-    if summary is not None:
-        data["summary"] = {k: v for k, v in summary.items() if k != "updated_at"} | (
-            {"updated_at": summary["updated_at"].isoformat()} if summary.get("updated_at") else {}
-        )
-    return data
-
-
-def order_json(order: Order) -> dict[str, Any]:
-    return {
-        "id": order.id,
-        "event_id": order.event_id,
-        "user_id": order.user_id,
-        "quantity": order.quantity,
-        "amount": order.amount,
-        "currency": order.currency,
-        "status": order.status.value,
-        "ticket_ids": list(order.ticket_ids),
-        "allocations": dict(order.allocations),
-        "idempotency_key": order.idempotency_key,
-    }
-
-
-def money(amount: int, currency: str) -> str:
-    return f"{amount / 100:.2f} {currency}"
+triggers_app = typer.Typer(help="Inventory trigger operations.", no_args_is_help=True)
 
 
 @events_app.command("create")
@@ -159,16 +38,12 @@ def events_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an event and its inventory, on sale at once."""
-    from boxoffice.services.events import create_event
-
-    try:
+    with exit_on_error(as_json):
         event = create_event(
             client(), name=name, venue=venue, starts_at=starts_at, price=price, currency=currency,
             capacity=capacity, per_order_max=per_order_max, per_user_limit=per_user_limit,
             shard_count=shards, hold_minutes=hold_minutes, low_stock_threshold=low_stock,
         )
-    except errors.BoxofficeError as exc:
-        fail(exc, as_json)
     emit(as_json, event_json(event), f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
 
 
@@ -179,12 +54,8 @@ def events_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List events by start time."""
-    from boxoffice.services.events import list_events
-
-    try:
+    with exit_on_error(as_json):
         rows = list_events(client(), limit=limit, start_after=after)
-    except errors.BoxofficeError as exc:
-        fail(exc, as_json)
     next_cursor = rows[-1][0].id if len(rows) == limit else None
     table = Table("id", "name", "starts", "price", "available", "state")
     for event, summary in rows:
@@ -211,14 +82,10 @@ def _show_event(event: Event, summary: dict[str, Any], shards: list[InventorySha
 def events_show(event_id: str, as_json: bool = JsonOpt,
                 watch: bool = typer.Option(False, "--watch", help="Follow the live summary until Ctrl-C.")) -> None:
     """Show an event, its availability summary and the authoritative shard totals."""
-    from boxoffice.services.events import get_event, inventory
-
     db = client()
-    try:
+    with exit_on_error(as_json):
         event, summary = get_event(db, event_id)
         shards = inventory(db, event_id)
-    except errors.BoxofficeError as exc:
-        fail(exc, as_json)
     payload = event_json(event, summary) | {
         "inventory": {
             "available": sum(s.available for s in shards),
@@ -229,50 +96,51 @@ def events_show(event_id: str, as_json: bool = JsonOpt,
     }
     emit(as_json, payload, _show_event(event, summary, shards))
     if watch:
-        from boxoffice.inventory_cli import watch_summary
-
-        watch_summary(db, event_id, as_json, out)
+        watch_summary(db, event_id, as_json)
 
 
-@app.command("buy")
-def buy(
-    event_id: str,
-    user: str = typer.Option(..., "--user", help="Buyer's user id."),
-    quantity: int = typer.Option(1, "--quantity", "-q", help="Number of tickets."),
-    key: str | None = typer.Option(None, "--key", help="Idempotency key; reuse it to retry safely (default: random)."),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Buy tickets. Retrying with the same --key returns the first order instead of buying twice."""
-    from boxoffice.services.purchasing import purchase_tickets
+@events_app.command("reconcile")
+def reconcile(event_id: str, as_json: bool = JsonOpt) -> None:
+    """Recompute an event's summary from its shards and resolve its dead-lettered changes."""
+    with exit_on_error(as_json):
+        outcome = reconcile_event(client(), event_id)
+    s = dict(outcome.summary or {})
+    emit(as_json, {"ok": True, "summary": s}, "summary: " + _summary_line(s))
 
-    idem = key or secrets.token_hex(8)
+
+@triggers_app.command("failures")
+def failures(all_: bool = typer.Option(False, "--all", help="Include resolved ones."),
+             as_json: bool = JsonOpt) -> None:
+    """List dead-lettered inventory changes (repair with `boxoffice events reconcile EVENT`)."""
+    rows = list_failures(client(), include_resolved=all_)
+    table = Table("change", "event", "shard", "failed at", "attempts", "resolved", "error")
+    for r in rows:
+        table.add_row(r["change_id"], r["event_id"], r["shard_id"], str(r.get("failed_at")),
+                      str(r.get("attempts")), str(r.get("resolved")), r.get("error", "")[:80])
+    emit(as_json, {"failures": [{k: v for k, v in r.items() if k != "traceback"} for r in rows]}, table)
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    return (f"{summary.get('available', '?')} available, {summary.get('held', 0)} held, {summary.get('sold', 0)} sold"
+            f" of {summary.get('capacity', '?')} ({summary.get('state', '?')})")
+
+
+def watch_summary(db: Any, event_id: str, as_json: bool) -> None:
+    """Print the event's summary each time it changes, until Ctrl-C (a Firestore listener)."""
+    done = threading.Event()
+
+    def on_change(docs: Any, changes: Any, read_time: Any) -> None:
+        for doc in docs:
+            s = (doc.to_dict() or {}).get("summary") or {}
+            if as_json:
+                print(json.dumps({"event_id": event_id, "summary": s}, default=str), flush=True)
+            else:
+                out.print(f"{read_time.isoformat(timespec='milliseconds')}  {_summary_line(s)}")
+
+    watch = event_ref(db, event_id).on_snapshot(on_change)
     try:
-        result = purchase_tickets(client(), event_id, user, quantity, idem)
-    except errors.BoxofficeError as exc:
-        fail(exc, as_json)
-    order = result.order
-    note = " (replayed: this key already bought it)" if result.replayed else ""
-    emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
-         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
-
-
-from boxoffice.inventory_cli import register as _register_inventory  # noqa: E402
-
-_register_inventory(app, events_app)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    from boxoffice.runtime.emulators import EmulatorNotFound, EmulatorStartError
-
-    try:
-        app()
-    except (EmulatorNotFound, EmulatorStartError) as exc:
-        err.print(f"[red]emulators unavailable[/red]: {exc}")
-        sys.exit(EXIT_NO_EMULATOR)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: say what broke, exit 1
-        err.print(f"[red]unexpected error[/red]: {type(exc).__name__}: {exc}")
-        sys.exit(EXIT_BUG)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watch.unsubscribe()

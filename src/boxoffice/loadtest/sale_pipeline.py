@@ -43,12 +43,12 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.log import kv
-from boxoffice.messaging import mailbox as mbox
-from boxoffice.messaging import notify
-from boxoffice.messaging.pipeline import (
+from boxoffice.runtime import mailbox as mbox
+from boxoffice.messaging import email
+from boxoffice.loadtest.pipeline_checks import (
     audit_pipeline, drain, measure_raw_consume_rate, pipeline_figures, unpublished_count,
 )
-from boxoffice.messaging.runner import MessagingLoops, build_loops
+from boxoffice.runtime.messaging_runner import MessagingLoops, build_loops
 from boxoffice.messaging.topology import EMAIL, Topology, default_topology, delete_topology, ensure_topology
 from boxoffice.services.users import register_users
 
@@ -72,7 +72,7 @@ class SalePipeline:
 
     def __init__(self, db: firestore.Client, *, threads: int = 8, drain_timeout_s: float = 600.0,
                  raw_rate: bool = True) -> None:
-        from boxoffice.messaging.devstack import use_recorded_pubsub
+        from boxoffice.runtime.devstack import use_recorded_pubsub
 
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
@@ -90,10 +90,10 @@ class SalePipeline:
         self.unpublished_before = 0
         ensure_topology(self.topology)  # first: if it fails, no SMTP process is left behind
         self.smtp_address, self.mailbox = self._smtp()
-        self.mailer = notify.Mailer(notify.SmtpSettings.from_address(self.smtp_address))
+        self.mailer = email.Mailer(email.SmtpSettings.from_address(self.smtp_address))
 
     def _smtp(self) -> tuple[str, mbox.Mailbox]:
-        from boxoffice.messaging import devstack
+        from boxoffice.runtime import devstack
         from boxoffice.runtime import emulators as em
 
         state = em.read_state() or {}

@@ -23,7 +23,7 @@ from google.cloud import firestore
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import order_id_for
-from boxoffice.loadtest.audit import Audit, audit_sale
+from boxoffice.loadtest.sale_audit import Audit, audit_sale
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.worker import PeriodicLoop, Worker, wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -35,7 +35,7 @@ from boxoffice.store.documents import event_ref, inventory_col, order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
 if TYPE_CHECKING:
-    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.loadtest.sale_pipeline import SalePipeline
 
 
 class Strategy(StrEnum):

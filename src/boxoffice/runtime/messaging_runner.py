@@ -12,7 +12,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from boxoffice.messaging import analytics, notify
+from boxoffice.messaging import analytics, email
 from boxoffice.messaging.relay import OutboxRelay
 from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
@@ -55,7 +55,7 @@ def subscriber_for(sub: Subscription, *, threads: int = 8,
     return PullingSubscriber(sub, threads=threads)
 
 
-def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
+def build_loops(db: firestore.Client, topology: Topology, mailer: email.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
                 max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
     """The loops, not started: the relay, a pulling subscriber (batches on ``threads``
@@ -67,7 +67,7 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     def email(d: Any) -> str:
         if mailer is None:
             raise RuntimeError("build_loops: the email subscriber needs a mailer")
-        return notify.handle_email(db, mailer, d)
+        return email.handle_email(db, mailer, d)
 
     handlers = {EMAIL: email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     subs: list[StreamingSubscriber | PullingSubscriber] = []

@@ -64,12 +64,12 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: email.Mailer |
     settings inside); None only when ``subscriptions`` leaves email out."""
     publisher = publisher_client()
 
-    def email(d: Any) -> str:
+    def send_email(d: Any) -> str:
         if mailer is None:
             raise RuntimeError("build_loops: the email subscriber needs a mailer")
         return email.handle_email(db, mailer, d)
 
-    handlers = {EMAIL: email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
+    handlers = {EMAIL: send_email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     subs: list[StreamingSubscriber | PullingSubscriber] = []
     for name in subscriptions:
         sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)

@@ -34,7 +34,7 @@ app.command("cancel")(sales.cancel)
 app.command("release")(sales.release)
 app.command("sale")(sales.sale)
 app.add_typer(sales.waitlist_app, name="waitlist")
-app.command("worker")(worker.worker)
+app.add_typer(worker.worker_app, name="worker")
 app.add_typer(events.triggers_app, name="triggers")
 
 

@@ -6,6 +6,8 @@ import os
 
 import typer
 
+from boxoffice.cli.output import EXIT_INPUT, EXIT_NO_EMULATOR
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
@@ -31,10 +33,10 @@ def serve(
             require_no_emulators()
         except ProductionMisconfigured as exc:
             typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_INPUT) from None
         if not os.environ.get("GOOGLE_CLOUD_PROJECT"):
             typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(EXIT_INPUT)
         os.environ["BOXOFFICE_PRODUCTION"] = "1"
     else:
         rec = em.recorded_stack()
@@ -42,7 +44,7 @@ def serve(
             if rec is None:
                 typer.echo("No emulators: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST "
                            "and FIREBASE_AUTH_EMULATOR_HOST), or pass --production.", err=True)
-                raise typer.Exit(6)
+                raise typer.Exit(EXIT_NO_EMULATOR)
             os.environ["FIRESTORE_EMULATOR_HOST"] = rec.firestore_host
             os.environ.setdefault("GOOGLE_CLOUD_PROJECT", rec.project)
         os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-boxoffice")
@@ -85,7 +87,7 @@ def mint_tokens(
     host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
     if not host:
         typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
-        raise typer.Exit(6)
+        raise typer.Exit(EXIT_NO_EMULATOR)
     from boxoffice.runtime import emulators as em
 
     rec = em.recorded_stack()

@@ -85,7 +85,7 @@ def _free_port() -> int:
 
 
 def start_auth_emulator(project: str = "demo-boxoffice", *, state_dir: Path | None = None,
-                        timeout: float = 60.0) -> AuthEmulator:
+                        timeout: float = 180.0) -> AuthEmulator:
     node = shutil.which("node")
     if node is None:
         raise EmulatorNotFound(f"node is not on PATH: {INSTALL_HINT}")

@@ -43,7 +43,7 @@ def create_event(body: EventIn, caller: Organiser, db: Db, response: Response) -
                                            capacity=event.capacity, live=True))
 
 
-@router.get("", response_model=EventPage, responses=responses(401, 404, 422))
+@router.get("", response_model=EventPage, responses=responses(404, 422))
 def list_events(
     db: Db,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 20,

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from tests.e2e.browser import boxoffice, ensure_web_built, launch, missing
+from boxoffice.loadtest.browser import boxoffice, ensure_web_built, launch, missing
 
 _why = missing()
 if _why:

@@ -21,14 +21,19 @@ function say(text) {
   if (text) probe.errors.push(text);
 }
 
+// Without ?event= the dashboard follows the newest event (a demo sale just started by
+// `boxoffice simulate`) until the organiser picks one.
+let picked = new URLSearchParams(location.search).get('event');
+
 function listenToEvents() {
   const q = query(collection(fb.db, 'events'), where('status', 'in', ['on_sale', 'paused', 'closed']), orderBy('starts_at'), limit(50));
   onSnapshot(q, (snap) => {
     const picker = $('event-picker');
-    const wanted = current || new URLSearchParams(location.search).get('event');
-    picker.replaceChildren(...snap.docs.map((d) => el('option', { value: d.id }, `${d.data().name} (${d.id.slice(0, 8)})`)));
-    const ids = snap.docs.map((d) => d.id);
-    const pick = ids.includes(wanted) ? wanted : ids[ids.length - 1];
+    const created = (d) => d.data().created_at?.toMillis?.() ?? 0;
+    const docs = [...snap.docs].sort((a, b) => created(b) - created(a));
+    picker.replaceChildren(...docs.map((d) => el('option', { value: d.id }, `${d.data().name} (${d.id.slice(0, 11)})`)));
+    const ids = docs.map((d) => d.id);
+    const pick = ids.includes(picked) ? picked : ids[0];
     if (pick) {
       picker.value = pick;
       if (pick !== current) watch(pick);
@@ -160,6 +165,10 @@ async function main() {
     $('demo-hint').textContent = `Local stack: sign in as ${demo.email} with password ${demo.password} (an organiser in the Auth emulator).`;
   }
   mountAuthPanel($('auth'), fb.auth, onUser);
+  $('event-picker').addEventListener('change', (e) => {
+    picked = e.target.value;
+    watch(picked);
+  });
   // Redraw so the time axis moves on while nothing sells.
   setInterval(render, 1000);
   probe.ready = true;

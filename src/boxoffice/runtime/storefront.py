@@ -53,3 +53,23 @@ def recorded_url(state_dir: Path | None = None) -> str | None:
 
 def dashboard_url(base: str, event_id: str) -> str:
     return f"{base}/app/dashboard.html?event={event_id}"
+
+
+def announce_dashboard(open_browser: bool) -> str | None:
+    """A line saying where to watch a sale (and open it when asked), for `boxoffice simulate`;
+    None when no `boxoffice serve` runs and none was asked for."""
+    from boxoffice.api.web import DEMO_ORGANISER
+
+    base = recorded_url()
+    if base is None:
+        if not open_browser:
+            return None
+        return ("nothing to open: run `make serve` (dev stack + API + pages) in another shell first, "
+                "then simulate again on that stack; the dashboard follows the newest sale")
+    url = f"{base}/app/dashboard.html"
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    return (f"watch it live: {url} (sign in as {DEMO_ORGANISER['email']} / {DEMO_ORGANISER['password']}); "
+            f"the storefront: {base}/app/")

@@ -275,12 +275,12 @@ def test_a_cancellation_whose_confirmation_is_stuck_is_sent_after_the_causality_
 
 def test_a_relay_restart_loses_nothing_and_the_audit_passes(db, topology, smtp, mailer):
     event = _event(db)
-    loops = build_loops(db, topology, mailer, relay_idle_s=0.05).start()
+    loops = build_loops(db, topology, mailer).start()
     try:
         orders = _buy(db, event, 10)
         loops.relay.stop()  # the relay dies mid-sale...
         orders += [purchase_tickets(db, event.id, f"u{i:03d}", 1, f"k2-{i}").order for i in range(10)]
-        loops.relay = OutboxRelay(db, topology, idle_s=0.05).start()  # ...and a new one starts
+        loops.relay = OutboxRelay(db, topology).start()  # ...and a new one starts
         report = drain(db, topology, timeout_s=60, poll_s=0.2)
     finally:
         loops.stop()

@@ -13,7 +13,7 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.messaging import analytics, notify
-from boxoffice.messaging.relay import OutboxRelay
+from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
 
@@ -57,7 +57,7 @@ def subscriber_for(sub: Subscription, *, threads: int = 8,
 
 def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
-                max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
+                max_outstanding: int = 200, relay_settings: RelaySettings | None = None) -> MessagingLoops:
     """The loops, not started: the relay, a pulling subscriber (batches on ``threads``
     threads) for each unordered subscription (email, analytics) and a streaming one for each
     ordered subscription (one event's messages in order). ``mailer`` sends the emails (SMTP
@@ -74,5 +74,5 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     for name in subscriptions:
         sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)
         subs.append(subscriber_for(sub, threads=threads, max_outstanding=max_outstanding))
-    return MessagingLoops(OutboxRelay(db, topology, publisher=publisher, idle_s=relay_idle_s) if relay else None,
+    return MessagingLoops(OutboxRelay(db, topology, settings=relay_settings) if relay else None,
                           subs)

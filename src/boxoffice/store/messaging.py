@@ -5,6 +5,8 @@
     emails/{messageId}                              one email per message: claim, send, sent
     message_failures/{subscription}--{messageId}    a handler's last error and attempt count
     analytics/{eventId}/shards/{NN}                 sharded sales counters of one event
+    relay_leases/{group}.p{NN}                      which relay publishes outbox partition NN now
+    relay_members/{group}.{relayId}                 a running relay's heartbeat (fair shares)
 
 The message id is the outbox document id (stable: derived from what happened), so a message
 published twice maps to the same processed record and the same email record.
@@ -21,6 +23,8 @@ EMAILS = "emails"
 FAILURES = "message_failures"
 ANALYTICS = "analytics"
 ANALYTICS_SHARDS = "shards"
+RELAY_LEASES = "relay_leases"
+RELAY_MEMBERS = "relay_members"
 # Counters are spread over shards so that a flash sale does not hammer one document
 # (Firestore sustains about one write a second per document).
 ANALYTICS_SHARD_COUNT = 10
@@ -50,3 +54,11 @@ def analytics_shard_ref(db: firestore.Client, event_id: str, message_id: str) ->
 
 def analytics_shards_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
     return db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS)
+
+
+def relay_lease_ref(db: firestore.Client, group: str, partition: int) -> firestore.DocumentReference:
+    return db.collection(RELAY_LEASES).document(f"{group}.p{partition:02d}")
+
+
+def relay_members_col(db: firestore.Client) -> firestore.CollectionReference:
+    return db.collection(RELAY_MEMBERS)

@@ -116,7 +116,7 @@ class SalePipeline:
         if self.unpublished_before:
             kv(log, logging.WARNING, "simulate.outbox_backlog", unpublished=self.unpublished_before,
                note="older runs' messages are published and handled too")
-        self.loops = build_loops(self.db, self.topology, self.mailer, threads=self.threads).start()
+        self.loops = build_loops(self.db, self.topology, self.mailer).start()
 
     def after_sale(self, event_id: str, problems: list[str]) -> dict[str, Any]:
         """Drain, stop the loops, audit (appending to ``problems``) and measure."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -56,20 +57,23 @@ def topology_cmd(
 def run_cmd(
     duration: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
     no_relay: bool = typer.Option(False, "--no-relay", help="Run only the subscribers."),
-    threads: int = typer.Option(8, help="Handler threads per subscriber."),
+    batch: int = typer.Option(0, help="Messages per pull (0: the default or BOXOFFICE_PULL_BATCH)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the outbox relay and the email and analytics subscribers in the foreground."""
     from boxoffice import log as blog
     from boxoffice.messaging import devstack, notify
-    from boxoffice.messaging.runner import build_loops
+    from boxoffice.messaging.runner import SubscriberSettings, build_loops
     from boxoffice.messaging.topology import ensure_topology
 
     blog.configure(logging.INFO)
     topo = _topology()
     ensure_topology(topo)
-    mailer = notify.Mailer(notify.SmtpSettings.from_env(devstack.smtp_address()))
-    loops = build_loops(_cli().client(), topo, mailer, relay=not no_relay, threads=threads).start()
+    settings = SubscriberSettings.from_env()
+    if batch:
+        settings = dataclasses.replace(settings, batch=batch)
+    mailer = notify.Mailer(notify.SmtpSettings.from_env(devstack.smtp_address()), settings.smtp_connections)
+    loops = build_loops(_cli().client(), topo, mailer, relay=not no_relay, settings=settings).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

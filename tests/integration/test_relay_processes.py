@@ -72,14 +72,19 @@ def test_two_relay_processes_keep_per_event_order_and_lose_nothing_when_one_is_k
     consumer = subscriber_for(Subscription(db, ordered, spec, recording, publisher_client()), threads=8)
     consumer.start()
     relays = {name: _relay(stack.project, ordered.suffix, name) for name in ("relay-a", "relay-b")}
+
+    def holders():
+        return {s.get("holder") for s in db.collection("relay_leases").stream()
+                if s.id.startswith(ordered.topic_id())}
+
     try:
+        assert wait_until(lambda: holders() == {"relay-a", "relay-b"}, timeout_s=60), holders()  # shares settled
         def buy(i: int) -> None:
             event = events[i % len(events)]
             purchase_tickets(db, event, f"u{i:03d}", 1, f"k{i}")
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(buy, range(90)))
-            # Both relays had their share of the partitions: each published something.
             assert wait_until(lambda: unpublished_count(db) == 0, timeout_s=60)
             relays["relay-a"].send_signal(signal.SIGKILL)  # mid-sale, leases still held
             relays["relay-a"].wait(10)

@@ -56,6 +56,18 @@ class SweepResult:
     published: int
     failed: int
     full: bool  # the sweep hit its limit: more may be waiting
+    error: BaseException | None = None  # the first publish error, if any (e.g. NotFound: topic gone)
+
+
+def resume_keys(publisher: Any, keys: set[tuple[str, str]]) -> None:
+    """Resume the ordering keys whose publish failed (the client pauses a key on a failure so
+    that later messages of the key cannot overtake it). Once per key: resuming a key that is not
+    paused raises "Ordering key is not paused", which must not end the round."""
+    for topic, key in keys:
+        try:
+            publisher.resume_publish(topic, key)
+        except RuntimeError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -80,11 +92,18 @@ def _order(item: tuple[str, dict[str, Any]]) -> tuple[datetime, str]:
     return (created if isinstance(created, datetime) else _EPOCH, item[0])
 
 
+@dataclass(frozen=True)
+class Published:
+    ok: list[str]  # ids published and marked
+    failed: int
+    error: BaseException | None  # the first publish error
+
+
 def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
-                     items: Iterable[tuple[str, dict[str, Any]]], *, published_by: str = "") -> tuple[list[str], int]:
+                     items: Iterable[tuple[str, dict[str, Any]]], *, published_by: str = "") -> Published:
     """Publish outbox documents ``(id, doc)`` in commit order, wait for every future, then mark
     the acknowledged ones published in batched commits (``published_by``: which relay, for
-    audits). Returns (ids published, failures)."""
+    audits)."""
     sent: list[tuple[str, Any, str, str]] = []
     for message_id, doc in sorted(items, key=_order):
         data, attrs = wire.encode(message_id, doc)
@@ -98,6 +117,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
         sent.append((message_id, future, topic, key))
     ok: list[str] = []
     paused: set[tuple[str, str]] = set()
+    first_error: BaseException | None = None
     for message_id, future, topic, key in sent:
         try:
             if future is None:
@@ -105,11 +125,12 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
             future.result(timeout=PUBLISH_TIMEOUT_S)
             ok.append(message_id)
         except Exception as exc:  # noqa: BLE001 - stays unpublished, the next round retries it
+            first_error = first_error or exc
             if key:
                 paused.add((topic, key))
-            kv(log, logging.WARNING, "outbox.publish_failed", message_id=message_id, error=repr(exc))
-    for topic, key in paused:  # after every future resolved: the key's later messages failed too
-        publisher.resume_publish(topic, key)
+            kv(log, logging.WARNING if first_error is exc else logging.DEBUG, "outbox.publish_failed",
+               message_id=message_id, error=repr(exc)[:300])
+    resume_keys(publisher, paused)  # after every future resolved: the key's later messages failed too
     for i in range(0, len(ok), MARK_CHUNK):
         batch = db.batch()
         for message_id in ok[i:i + MARK_CHUNK]:
@@ -117,15 +138,15 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
                                                       "published_by": published_by,
                                                       "publish_attempts": firestore.Increment(1)})
         batch.commit()
-    return ok, len(sent) - len(ok)
+    return Published(ok, len(sent) - len(ok), first_error)
 
 
 def publish_one(db: firestore.Client, publisher: Any, topology: Topology, message_id: str,
                 doc: dict[str, Any]) -> None:
     """Publish one outbox document and mark it published (the Cloud Function path)."""
-    ok, failed = publish_and_mark(db, publisher, topology, [(message_id, doc)])
-    if failed:
-        raise RuntimeError(f"outbox message {message_id} not published")
+    result = publish_and_mark(db, publisher, topology, [(message_id, doc)])
+    if result.error is not None:
+        raise result.error
 
 
 def sweep(db: firestore.Client, publisher: Any, topology: Topology, *, limit: int = 500) -> SweepResult:
@@ -133,9 +154,9 @@ def sweep(db: firestore.Client, publisher: Any, topology: Topology, *, limit: in
     snaps = list(unpublished_query(db, limit).stream())
     if not snaps:
         return SweepResult(0, 0, False)
-    ok, failed = publish_and_mark(db, publisher, topology, [(s.id, s.to_dict() or {}) for s in snaps])
-    kv(log, logging.DEBUG, "outbox.swept", published=len(ok), failed=failed)
-    return SweepResult(len(ok), failed, len(snaps) == limit)
+    result = publish_and_mark(db, publisher, topology, [(s.id, s.to_dict() or {}) for s in snaps])
+    kv(log, logging.DEBUG, "outbox.swept", published=len(result.ok), failed=result.failed)
+    return SweepResult(len(result.ok), result.failed, len(snaps) == limit, result.error)
 
 
 class OutboxRelay:
@@ -161,6 +182,7 @@ class OutboxRelay:
         self.failed = 0
         self.rounds = 0
         self.errors = 0
+        self.topology_recreated = 0
         self._pending: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -212,15 +234,14 @@ class OutboxRelay:
         chosen = mine[:self.settings.batch]
         if not chosen:
             return SweepResult(0, 0, False)
-        ok, failed = publish_and_mark(self.db, self.publisher, self.topology, chosen,
-                                      published_by=self.leases.relay_id)
+        result = publish_and_mark(self.db, self.publisher, self.topology, chosen, published_by=self.leases.relay_id)
         with self._lock:
-            for mid in ok:
+            for mid in result.ok:
                 self._pending.pop(mid, None)
         self.rounds += 1
-        self.published += len(ok)
-        self.failed += failed
-        return SweepResult(len(ok), failed, len(mine) > len(chosen))
+        self.published += len(result.ok)
+        self.failed += result.failed
+        return SweepResult(len(result.ok), result.failed, len(mine) > len(chosen), result.error)
 
     def _run(self) -> None:
         s = self.settings
@@ -240,6 +261,8 @@ class OutboxRelay:
                 self._wake.clear()
                 result = self.run_once()
                 failures = failures + 1 if result.failed else 0
+                if result.error is not None and self._heal(result.error):
+                    continue
                 if result.failed:
                     pause = min(5.0, 0.2 * 2 ** failures)
                 elif not result.full:
@@ -255,6 +278,18 @@ class OutboxRelay:
                 else:
                     self._wake.wait(pause)
 
+    def _heal(self, exc: BaseException) -> bool:
+        """The topic is gone (a restarted emulator): create the topology again, then retry."""
+        from boxoffice.messaging.topology import recreate_if_missing
+
+        try:
+            healed = recreate_if_missing(self.topology, exc, self.publisher)
+        except Exception as again:  # noqa: BLE001 - Pub/Sub still down: the backoff goes on
+            kv(log, logging.WARNING, "outbox.topology_recreate_failed", error=repr(again)[:300])
+            return False
+        self.topology_recreated += healed
+        return healed
+
     def start(self) -> "OutboxRelay":
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -264,6 +299,7 @@ class OutboxRelay:
     def status(self) -> dict[str, Any]:
         return {"alive": bool(self._thread and self._thread.is_alive()), "published": self.published,
                 "failed": self.failed, "rounds": self.rounds, "errors": self.errors, "pending": self.pending(),
+                "topology_recreated": self.topology_recreated,
                 "partitions": self.leases.held(), "relay_id": self.leases.relay_id}
 
     def stop(self, timeout: float = 10.0) -> None:

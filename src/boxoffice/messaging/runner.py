@@ -8,6 +8,7 @@ simulator (loadtest/pipeline.py) run them on their own.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,14 +68,24 @@ class SubscriberSettings:
 
 
 def subscriber_for(sub: Subscription, *, threads: int = 8, max_outstanding: int = 200,
-                   settings: SubscriberSettings | None = None) -> StreamingSubscriber | PullingSubscriber:
+                   settings: SubscriberSettings | None = None,
+                   probe: Callable[[], None] | None = None) -> StreamingSubscriber | PullingSubscriber:
     """The transport a subscription needs: streaming pull for an ordered one (the client hands
-    over each event's messages one at a time, in order), pulled batches for an unordered one."""
+    over each event's messages one at a time, in order), pulled batches for an unordered one
+    (pausing while ``probe`` says a dependency is down)."""
     if settings is None:
         settings = SubscriberSettings(threads=threads, max_outstanding=max_outstanding)
     if sub.spec.ordered:
         return StreamingSubscriber(sub, threads=settings.threads, max_outstanding=settings.max_outstanding)
-    return PullingSubscriber(sub, threads=settings.threads, batch=settings.batch, pullers=settings.pullers)
+    return PullingSubscriber(sub, threads=settings.threads, batch=settings.batch, pullers=settings.pullers,
+                             probe=probe)
+
+
+def firestore_probe(db: firestore.Client) -> Callable[[], None]:
+    """Raises unless Firestore answers a one-document read within 5 s."""
+    from boxoffice.store.messaging import PROCESSED
+
+    return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 
 
 def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
@@ -100,11 +111,19 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     handlers = {EMAIL: lambda d: notify.handle_email(db, need_mailer(), d),
                 ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     batch_handlers = {EMAIL: email_batch, ANALYTICS: lambda batch: analytics.handle_analytics_batch(db, batch)}
+    database_answers = firestore_probe(db)
+
+    def email_dependencies() -> None:
+        database_answers()
+        if mailer is not None:
+            mailer.probe()
+
+    probes = {EMAIL: email_dependencies, ANALYTICS: database_answers}
     subs: list[StreamingSubscriber | PullingSubscriber] = []
     for name in subscriptions:
         spec = topology.spec(name)
         sub = Subscription(db, topology, spec, handlers[name], publisher,
                            batch_handler=None if spec.ordered else batch_handlers[name])
-        subs.append(subscriber_for(sub, settings=settings))
+        subs.append(subscriber_for(sub, settings=settings, probe=probes[name]))
     return MessagingLoops(OutboxRelay(db, topology, settings=relay_settings) if relay else None,
                           subs)

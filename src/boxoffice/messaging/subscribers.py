@@ -10,6 +10,10 @@ its effect), so at-least-once delivery gives exactly-once effects.
 - ``RetryLater`` (the message is fine but must wait: another delivery is sending it, or a
   message it must follow is not handled yet) -> nack, counted as "deferred", NOT as a failure:
   it never brings the message closer to the dead-letter topic (the handler bounds the wait);
+- a dependency that does not answer (Firestore unavailable or timing out, the SMTP server
+  refusing connections: ``is_unavailable``) -> nack, counted as "unavailable", NOT as a
+  failure of the message: an outage must not dead-letter good messages. The pulling
+  subscriber then stops pulling until ``probe`` says its dependencies answer again;
 - a handler error -> the failure is recorded (``message_failures/``: error, attempts) and the
   message is nacked, so Pub/Sub redelivers it after the retry policy's exponential backoff;
 - the ``max_delivery_attempts``-th failure -> published to the dead-letter topic with its
@@ -28,6 +32,8 @@ quirk: after a streaming-pull subscriber dies, its unacked messages come back on
 from __future__ import annotations
 
 import logging
+import smtplib
+import socket
 import threading
 import warnings
 from collections import Counter
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from boxoffice.log import kv
@@ -49,6 +56,17 @@ Handler = Callable[[wire.Delivered], str]
 # A batch handler gets a pulled batch (distinct message ids, types of its subscription) and
 # returns, per message id, the outcome or the exception that message's handling raised.
 BatchHandler = Callable[[list[wire.Delivered]], dict[str, "str | BaseException"]]
+
+
+# Errors that say a dependency is away, not that the message is bad.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, ConnectionError, TimeoutError,
+    socket.timeout, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
 
 
 class RetryLater(Exception):
@@ -118,6 +136,11 @@ def _verdict(sub: Subscription, data: bytes, attributes: dict[str, str], result:
         sub.stats.add("deferred")
         kv(log, logging.DEBUG, "message.deferred", subscription=sub.spec.name, message_id=message_id,
            reason=str(exc))
+        return Verdict.NACK
+    if is_unavailable(exc):
+        sub.stats.add("unavailable")
+        kv(log, logging.WARNING, "message.dependency_unavailable", subscription=sub.spec.name,
+           message_id=message_id, error=repr(exc)[:300])
         return Verdict.NACK
     try:
         attempts = _record_failure(sub, message_id, attributes.get("event_id", ""), exc)
@@ -290,7 +313,7 @@ class PullingSubscriber:
     its messages are handled on ``threads`` threads. Acks and nacks go in one call per batch."""
 
     def __init__(self, sub: Subscription, *, subscriber: Any = None, batch: int = 100, threads: int = 8,
-                 pullers: int = 1, idle_s: float = 0.1) -> None:
+                 pullers: int = 1, idle_s: float = 0.1, probe: Callable[[], None] | None = None) -> None:
         from boxoffice.messaging.topology import subscriber_client
 
         self.sub = sub
@@ -302,6 +325,12 @@ class PullingSubscriber:
         self.idle_s = idle_s
         self.pulls = 0  # non-empty pulls, and the messages they brought (mean batch = pulled / pulls)
         self.pulled = 0
+        # Raises while a dependency of the handler (Firestore, SMTP) is down: after a batch with
+        # "unavailable" messages, pulling waits until it passes, so that an outage does not
+        # spend the messages' delivery attempts (the native dead-letter policy counts them).
+        self.probe = probe
+        self.topology_recreated = 0
+        self.outages = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -332,14 +361,51 @@ class PullingSubscriber:
             self.subscriber.modify_ack_deadline(subscription=self.sub.path, ack_ids=nacks, ack_deadline_seconds=0)
         return len(received)
 
-    def _run(self) -> None:
+    def _wait_for_dependencies(self) -> None:
+        """Back off (0.5 s doubling to 10 s) until ``probe`` passes or the loop stops."""
+        if self.probe is None:
+            return
+        self.outages += 1
+        pause = 0.5
         while not self._stop.is_set():
             try:
+                self.probe()
+                kv(log, logging.INFO, "subscriber.dependencies_back", subscription=self.sub.spec.name)
+                return
+            except Exception as exc:  # noqa: BLE001 - still down: wait longer
+                kv(log, logging.WARNING, "subscriber.dependency_down", subscription=self.sub.spec.name,
+                   error=repr(exc)[:300])
+            self._stop.wait(pause)
+            pause = min(10.0, pause * 2)
+
+    def _heal(self, exc: BaseException) -> bool:
+        from boxoffice.messaging.topology import recreate_if_missing
+
+        try:
+            healed = recreate_if_missing(self.sub.topology, exc, self.sub.publisher, self.subscriber)
+        except Exception as again:  # noqa: BLE001 - Pub/Sub still down: the backoff goes on
+            kv(log, logging.WARNING, "subscriber.topology_recreate_failed", error=repr(again)[:300])
+            return False
+        self.topology_recreated += healed
+        return healed
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                unavailable = self.stats.outcomes["unavailable"]
                 if self.run_once(self._pool) == 0:
                     self._stop.wait(self.idle_s)
+                elif self.stats.outcomes["unavailable"] > unavailable:
+                    self._wait_for_dependencies()
+                failures = 0
             except Exception as exc:  # noqa: BLE001 - the loop survives an emulator hiccup
-                kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name, error=repr(exc))
-                self._stop.wait(1.0)
+                failures += 1
+                kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name,
+                   error=repr(exc)[:300])
+                if self._heal(exc):
+                    continue
+                self._stop.wait(min(10.0, 0.25 * 2 ** failures))
 
     def start(self) -> "PullingSubscriber":
         from concurrent.futures import ThreadPoolExecutor
@@ -355,7 +421,8 @@ class PullingSubscriber:
 
     def status(self) -> dict[str, Any]:
         alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
-        return {"alive": alive, "pulls": self.pulls, "pulled": self.pulled, **self.stats.outcomes}
+        return {"alive": alive, "pulls": self.pulls, "pulled": self.pulled, "pullers": len(self._threads),
+                "topology_recreated": self.topology_recreated, "outages": self.outages, **self.stats.outcomes}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@
     analytics/{eventId}/shards/{NN}                 sharded sales counters of one event
     relay_leases/{group}.p{NN}                      which relay publishes outbox partition NN now
     relay_members/{group}.{relayId}                 a running relay's heartbeat (fair shares)
+    ops/outbox-repair                               the repair's watermark and last run (repair.py)
 
 The message id is the outbox document id (stable: derived from what happened), so a message
 published twice maps to the same processed record and the same email record.
@@ -25,6 +26,7 @@ ANALYTICS = "analytics"
 ANALYTICS_SHARDS = "shards"
 RELAY_LEASES = "relay_leases"
 RELAY_MEMBERS = "relay_members"
+OPS = "ops"
 # Counters are spread over shards so that a flash sale does not hammer one document
 # (Firestore sustains about one write a second per document).
 ANALYTICS_SHARD_COUNT = 10
@@ -62,3 +64,5 @@ def relay_lease_ref(db: firestore.Client, group: str, partition: int) -> firesto
 
 def relay_members_col(db: firestore.Client) -> firestore.CollectionReference:
     return db.collection(RELAY_MEMBERS)
+def repair_state_ref(db: firestore.Client) -> firestore.DocumentReference:
+    return db.collection(OPS).document("outbox-repair")

@@ -23,11 +23,11 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 
 def main(orders: int = 400) -> None:
-    from boxoffice.messaging import notify
-    from boxoffice.messaging.mailbox import LocalSmtpServer
-    from boxoffice.messaging.pipeline import drain
+    from boxoffice.messaging import email
+    from boxoffice.runtime.mailbox import LocalSmtpServer
+    from boxoffice.loadtest.pipeline_checks import drain
     from boxoffice.messaging.relay import sweep
-    from boxoffice.messaging.runner import SubscriberSettings, build_loops
+    from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
     from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology, publisher_client
     from boxoffice.runtime.emulators import firestore_client, running_stack
     from boxoffice.services.cancellations import cancel_order
@@ -62,7 +62,7 @@ def main(orders: int = 400) -> None:
                 publisher = publisher_client(batch_max_messages=500)
                 while sweep(db, publisher, topology, limit=500).full:
                     pass
-                mailer = notify.Mailer(notify.SmtpSettings.from_address(smtp.address), settings.smtp_connections)
+                mailer = email.Mailer(email.SmtpSettings.from_address(smtp.address), settings.smtp_connections)
                 loops = build_loops(db, topology, mailer, relay=False, settings=settings)
                 t0 = time.monotonic()
                 loops.start()

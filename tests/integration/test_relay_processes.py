@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.messaging.pipeline import unpublished_count
-from boxoffice.messaging.runner import subscriber_for
+from boxoffice.loadtest.pipeline_checks import unpublished_count
+from boxoffice.runtime.messaging_runner import subscriber_for
 from boxoffice.messaging.subscribers import Subscription
 from boxoffice.messaging.topology import SubscriptionSpec, Topology, delete_topology, ensure_topology, publisher_client
 from boxoffice.runtime.worker import wait_until

@@ -32,11 +32,13 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from boxoffice.domain.messages import MessageType
+from boxoffice.messaging.topology import ANALYTICS, ANALYTICS_TYPES
 from boxoffice.messaging.wire import Delivered
 from boxoffice.store.messaging import analytics_shard_ref, analytics_shards_col, processed_ref
 
-SUBSCRIPTION = "analytics"
-HANDLED = ("order.confirmed", "order.cancelled")
+SUBSCRIPTION = ANALYTICS
+HANDLED = ANALYTICS_TYPES
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def _fold(messages: Iterable[Delivered]) -> dict[str, Any]:
         p = d.payload
         qty = _int(p.get("quantity"))
         amount = _int(p["amount"]) if "amount" in p else qty * _int(p.get("unit_price"))
-        if d.type == "order.confirmed":
+        if d.type == MessageType.ORDER_CONFIRMED:
             adds = {"orders": 1, "tickets_sold": qty, "revenue": amount}
             minute = _minute_key(d.created_at)
             per_minute[minute] = per_minute.get(minute, 0) + qty

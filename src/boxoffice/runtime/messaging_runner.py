@@ -1,8 +1,8 @@
 """The messaging loops of one process: the outbox relay and the email and analytics subscribers.
 
 Each loop has ``name``, ``start()``, ``stop(timeout)`` and ``status()``, so the worker
-(runtime/worker.py, via messaging/loops.py) can host them; ``boxoffice messaging run`` and the
-simulator (loadtest/pipeline.py) run them on their own.
+(runtime/worker.py, via runtime/messaging_loops.py) can host them; ``boxoffice messaging run`` and the
+simulator (loadtest/sale_pipeline.py) run them on their own.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from boxoffice.messaging import analytics, notify
+from boxoffice.messaging import analytics, email
 from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
@@ -88,7 +88,7 @@ def firestore_probe(db: firestore.Client) -> Callable[[], None]:
     return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 
 
-def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
+def build_loops(db: firestore.Client, topology: Topology, mailer: email.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), settings: SubscriberSettings | None = None,
                 relay_settings: RelaySettings | None = None) -> MessagingLoops:
     """The loops, not started: the relay, a pulling subscriber with a batch handler for each
@@ -98,7 +98,7 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     settings = settings or SubscriberSettings()
     publisher = publisher_client()
 
-    def need_mailer() -> notify.Mailer:
+    def need_mailer() -> email.Mailer:
         if mailer is None:
             raise RuntimeError("build_loops: the email subscriber needs a mailer")
         return mailer
@@ -106,9 +106,9 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     senders = ThreadPoolExecutor(max_workers=mailer.connections if mailer else 1, thread_name_prefix="smtp")
 
     def email_batch(batch: list[Any]) -> dict[str, Any]:
-        return notify.handle_email_batch(db, need_mailer(), batch, run=senders.map)
+        return email.handle_email_batch(db, need_mailer(), batch, run=senders.map)
 
-    handlers = {EMAIL: lambda d: notify.handle_email(db, need_mailer(), d),
+    handlers = {EMAIL: lambda d: email.handle_email(db, need_mailer(), d),
                 ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     batch_handlers = {EMAIL: email_batch, ANALYTICS: lambda batch: analytics.handle_analytics_batch(db, batch)}
     database_answers = firestore_probe(db)

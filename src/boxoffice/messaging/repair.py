@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -45,7 +45,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.log import kv
 from boxoffice.messaging.topology import Topology
 from boxoffice.store.documents import OUTBOX
-from boxoffice.store.messaging import failure_ref, processed_ref, repair_state_ref
+from boxoffice.store.messaging import message_failure_ref, processed_ref, repair_state_ref
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _missing_subscriptions(db: firestore.Client, doc: dict[str, Any], message_id
         if doc.get("type") not in spec.types:
             continue
         handled = processed_ref(db, spec.name, message_id).path in records
-        dead = (records.get(failure_ref(db, spec.name, message_id).path) or {}).get("dead_lettered")
+        dead = (records.get(message_failure_ref(db, spec.name, message_id).path) or {}).get("dead_lettered")
         if not handled and not dead:
             missing.append(spec.name)
     return missing
@@ -92,7 +92,7 @@ def repair(db: firestore.Client, topology: Topology, *, now: datetime | None = N
     """Find published outbox messages that a subscription never handled and mark them for the
     relay to publish again. ``since`` overrides the watermark (an operator reaching further
     back); ``dry_run`` reports without changing anything."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     end = now - timedelta(seconds=grace_s)
     floor = now - timedelta(seconds=lookback_s)
     state = repair_state_ref(db).get().to_dict() or {}
@@ -125,7 +125,7 @@ def repair(db: firestore.Client, topology: Topology, *, now: datetime | None = N
         batch.update(snap.reference, {"published_at": None, "republished": firestore.Increment(1),
                                       "republished_at": firestore.SERVER_TIMESTAMP, "repaired_for": missing})
     if snaps and result.full:
-        last = snaps[-1].to_dict()["created_at"]
+        last = (snaps[-1].to_dict() or {})["created_at"]
         result.watermark = min(unsettled, default=last)
     else:
         result.watermark = min(unsettled, default=end)
@@ -148,7 +148,7 @@ def _records(db: firestore.Client, topology: Topology, snaps: list[Any]) -> dict
         kind = (snap.to_dict() or {}).get("type")
         for spec in topology.subscriptions:
             if kind in spec.types:
-                refs += [processed_ref(db, spec.name, snap.id), failure_ref(db, spec.name, snap.id)]
+                refs += [processed_ref(db, spec.name, snap.id), message_failure_ref(db, spec.name, snap.id)]
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(refs), READ_BATCH):
         for found in db.get_all(refs[i:i + READ_BATCH]):

@@ -189,6 +189,7 @@ def screenshots(out: Path) -> list[Path]:
             run_cli("buy", gig["id"], "--user", f"fan-{i}", "--quantity", str(1 + i % 4), "--key", "k")
         run_cli("buy", opera["id"], "--user", "fan-x", "--quantity", "4", "--key", "k")
         page = open_page(browser, site)
+        page.on("console", lambda m: print("page:", m.text, file=sys.stderr))
         sign_in(page, f"ann-{uuid.uuid4().hex[:6]}@example.com", create=True)
         page.locator(f"#event-{gig['id']} .left").filter(has_text="270 of 300 left").wait_for(timeout=60_000)
         page.locator(f"#qty-{gig['id']}").select_option("2")
@@ -196,7 +197,11 @@ def screenshots(out: Path) -> list[Path]:
         page.locator("#tickets li").nth(1).wait_for(timeout=60_000)
         page.locator(f"#event-{opera['id']} .badge").filter(has_text="Sold out").wait_for(timeout=60_000)
         page.locator(f"#wait-{opera['id']}").click()
-        page.locator(f"#event-{opera['id']} .waitlist-state").filter(has_text="waitlist").wait_for(timeout=60_000)
+        try:
+            page.locator(f"#event-{opera['id']} .waitlist-state").filter(has_text="waitlist").wait_for(timeout=60_000)
+        except Exception:
+            _shot(page, out / "failed.png")
+            raise
         written.append(_shot(page, out / "storefront.png"))
         phone = open_page(browser, site, width=390, height=844)
         written.append(_shot(phone, out / "storefront-phone.png"))

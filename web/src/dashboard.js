@@ -149,6 +149,7 @@ function drawChart(canvas, points) {
 
 function onUser(user, claims) {
   const organiser = Boolean(user && claims.organiser);
+  if (fb.config.demo_organiser) $('demo-hint').hidden = Boolean(user);
   $('board').hidden = !organiser;
   if (user && !organiser) say('This account is not an organiser: the dashboard is for organisers only.');
   else say('');

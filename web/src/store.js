@@ -78,6 +78,7 @@ function renderEvents() {
     updateCard(card, event);
   }
   for (const card of [...list.children]) if (!seen.has(card.dataset.eventId)) card.remove();
+  $('no-events').textContent = 'No events on sale yet.';
   $('no-events').hidden = state.events.size > 0;
 }
 

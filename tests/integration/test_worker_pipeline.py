@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from boxoffice.messaging import analytics
-from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV, worker_topology
+from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, worker_topology
 from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import delete_topology

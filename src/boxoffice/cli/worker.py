@@ -109,7 +109,7 @@ def status(
 ) -> None:
     """Each running worker's parts (state, pid, restarts, last error, last progress) and the
     backlog: outbox unpublished, undelivered per subscription, dead letters, summary lag."""
-    from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV
+    from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV
     from boxoffice.messaging.topology import default_topology
     from boxoffice.runtime import emulators as em
     from boxoffice.runtime.worker_report import worker_report

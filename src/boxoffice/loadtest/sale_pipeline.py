@@ -46,7 +46,7 @@ from boxoffice.loadtest.pipeline_checks import (
     audit_pipeline, drain, measure_raw_consume_rate, pipeline_figures, unpublished_count,
 )
 from boxoffice.runtime import mailbox as mbox
-from boxoffice.runtime.messaging_loops import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
+from boxoffice.runtime.root import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
 from boxoffice.messaging.topology import EMAIL, Topology, default_topology, delete_topology, ensure_topology
 from boxoffice.services.users import register_users
 

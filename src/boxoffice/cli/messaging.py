@@ -13,8 +13,20 @@ import typer
 from rich.table import Table
 
 from boxoffice import log as blog
-from boxoffice.cli.output import EXIT_BUSY, EXIT_REFUSED, JsonOpt, client, emit, err, money
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, measure_raw_consume_rate
+from boxoffice.cli.output import (
+    EXIT_BUSY,
+    EXIT_REFUSED,
+    JsonOpt,
+    client,
+    emit,
+    err,
+    money,
+)
+from boxoffice.loadtest.pipeline_checks import (
+    audit_pipeline,
+    drain,
+    measure_raw_consume_rate,
+)
 from boxoffice.messaging import email
 from boxoffice.messaging.analytics import read_stats
 from boxoffice.messaging.deadletter import list_dead_letters, replay
@@ -25,7 +37,7 @@ from boxoffice.messaging.topology import (
     publisher_client,
     subscriber_client,
 )
-from boxoffice.runtime import devstack
+from boxoffice.runtime import devstack, root
 from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.runtime.messaging_runner import build_loops
 
@@ -34,9 +46,9 @@ mail_app = typer.Typer(help="The local mailbox of the dev stack's SMTP server.",
 dlq_app = typer.Typer(help="Dead letters: messages subscribers gave up on.", no_args_is_help=True)
 
 
-def _topology(suffix: str = "") -> Any:
-    devstack.use_recorded_pubsub()
-    return default_topology(suffix=suffix)
+def _topology() -> Any:
+    """The dev stack's topology (not created: `messaging topology` and `dev up` create it)."""
+    return root.local_topology(create=False) or default_topology()
 
 
 @messaging_app.command("topology")
@@ -64,7 +76,7 @@ def run_cmd(
     blog.configure(logging.INFO)
     topo = _topology()
     ensure_topology(topo)
-    mailer = email.Mailer(email.SmtpSettings.from_env(devstack.smtp_address()))
+    mailer = email.Mailer(root.smtp_settings() or email.SmtpSettings.from_env())
     loops = build_loops(client(), topo, mailer, relay=not no_relay, threads=threads).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

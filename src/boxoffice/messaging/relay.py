@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.log import kv
 from boxoffice.messaging import wire
-from boxoffice.messaging.topology import Topology
+from boxoffice.messaging.topology import Topology, publisher_client, recreate_if_missing
 from boxoffice.store.documents import OUTBOX, outbox_ref
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,6 @@ class OutboxRelay:
 
     def __init__(self, db: firestore.Client, topology: Topology, *, publisher: Any = None,
                  idle_s: float = 0.1, limit: int = 500) -> None:
-        from boxoffice.messaging.topology import publisher_client
 
         self.db = db
         self.topology = topology
@@ -159,7 +157,6 @@ class OutboxRelay:
 
     def _heal(self, exc: BaseException) -> bool:
         """The topic is gone (a restarted emulator): create the topology again, then retry."""
-        from boxoffice.messaging.topology import recreate_if_missing
 
         try:
             healed = recreate_if_missing(self.topology, exc, self.publisher)

@@ -46,7 +46,13 @@ from google.cloud import firestore
 
 from boxoffice.log import kv
 from boxoffice.messaging import deadletter, wire
-from boxoffice.messaging.topology import SubscriptionSpec, Topology, unary_pull
+from boxoffice.messaging.topology import (
+    SubscriptionSpec,
+    Topology,
+    recreate_if_missing,
+    subscriber_client,
+    unary_pull,
+)
 from boxoffice.store.messaging import message_failure_ref
 
 log = logging.getLogger(__name__)
@@ -193,7 +199,6 @@ class StreamingSubscriber:
 
     def __init__(self, sub: Subscription, *, subscriber: Any = None, max_outstanding: int = 200,
                  threads: int = 8) -> None:
-        from boxoffice.messaging.topology import subscriber_client
 
         self.sub = sub
         self.name = f"subscriber-{sub.spec.name}"
@@ -250,7 +255,6 @@ class PullingSubscriber:
 
     def __init__(self, sub: Subscription, *, subscriber: Any = None, batch: int = 100, threads: int = 8,
                  idle_s: float = 0.1, probe: Callable[[], None] | None = None) -> None:
-        from boxoffice.messaging.topology import subscriber_client
 
         self.sub = sub
         # Raises while a dependency of the handler (Firestore, SMTP) is down: after a batch with
@@ -309,7 +313,6 @@ class PullingSubscriber:
             pause = min(10.0, pause * 2)
 
     def _heal(self, exc: BaseException) -> bool:
-        from boxoffice.messaging.topology import recreate_if_missing
 
         try:
             healed = recreate_if_missing(self.sub.topology, exc, self.sub.publisher, self.subscriber)

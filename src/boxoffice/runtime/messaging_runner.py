@@ -15,8 +15,13 @@ from google.cloud import firestore
 
 from boxoffice.messaging import analytics, email
 from boxoffice.messaging.relay import OutboxRelay
-from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
+from boxoffice.messaging.subscribers import (
+    PullingSubscriber,
+    StreamingSubscriber,
+    Subscription,
+)
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
+from boxoffice.store.messaging import PROCESSED
 
 
 @dataclass
@@ -58,7 +63,6 @@ def subscriber_for(sub: Subscription, *, threads: int = 8, max_outstanding: int 
 
 def firestore_probe(db: firestore.Client) -> Callable[[], None]:
     """Raises unless Firestore answers a one-document read within 5 s."""
-    from boxoffice.store.messaging import PROCESSED
 
     return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 

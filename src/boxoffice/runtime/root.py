@@ -46,7 +46,7 @@ from boxoffice.messaging.topology import (
 from boxoffice.runtime import devstack
 from boxoffice.runtime import emulators as em
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
-from boxoffice.runtime.messaging_runner import build_loops
+from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 from boxoffice.runtime.worker import BackgroundLoop, PeriodicLoop, Worker
 from boxoffice.services.holds import release_expired_holds
 
@@ -194,17 +194,20 @@ def email_part(db: firestore.Client) -> BackgroundLoop:
     topology = local_topology()
     if topology is None:
         return SkippedLoop(EMAIL_LOOP, _NO_PUBSUB)
-    settings = smtp_settings()
-    if settings is None:
+    smtp = smtp_settings()
+    if smtp is None:
         return SkippedLoop(EMAIL_LOOP, _NO_SMTP)
-    return build_loops(db, topology, email.Mailer(settings), relay=False, subscriptions=(EMAIL,)).subscribers[0]
+    settings = SubscriberSettings.from_env()
+    mailer = email.Mailer(smtp, settings.smtp_connections)
+    return build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL,), settings=settings).subscribers[0]
 
 
 def analytics_part(db: firestore.Client) -> BackgroundLoop:
     topology = local_topology()
     if topology is None:
         return SkippedLoop(ANALYTICS_LOOP, _NO_PUBSUB)
-    return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,)).subscribers[0]
+    return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,),
+                       settings=SubscriberSettings.from_env()).subscribers[0]
 
 
 def repair_part(db: firestore.Client) -> BackgroundLoop:

@@ -7,6 +7,10 @@ import os
 import typer
 
 from boxoffice.cli.output import EXIT_INPUT, EXIT_NO_EMULATOR
+from boxoffice.runtime import auth_emulator
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.emulator_users import emulator_token, set_claims
+from boxoffice.runtime.emulator_users import mint_tokens as mint
 
 
 def serve(
@@ -24,8 +28,6 @@ def serve(
     import uvicorn
 
     from boxoffice.api.app import ProductionMisconfigured, require_no_emulators
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime import emulators as em
 
     own_auth: auth_emulator.AuthEmulator | None = None
     if production:
@@ -54,9 +56,6 @@ def serve(
                 # Not the dev stack's: ours alone, stopped when serve stops (also on SIGTERM).
                 auth = own_auth = auth_emulator.start_auth_emulator(os.environ["GOOGLE_CLOUD_PROJECT"])
             os.environ[auth_emulator.ENV] = auth.host
-    typer.echo(f"boxoffice API on http://{host}:{port} (project {os.environ['GOOGLE_CLOUD_PROJECT']}, "
-               f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
-               err=True)
 
     def stop_on_sigterm(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -64,15 +63,42 @@ def serve(
     # uvicorn shuts down on SIGTERM, then restores this handler and raises the signal again:
     # SystemExit then unwinds through the `finally` below instead of killing the process.
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    from boxoffice.runtime import storefront
+
     try:
+        project = os.environ["GOOGLE_CLOUD_PROJECT"]
+        if not production:
+            _prepare_local_pages(project)
+        typer.echo(f"boxoffice API on http://{host}:{port} (project {project}, "
+                   f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
+                   err=True)
+        typer.echo(f"storefront: http://{host}:{port}/app/   dashboard: http://{host}:{port}/app/dashboard.html",
+                   err=True)
+        storefront.record_url(f"http://{host}:{port}")
         # Client addresses (rate limits) come from the socket, or from X-Forwarded-For only as
         # far as BOXOFFICE_TRUSTED_PROXY_HOPS says (api.ratelimit), never from uvicorn's rewrite.
         uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", proxy_headers=False)
     finally:
+        storefront.forget_url()
         signal.signal(signal.SIGTERM, previous)
         if own_auth is not None:
             auth_emulator.stop_auth_emulator(own_auth)
+
+
+def _prepare_local_pages(project: str) -> None:
+    """What the pages need from the local emulators: firestore.rules enforced for them, and the
+    demo organiser account the dashboard page names."""
+    from boxoffice.api.web import DEMO_ORGANISER, web_dir
+    from boxoffice.runtime import auth_emulator
+    from boxoffice.runtime.emulator_users import ensure_organiser
+    from boxoffice.runtime.emulators import load_rules
+
+    load_rules(os.environ["FIRESTORE_EMULATOR_HOST"], project)
+    ensure_organiser(os.environ[auth_emulator.ENV], project, DEMO_ORGANISER["email"], DEMO_ORGANISER["password"])
+    if not (web_dir() / "dist").is_dir():
+        typer.echo("The storefront is not built: run `make web` first (it needs `npm ci`).", err=True)
+>>>>>>> main
 
 
 def mint_tokens(
@@ -81,14 +107,11 @@ def mint_tokens(
     organiser: bool = typer.Option(False, help="Also create one organiser, printed first as PREFIX-org."),
 ) -> None:
     """Create users in the dev Auth emulator and print `uid<TAB>ID token` lines (emulator only)."""
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime.emulator_users import emulator_token, mint_tokens as mint, set_claims
 
     host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
     if not host:
         typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
         raise typer.Exit(EXIT_NO_EMULATOR)
-    from boxoffice.runtime import emulators as em
 
     rec = em.recorded_stack()
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (rec.project if rec else "demo-boxoffice")

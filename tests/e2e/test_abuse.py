@@ -63,6 +63,7 @@ def test_reserved_ids_are_refused_on_every_route_taking_an_id(http, user, event_
                                              headers=org.headers),
         "sale status": lambda: http.put(f"/v1/events/{bad}/sale-status", json={"status": "paused"},
                                         headers=org.headers),
+        "dashboard": lambda: http.get(f"/v1/events/{bad}/dashboard", headers=org.headers),
     }
     for what, request in requests.items():
         before = dump()
@@ -98,6 +99,7 @@ def test_a_draft_is_visible_only_to_its_organiser(http, user, event_of, dump):
     refused_and_nothing_written(dump, lambda: http.put(f"/v1/events/{draft['id']}/sale-status",
                                                        json={"status": "on_sale"}, headers=other_org.headers),
                                 404, "event_not_found")
+    assert_problem(http.get(f"/v1/events/{draft['id']}/dashboard", headers=other_org.headers), 404, "event_not_found")
 
 
 # --- 4. production mode with emulator variables --------------------------------------------------

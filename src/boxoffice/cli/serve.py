@@ -98,7 +98,6 @@ def _prepare_local_pages(project: str) -> None:
     ensure_organiser(os.environ[auth_emulator.ENV], project, DEMO_ORGANISER["email"], DEMO_ORGANISER["password"])
     if not (web_dir() / "dist").is_dir():
         typer.echo("The storefront is not built: run `make web` first (it needs `npm ci`).", err=True)
->>>>>>> main
 
 
 def mint_tokens(

@@ -26,7 +26,7 @@ def sale_dashboard(event_id: EventId, caller: Organiser, db: Db) -> SaleFiguresO
     """The event's sale figures for its organiser (any organiser for an event created by an
     operator tool, which has no `organiser_id`): emails by state, dead letters, sales analytics,
     and the admission queue when purchases go through one (`queue` null otherwise)."""
-    event, _ = events.get_event(db, event_id)
+    event, _ = events.show_event(db, event_id, caller.uid)  # another's draft: not found
     if event.organiser_id is not None and event.organiser_id != caller.uid:
         raise ApiProblem(403, "not_event_organiser",
                          f"only the organiser of event {event_id!r} may see its sale figures")

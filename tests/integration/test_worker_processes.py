@@ -328,3 +328,14 @@ def test_cut_off_from_firestore_the_worker_waits_and_catches_up_when_it_is_back(
     assert report.drained, report
     assert caught_up
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
+
+
+def test_a_part_that_cannot_start_is_restarted_with_growing_backoff_and_says_why(stack, tmp_path):
+    sup = Supervisor(["no-such-part"], state_dir=tmp_path / "state", env=dict(os.environ))
+    with sup:
+        assert wait_until(lambda: sup.view().parts[0].restarts >= 2, 60), sup.view()
+        part = sup.view().parts[0]
+        record = sup.parts["no-such-part"]
+    assert part.last_exit == "exited with code 1"
+    assert "part.build_failed" in (part.last_error or "") and "no-such-part" in part.last_error
+    assert record.failures_in_a_row >= 2 and len(set(record.pids)) == record.restarts + 1

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology
 from boxoffice.runtime.supervisor import Supervisor
@@ -27,13 +26,6 @@ from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.users import register_users
 
 PIPELINE_PARTS = ["outbox-relay", "subscriber-email", "subscriber-analytics"]
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

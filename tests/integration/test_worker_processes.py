@@ -179,9 +179,12 @@ def test_after_a_pubsub_restart_the_worker_heals_itself_and_repair_resends_what_
     # Healed in place: no part had to be restarted, and they say what they did.
     assert all(p.restarts == 0 for p in parts.values()), parts
     assert sum(p.status.get("topology_recreated", 0) for p in parts.values()) >= 1, parts
-    repaired = [mid for mid, d in _outbox_of(db, event.id).items() if d.get("republished")]
-    lost_orders = {f"{u}" for u in lost}
-    assert repaired and all(_outbox_of(db, event.id)[mid]["payload"]["user_id"] in lost_orders for mid in repaired)
+    outbox = _outbox_of(db, event.id)
+    repaired = {mid for mid, d in outbox.items() if d.get("republished")}
+    lost_messages = {mid for mid, d in outbox.items() if d["payload"]["user_id"] in set(lost)}
+    # Every message the emulator lost was re-sent (on a slow machine a message merely slower than
+    # the 3 s grace may be re-sent too: harmless, the subscribers skip what they did).
+    assert lost_messages and lost_messages <= repaired, (lost_messages - repaired)
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
 
 

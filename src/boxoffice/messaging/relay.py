@@ -75,6 +75,7 @@ class RelaySettings:
     """The relay's knobs (defaults measured: docs/parts/messaging.md)."""
 
     batch: int = 500  # messages handed to the publisher per round
+    linger_s: float = 0.05  # after a wake-up, wait this long for more messages (fewer, larger commits)
     max_latency_s: float = 0.01  # the client's batch window per ordering key
     sweep_s: float = 5.0  # the backstop query
     sweep_limit: int = 2000
@@ -248,16 +249,16 @@ class OutboxRelay:
         failures = 0
         next_renew = next_sweep = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            # Lease upkeep and the backstop sweep never hold up publishing: a slow or failing
+            # database call there leaves the leases still valid (by the local clock) to use.
+            if now >= next_renew:
+                next_renew = now + (s.leases.renew_s if self._guarded("renew", self.leases.renew) else 1.0)
+            if now >= next_sweep:
+                self._guarded("sweep", self._listen, self._sweep_into_pending)
+                next_sweep = now + s.sweep_s
             pause = 0.0
             try:
-                now = time.monotonic()
-                if now >= next_renew:
-                    self.leases.renew()
-                    next_renew = now + s.leases.renew_s
-                if now >= next_sweep:
-                    self._listen()
-                    self._sweep_into_pending()
-                    next_sweep = now + s.sweep_s
                 self._wake.clear()
                 result = self.run_once()
                 failures = failures + 1 if result.failed else 0
@@ -271,12 +272,22 @@ class OutboxRelay:
                 self.errors += 1
                 failures += 1
                 pause = min(5.0, 0.2 * 2 ** failures)
-                kv(log, logging.WARNING, "outbox.round_failed", error=repr(exc))
+                kv(log, logging.WARNING, "outbox.round_failed", error=repr(exc)[:300])
             if pause:
                 if failures:
                     self._stop.wait(pause)
-                else:
-                    self._wake.wait(pause)
+                elif self._wake.wait(pause) and s.linger_s and self.pending() < s.batch:
+                    self._stop.wait(s.linger_s)
+
+    def _guarded(self, what: str, *steps: Any) -> bool:
+        try:
+            for step in steps:
+                step()
+            return True
+        except Exception as exc:  # noqa: BLE001 - retried on the next turn of the loop
+            self.errors += 1
+            kv(log, logging.WARNING, f"outbox.{what}_failed", error=repr(exc)[:300])
+            return False
 
     def _heal(self, exc: BaseException) -> bool:
         """The topic is gone (a restarted emulator): create the topology again, then retry."""

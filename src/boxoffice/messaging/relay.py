@@ -185,10 +185,13 @@ class OutboxRelay:
         self.errors = 0
         self.topology_recreated = 0
         self._pending: dict[str, dict[str, Any]] = {}
+        self._published_at: dict[str, float] = {}  # recently published ids (monotonic time)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._round = threading.Lock()  # held while a round publishes (a lease is released outside one)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._upkeep_thread: threading.Thread | None = None
         self._watch: Any = None
 
     # --- what is unpublished ----------------------------------------------------------------
@@ -214,9 +217,14 @@ class OutboxRelay:
         self._watch = unpublished_query(self.db).on_snapshot(self._on_snapshot)
 
     def _sweep_into_pending(self) -> None:
+        started = time.monotonic()
         found = {s.id: s.to_dict() or {} for s in unpublished_query(self.db, self.settings.sweep_limit).stream()}
         with self._lock:
-            self._pending.update(found)
+            # A message published while the query ran may still be in its result: skip those.
+            self._pending.update({mid: doc for mid, doc in found.items()
+                                  if self._published_at.get(mid, 0.0) < started})
+            horizon = time.monotonic() - 4 * self.settings.sweep_s
+            self._published_at = {mid: t for mid, t in self._published_at.items() if t > horizon}
 
     def pending(self) -> int:
         with self._lock:
@@ -226,37 +234,49 @@ class OutboxRelay:
 
     def run_once(self) -> SweepResult:
         """Publish the pending messages of the partitions held (oldest first, up to a batch)."""
-        usable = self.leases.usable()
-        partitions = self.settings.leases.partitions
-        with self._lock:
-            mine = [(mid, doc) for mid, doc in self._pending.items()
-                    if partition_of(str(doc.get("ordering_key") or doc.get("event_id") or ""), partitions) in usable]
-        mine.sort(key=_order)
-        chosen = mine[:self.settings.batch]
-        if not chosen:
-            return SweepResult(0, 0, False)
-        result = publish_and_mark(self.db, self.publisher, self.topology, chosen, published_by=self.leases.relay_id)
+        with self._round:
+            usable = self.leases.usable()
+            partitions = self.settings.leases.partitions
+            with self._lock:
+                mine = [(mid, doc) for mid, doc in self._pending.items()
+                        if partition_of(str(doc.get("ordering_key") or doc.get("event_id") or ""), partitions) in usable]
+            mine.sort(key=_order)
+            chosen = mine[:self.settings.batch]
+            if not chosen:
+                return SweepResult(0, 0, False)
+            result = publish_and_mark(self.db, self.publisher, self.topology, chosen,
+                                      published_by=self.leases.relay_id)
+        now = time.monotonic()
         with self._lock:
             for mid in result.ok:
                 self._pending.pop(mid, None)
+                self._published_at[mid] = now
         self.rounds += 1
         self.published += len(result.ok)
         self.failed += result.failed
         return SweepResult(len(result.ok), result.failed, len(mine) > len(chosen), result.error)
 
-    def _run(self) -> None:
+    def _upkeep(self) -> None:
+        """Leases and the backstop sweep, on a thread of their own: under load a lease round trip
+        or the sweep's query can take seconds, and publishing must not wait for them."""
         s = self.settings
-        failures = 0
         next_renew = next_sweep = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            # Lease upkeep and the backstop sweep never hold up publishing: a slow or failing
-            # database call there leaves the leases still valid (by the local clock) to use.
             if now >= next_renew:
-                next_renew = now + (s.leases.renew_s if self._guarded("renew", self.leases.renew) else 1.0)
+                renewed = self._guarded("renew", lambda: self.leases.renew(self._round))
+                next_renew = time.monotonic() + (s.leases.renew_s if renewed else 1.0)
+                self._wake.set()  # partitions may have been gained
             if now >= next_sweep:
                 self._guarded("sweep", self._listen, self._sweep_into_pending)
-                next_sweep = now + s.sweep_s
+                next_sweep = time.monotonic() + s.sweep_s
+                self._wake.set()
+            self._stop.wait(max(0.05, min(next_renew, next_sweep) - time.monotonic()))
+
+    def _run(self) -> None:
+        s = self.settings
+        failures = 0
+        while not self._stop.is_set():
             pause = 0.0
             try:
                 self._wake.clear()
@@ -267,7 +287,7 @@ class OutboxRelay:
                 if result.failed:
                     pause = min(5.0, 0.2 * 2 ** failures)
                 elif not result.full:
-                    pause = max(0.0, min(next_renew, next_sweep) - time.monotonic())
+                    pause = 1.0  # woken earlier by the listener, the upkeep thread or stop()
             except Exception as exc:  # noqa: BLE001 - a loop must survive a Firestore hiccup
                 self.errors += 1
                 failures += 1
@@ -303,12 +323,15 @@ class OutboxRelay:
 
     def start(self) -> "OutboxRelay":
         self._stop.clear()
+        self._upkeep_thread = threading.Thread(target=self._upkeep, name=f"{self.name}-upkeep", daemon=True)
+        self._upkeep_thread.start()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
 
     def status(self) -> dict[str, Any]:
-        return {"alive": bool(self._thread and self._thread.is_alive()), "published": self.published,
+        alive = all(t is not None and t.is_alive() for t in (self._thread, self._upkeep_thread))
+        return {"alive": alive, "published": self.published,
                 "failed": self.failed, "rounds": self.rounds, "errors": self.errors, "pending": self.pending(),
                 "topology_recreated": self.topology_recreated,
                 "partitions": self.leases.held(), "relay_id": self.leases.relay_id}
@@ -316,9 +339,10 @@ class OutboxRelay:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._upkeep_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._upkeep_thread = None
         if self._watch is not None:
             self._watch.unsubscribe()
             self._watch = None

@@ -67,8 +67,10 @@ def partition_of(ordering_key: str, partitions: int) -> int:
 
 
 class PartitionLeases:
-    """The leases one relay holds. Not thread-safe: the relay's loop thread calls ``renew`` between
-    publish rounds (so a released partition has nothing in flight) and ``usable`` before one."""
+    """The leases one relay holds. ``renew`` runs on the relay's upkeep thread, ``usable`` on its
+    publishing thread before each round. A surplus partition is first withdrawn from ``usable``,
+    then released only once ``quiet`` (held by the publishing thread during a round) is free, so
+    a released partition has nothing in flight."""
 
     def __init__(self, db: firestore.Client, group: str, settings: LeaseSettings | None = None,
                  relay_id: str | None = None) -> None:
@@ -143,7 +145,7 @@ class PartitionLeases:
                 self._valid_until[p] = sent + self.settings.ttl_s - self.settings.margin_s
         return True
 
-    def renew(self) -> list[int]:
+    def renew(self, quiet: threading.Lock | None = None) -> list[int]:
         """One round: heartbeat, renew the leases held, release a surplus, claim up to the fair
         share. Returns the partitions held afterwards."""
         s = self.settings
@@ -168,8 +170,16 @@ class PartitionLeases:
                         self._valid_until.pop(p, None)
                 if lapsed:
                     free.append(p)
-        for p in mine[share:]:  # surplus: hand it back for a newcomer
-            self._write(p, snaps.get(p), None)
+        surplus = mine[share:]
+        if surplus:  # hand it back for a newcomer, once no round is publishing it
+            with self._lock:
+                for p in surplus:
+                    self._valid_until.pop(p, None)
+            if quiet is not None:
+                with quiet:
+                    pass
+            for p in surplus:
+                self._write(p, snaps.get(p), None)
         keep = mine[:share]
         if keep and not self._renew_together(keep, snaps):
             for p in keep:  # one was taken meanwhile: find out which, one by one

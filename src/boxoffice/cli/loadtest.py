@@ -65,6 +65,8 @@ def simulate(
                                          "subscribers side by side (each part its own process)."),
     capacity: bool = typer.Option(True, "--capacity/--no-capacity", help="--pipeline: after the sale, measure the "
                                   "pipeline on a backlog of the sale's message mix with one worker and with two."),
+    open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
+                                   "serve` in a browser (its URL is printed anyway); turns --worker on."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -75,7 +77,12 @@ def simulate(
     from boxoffice.loadtest.report import print_report, write_json, write_plot
     from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
     from boxoffice.runtime import emulators as em
+    from boxoffice.runtime.storefront import announce_dashboard
 
+    watch = announce_dashboard(open_page)
+    if watch:
+        err.print(watch)
+    worker = worker or open_page
     try:
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,

@@ -28,6 +28,7 @@ In production: a Cloud Function per outbox document plus a scheduled sweep for s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -79,7 +80,17 @@ class RelaySettings:
     max_latency_s: float = 0.01  # the client's batch window per ordering key
     sweep_s: float = 5.0  # the backstop query
     sweep_limit: int = 2000
+    # Driven by a listener on unpublished outbox documents. On the Firestore EMULATOR an active
+    # listener slows the commits that touch the documents it watches (measured: purchase-like
+    # commits p50 4-5x slower with a listener process on the outbox query), so
+    # BOXOFFICE_RELAY_LISTEN=0 switches to a query every ``poll_s`` for side-by-side figures.
+    listen: bool = True
+    poll_s: float = 0.2
     leases: LeaseSettings = field(default_factory=LeaseSettings)
+
+    @classmethod
+    def from_env(cls) -> "RelaySettings":
+        return cls(listen=os.environ.get("BOXOFFICE_RELAY_LISTEN", "1") != "0")
 
 
 def unpublished_query(db: firestore.Client, limit: int | None = None) -> Any:
@@ -268,8 +279,9 @@ class OutboxRelay:
                 next_renew = time.monotonic() + (s.leases.renew_s if renewed else 1.0)
                 self._wake.set()  # partitions may have been gained
             if now >= next_sweep:
-                self._guarded("sweep", self._listen, self._sweep_into_pending)
-                next_sweep = time.monotonic() + s.sweep_s
+                steps = (self._listen, self._sweep_into_pending) if s.listen else (self._sweep_into_pending,)
+                self._guarded("sweep", *steps)
+                next_sweep = time.monotonic() + (s.sweep_s if s.listen else s.poll_s)
                 self._wake.set()
             self._stop.wait(max(0.05, min(next_renew, next_sweep) - time.monotonic()))
 

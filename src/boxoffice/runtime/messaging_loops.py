@@ -63,10 +63,10 @@ _NO_PUBSUB = "no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST or run `boxoffice de
 
 
 def relay_loop(db: Any) -> Any:
-    from boxoffice.messaging.relay import OutboxRelay
+    from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 
     topology = worker_topology()
-    return OutboxRelay(db, topology) if topology else SkippedLoop(RELAY, _NO_PUBSUB)
+    return OutboxRelay(db, topology, settings=RelaySettings.from_env()) if topology else SkippedLoop(RELAY, _NO_PUBSUB)
 
 
 def email_loop(db: Any) -> Any:

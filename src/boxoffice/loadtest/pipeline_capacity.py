@@ -27,7 +27,7 @@ from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.relay import sweep
 from boxoffice.messaging.topology import Topology, publisher_client
 from boxoffice.runtime.mailbox import Mailbox
-from boxoffice.runtime.messaging_loops import ANALYTICS_LOOP, EMAIL_LOOP
+from boxoffice.runtime.root import ANALYTICS_LOOP, EMAIL_LOOP
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets

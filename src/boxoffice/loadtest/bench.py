@@ -35,9 +35,8 @@ from boxoffice.loadtest.simulator import (
     percentiles,
     run_simulation,
 )
-from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.store.events import insert_events
-from boxoffice.store.purchases import CommitMode, ShardRouter
 
 TARGETS = {
     "sharded_vs_ceiling_sales": 0.5,  # at least
@@ -58,9 +57,6 @@ def measure_ceiling(
         for i in range(buyers)
     ]
     insert_events(db, events)
-    router = ShardRouter()
-    for event in events:
-        router.learn_event(event)
     latencies: list[float] = []
     failures: dict[str, int] = {}
     lock = threading.Lock()
@@ -68,8 +64,8 @@ def measure_ceiling(
     def buy(i: int) -> None:
         started = time.perf_counter()
         try:
-            purchase_tickets(db, events[i].id, f"ceil-user-{i}", 1, "k", mode=mode,
-                             deadline_s=deadline_s, rng=random.Random(i), router=router)
+            purchase_directly(db, events[i].id, f"ceil-user-{i}", 1, "k", mode=mode,
+                              deadline_s=deadline_s, rng=random.Random(i))
             kind = None
         except errors.BoxofficeError as exc:
             kind = exc.code
@@ -123,7 +119,7 @@ def run_bench(
             buyers=buyers, tickets=tickets, concurrency=concurrency, strategy=strategy,
             commit=commit, deadline_s=deadline_s, seed=seed))
 
-    sharded = simulate(Strategy.SHARDED, CommitMode.GUARDED_BATCH).report()
+    sharded = simulate(Strategy.QUEUED, CommitMode.GUARDED_BATCH).report()
     single_txn = simulate(Strategy.SINGLE_DOCUMENT, CommitMode.TRANSACTION).report()
     single_batch = simulate(Strategy.SINGLE_DOCUMENT, CommitMode.GUARDED_BATCH).report()
     best_single = max(single_txn["sales_per_s"], single_batch["sales_per_s"])

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from boxoffice.domain import errors
-from boxoffice.store.purchases import CommitMode
+from boxoffice.loadtest.baselines import CommitMode
 
 if TYPE_CHECKING:
     from boxoffice.loadtest.simulator import SimulationConfig
@@ -44,9 +44,13 @@ def simulate(
     concurrency: int = typer.Option(200, min=1, max=1000, help="Buyers in flight at once."),
     max_quantity: int = typer.Option(1, min=1, max=50, help="Each buyer asks for 1..Q tickets."),
     shards: int | None = typer.Option(None, min=1, max=200, help="Inventory shards (default: event default)."),
-    strategy: str = typer.Option("sharded", help="sharded | single-document (the naive baseline)."),
+    strategy: str = typer.Option("queued", help="queued (admission queue + batch allocator) | direct-sharded | "
+                                 "single-document (baselines: one purchase per commit)."),
     commit: str = typer.Option("transaction", help="single-document only: transaction | batch."),
-    instances: int = typer.Option(1, min=1, help="Independent app instances (shard routers) the buyers are spread over."),
+    instances: int = typer.Option(1, min=1, help="App instances: N > 1 runs the buyers in N OS processes that open "
+                                  "the sale together (concurrency / N threads each)."),
+    allocators: int = typer.Option(1, min=0, max=8, help="Allocator processes started for the run (queued "
+                                   "strategy; one holds the lease, the rest stand by). 0: use running ones."),
     deadline: float = typer.Option(10.0, min=0.1, help="Seconds a buyer keeps retrying under contention."),
     hold_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of buyers who hold (a cart) first."),
     confirm_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of holders who confirm; the rest let the hold expire."),
@@ -81,7 +85,7 @@ def simulate(
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
-            deadline_s=deadline, seed=seed, instances=instances, hold_share=hold_share,
+            deadline_s=deadline, seed=seed, instances=instances, allocators=allocators, hold_share=hold_share,
             confirm_share=confirm_share, cancel_share=cancel_share, hold_ttl_s=hold_ttl, worker=worker,
         )
     except ValueError as exc:

@@ -251,8 +251,8 @@ def run_via_api(db: firestore.Client, config: SimulationConfig, target: ApiTarge
 def check_config(config: SimulationConfig) -> None:
     """What the API can run: sharded purchases only (holds and cancellations have no route yet)."""
     problems = []
-    if config.strategy is not Strategy.SHARDED:
-        problems.append("--via-api runs the sharded strategy only (the API always buys from shards)")
+    if config.strategy is not Strategy.QUEUED:
+        problems.append("--via-api runs the queued strategy only (the API always buys through the allocator)")
     if config.hold_share or config.cancel_share:
         problems.append("--via-api does not run holds or cancellations yet")
     if problems:

@@ -40,8 +40,10 @@ class AllocatorLoop:
         holder: str | None = None,
         batch_size: int = DEFAULT_BATCH,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        summary: bool = True,
     ) -> None:
         self.db = db
+        self.summary = summary
         self.holder = holder or f"allocator-{new_instance_id()}"
         self.batch_size = batch_size
         self.lease_ttl_s = lease_ttl_s
@@ -93,7 +95,8 @@ class AllocatorLoop:
 
     def _launch(self, event_id: str) -> None:
         allocator = EventAllocator(self.db, admission_queue(self.db.project), event_id, self.holder,
-                                   batch_size=self.batch_size, lease_ttl_s=self.lease_ttl_s)
+                                   batch_size=self.batch_size, lease_ttl_s=self.lease_ttl_s,
+                                   write_summary=self.summary)
         stop = threading.Event()
         thread = threading.Thread(target=self._run_event, args=(allocator, stop), name=f"allocator-{event_id}",
                                   daemon=True)
@@ -122,7 +125,22 @@ class AllocatorLoop:
                 time.sleep(0.5)
 
 
-register_loop("allocator", lambda db: AllocatorLoop(db))
+def _from_settings(db: firestore.Client) -> AllocatorLoop:
+    """The loop with its settings from the environment (a Cloud Run service's configuration):
+    BOXOFFICE_ALLOCATOR_BATCH (requests per commit), BOXOFFICE_ALLOCATOR_LEASE_TTL_S, and
+    BOXOFFICE_ALLOCATOR_SUMMARY=off when something else keeps the event summary (tests of the
+    inventory trigger alone)."""
+    import os
+
+    return AllocatorLoop(
+        db,
+        batch_size=int(os.environ.get("BOXOFFICE_ALLOCATOR_BATCH", DEFAULT_BATCH)),
+        lease_ttl_s=float(os.environ.get("BOXOFFICE_ALLOCATOR_LEASE_TTL_S", DEFAULT_LEASE_TTL_S)),
+        summary=os.environ.get("BOXOFFICE_ALLOCATOR_SUMMARY", "on") != "off",
+    )
+
+
+register_loop("allocator", _from_settings)
 
 
 class AllocatorProcesses:
@@ -130,12 +148,13 @@ class AllocatorProcesses:
     the bench, the demo and the tests: real OS processes, stopped by their own process ids."""
 
     def __init__(self, firestore_host: str, pubsub_host: str, project: str, *, count: int = 1,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, settings: dict[str, str] | None = None) -> None:
         import os
         import tempfile
 
         self.env = dict(os.environ, FIRESTORE_EMULATOR_HOST=firestore_host, PUBSUB_EMULATOR_HOST=pubsub_host,
-                        GOOGLE_CLOUD_PROJECT=project, GCLOUD_PROJECT=project, PYTHONUNBUFFERED="1")
+                        GOOGLE_CLOUD_PROJECT=project, GCLOUD_PROJECT=project, PYTHONUNBUFFERED="1",
+                        **(settings or {}))
         self.count = count
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="boxoffice-allocator-")
         self.procs: list[Any] = []

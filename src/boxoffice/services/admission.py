@@ -4,8 +4,9 @@
 
 1. read, in one round trip, the request's answer document (its id derives from the user and
    the idempotency key) and the event. An answer already there is a replay: a grant is
-   returned as it is; a refusal is asked again (with the next attempt number), since a refused
-   key may succeed later. The same key with other parameters is ``IdempotencyConflict``.
+   returned as it is (the same key with other parameters is ``IdempotencyConflict``); a
+   refusal binds nothing, as before the queue: the key is asked again, with any parameters,
+   under the next attempt number, and may succeed this time.
    Refusals that need no queue are answered at once with nothing written: unknown event, sale
    not open, bad quantity.
 2. publish the request to the event's admission queue (``messaging.admission``);
@@ -53,11 +54,11 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     req_snap, ev_snap = _get_two(db, request_ref(db, request.id), event_ref(db, request.event_id))
     if req_snap.exists:
         prior = answer_from_doc(request.id, req_snap.to_dict() or {})
-        if not prior.same_request(request):
-            raise IdempotencyConflict(
-                f"idempotency key {request.idempotency_key!r} was already used for {prior.quantity} tickets of "
-                f"event {prior.event_id} ({prior.kind.value}); use a new key for a new request")
         if prior.granted:
+            if not prior.same_request(request):
+                raise IdempotencyConflict(
+                    f"idempotency key {request.idempotency_key!r} was already used for {prior.quantity} tickets "
+                    f"of event {prior.event_id} ({prior.kind.value}); use a new key for a new request")
             return Asked(prior, replayed=True, waited_s=0.0)
         request = replace(request, attempt=prior.attempt + 1)
     if not ev_snap.exists:

@@ -99,6 +99,7 @@ class EventAllocator:
         batch_size: int = DEFAULT_BATCH,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         summary_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        write_summary: bool = True,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -107,6 +108,7 @@ class EventAllocator:
         self.batch_size = batch_size
         self.lease_ttl_s = lease_ttl_s
         self.summary_interval_s = summary_interval_s
+        self.write_summary = write_summary
         self.lease: Lease | None = None
         self._renewed_at = 0.0
         self._summary_due = False
@@ -305,7 +307,8 @@ class EventAllocator:
     # --- summary --------------------------------------------------------------------------
 
     def _write_summary_if_due(self) -> None:
-        if not self._summary_due or time.monotonic() - self._summary_at < self.summary_interval_s:
+        if not self.write_summary or not self._summary_due or \
+                time.monotonic() - self._summary_at < self.summary_interval_s:
             return
         try:
             outcome = refresh_summary(self.db, self.event_id, min_interval_s=self.summary_interval_s)

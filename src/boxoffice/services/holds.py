@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -30,13 +30,12 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain import messages
+from boxoffice.domain.allocation import RequestKind
 from boxoffice.domain.errors import (
-    ContentionTimeout,
     EventNotFound,
     EventNotOnSale,
     HoldNotActive,
     HoldNotFound,
-    IdempotencyConflict,
     NotAllowed,
 )
 from boxoffice.domain.model import (
@@ -45,11 +44,8 @@ from boxoffice.domain.model import (
     Order,
     SaleStatus,
     ShardMove,
-    Ticket,
-    hold_id_for,
-    new_ticket_code,
+    new_order,
     order_id_for,
-    ticket_ids_for,
 )
 from boxoffice.log import kv
 from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
@@ -57,18 +53,13 @@ from boxoffice.services.admission import ask
 from boxoffice.services.purchasing import PurchaseResult, make_request
 from boxoffice.store.documents import (
     HOLDS,
-    buyer_from_doc,
     buyer_ref,
-    buyer_to_doc,
     event_from_doc,
     event_ref,
     hold_from_doc,
     hold_ref,
-    hold_to_doc,
-    inventory_col,
     order_from_doc,
     order_ref,
-    shard_from_doc,
     shard_move,
     shard_ref,
 )

@@ -147,7 +147,7 @@ def stage_answer(
     if prior_update_time is None:
         writer.create(ref, doc)
     else:
-        writer.set(ref, doc, option=db.write_option(last_update_time=prior_update_time))
+        writer.update(ref, doc, option=db.write_option(last_update_time=prior_update_time))
 
 
 def new_instance_id() -> str:

@@ -39,8 +39,8 @@ from boxoffice.domain.model import order_id_for
 from boxoffice.loadtest.audit import Audit, audit_sale
 from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.runtime.allocator import AllocatorProcesses
-from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
-from boxoffice.runtime.worker import PeriodicLoop, Worker, wait_until
+from boxoffice.runtime.supervisor import Supervisor
+from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
@@ -303,9 +303,8 @@ def run_simulation(
                   if queued and config.allocators else nullcontext())
     results: list[BuyerResult] = []
     kinds: dict[str, int] = {}
-    background: Worker | None = None
     with allocators:
-        background = _start_worker(db) if (config.worker or mixed or pipeline is not None) else None
+        background = _start_worker(run, pipeline) if (config.worker or mixed or pipeline is not None) else None
         try:
             opened = time.time()
             if config.instances > 1 and purchase is None:
@@ -319,6 +318,8 @@ def run_simulation(
             inventory_stats: dict[str, Any] | None = None
             if background is not None:
                 inventory_stats = _drain_worker(db, background, event.id)
+            audit, queue = _audit(db, event.id, results, duration, config, check_summary=background is not None)
+            pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline else None
         finally:
             if background is not None:
                 background.stop()
@@ -326,9 +327,20 @@ def run_simulation(
         if r.answer is Answer.ERROR and r.error:
             kind = r.error.split(":")[0]
             kinds[kind] = kinds.get(kind, 0) + 1
+    audit.ok = not audit.problems
+    results.sort(key=lambda r: r.index)
+    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
+                            inventory_stats, pipeline_figures, queue)
+
+
+def _audit(db: firestore.Client, event_id: str, results: list[BuyerResult], duration: float,
+           config: SimulationConfig, *, check_summary: bool) -> tuple[Audit, dict[str, Any] | None]:
+    """The database audit, with what only the sale's ledger and answer documents can tell."""
+    mixed = config.hold_share > 0 or config.cancel_share > 0
+    queued = config.strategy is Strategy.QUEUED
     ledger = {r.order_id: r.answer.value for r in results}
-    audit = audit_sale(db, event.id, ledger, check_summary=background is not None)
-    queue = queue_figures(db, event.id, results, duration, fair=not mixed) if queued else None
+    audit = audit_sale(db, event_id, ledger, check_summary=check_summary)
+    queue = queue_figures(db, event_id, results, duration, fair=not mixed) if queued else None
     if queue and queue["fifo_violations"]:
         audit.problems.append(f"{queue['fifo_violations']} buyers were refused for lack of stock although a "
                               "later arrival got tickets (FIFO violations)")
@@ -339,11 +351,7 @@ def run_simulation(
         audit.problems.append(
             f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
         )
-    pipeline_figures = pipeline.after_sale(event.id, audit.problems) if pipeline is not None else None
-    audit.ok = not audit.problems
-    results.sort(key=lambda r: r.index)
-    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
-                            inventory_stats, pipeline_figures, queue)
+    return audit, queue
 
 
 def library_purchase(config: SimulationConfig) -> Purchase:
@@ -516,27 +524,43 @@ def _was_cancelled(db: firestore.Client, order_id: str) -> bool:
     return int(doc.get("cancelled_quantity", 0)) > 0
 
 
-def _start_worker(db: firestore.Client) -> Worker:
-    """The inventory trigger (summary, notices) and the hold sweeper, as `boxoffice worker` runs them."""
-    worker = Worker([
-        InventoryTriggerLoop(db),
-        PeriodicLoop("hold-sweeper", lambda: release_expired_holds(db), 0.5),
-    ])
-    worker.start()
+INVENTORY_PARTS = ("inventory-trigger", "hold-sweeper")
+# The simulator's holds live seconds, not minutes: sweep them often.
+SIM_HOLD_SWEEP_S = "0.5"
+WORKER_READY_S = 120.0
+
+
+def _start_worker(run: str, pipeline: SalePipeline | None) -> Supervisor:
+    """`boxoffice worker` as production would run it: the inventory trigger (summary, notices),
+    the hold sweeper and, with ``pipeline``, the relay and subscribers, each an OS process of its
+    own beside the buyers' process. Returns once every part is up, so the sale does not race
+    the parts' start-up."""
+    from boxoffice.runtime import emulators as em
+
+    env = dict(os.environ, BOXOFFICE_HOLD_SWEEP_S=SIM_HOLD_SWEEP_S)
+    parts = list(INVENTORY_PARTS)
+    if pipeline is not None:
+        env.update(pipeline.worker_env())
+        parts += pipeline.parts
+    worker = Supervisor(parts, state_dir=em.default_state_dir(), worker_id=f"sim-{run}", env=env).start()
+    if not worker.wait_ready(WORKER_READY_S):
+        worker.stop()
+        raise RuntimeError(f"the worker's parts did not start within {WORKER_READY_S:.0f} s: {worker.view()}")
     return worker
 
 
-def _drain_worker(db: firestore.Client, worker: Worker, event_id: str) -> dict[str, Any]:
+def _drain_worker(db: firestore.Client, worker: Supervisor, event_id: str) -> dict[str, Any]:
     """Release what holds remain (they would expire within ``hold_ttl_s``), then wait until
     the trigger has reflected every change; return its lag and write-rate figures."""
     while release_expired_holds(db, now=datetime.now(UTC) + timedelta(days=1)):
         pass
-    trigger = next(loop for loop in worker.loops if isinstance(loop, InventoryTriggerLoop))
-    # "Caught up" is judged from the database, not from the loop's queue (a batch in flight, or
-    # a change the listener has not delivered yet, leaves the queue empty): the summary must
+    # "Caught up" is judged from the database, not from the trigger's queue (a batch in flight,
+    # or a change the listener has not delivered yet, leaves the queue empty): the summary must
     # reflect the newest shard commit. Bounded: an audit failure, not a hang, if it never does.
-    wait_until(lambda: trigger.idle() and _summary_reflects_shards(db, event_id), timeout_s=90, poll_s=0.5)
-    return trigger.stats()
+    wait_until(lambda: not worker.part_status("inventory-trigger").get("pending_events")
+               and _summary_reflects_shards(db, event_id), timeout_s=90, poll_s=0.5)
+    status = worker.fresh_part_status("inventory-trigger")
+    return {k: v for k, v in status.items() if k not in ("alive", "pending_events")}
 
 
 def _summary_reflects_shards(db: firestore.Client, event_id: str) -> bool:

@@ -144,8 +144,10 @@ register_loop("allocator", _from_settings)
 
 
 class AllocatorProcesses:
-    """Allocator processes (`boxoffice worker --only allocator`) on a stack, for the simulator,
-    the bench, the demo and the tests: real OS processes, stopped by their own process ids."""
+    """Allocator processes on a stack, for the simulator, the bench, the demo and the tests: the
+    worker's ``allocator`` part (`python -m boxoffice.runtime.part_process allocator`, what
+    `boxoffice worker --only allocator` supervises) as real OS processes, stopped by their own
+    process ids (they also stop by themselves when this process goes away)."""
 
     def __init__(self, firestore_host: str, pubsub_host: str, project: str, *, count: int = 1,
                  log_dir: str | None = None, settings: dict[str, str] | None = None) -> None:
@@ -185,7 +187,7 @@ class AllocatorProcesses:
         path = self.log_path(index)
         while time.monotonic() < give_up:
             text = path.read_text(errors="replace") if path.exists() else ""
-            if "loop=allocator" in text and "loop_started" in text:
+            if "part.started" in text:
                 return
             if self.procs[index].poll() is not None:
                 raise RuntimeError(f"allocator process exited with {self.procs[index].returncode}: {text[-2000:]}")
@@ -195,9 +197,12 @@ class AllocatorProcesses:
     def spawn(self) -> Any:
         import subprocess
         import sys
+        from pathlib import Path
 
         log_path = self.log_path(len(self.procs))
-        cmd = [sys.executable, "-c", "from boxoffice.cli import main; main()", "worker", "--only", "allocator"]
+        # The worker's part process, without a supervisor: a test that SIGKILLs it sees it stay dead.
+        cmd = [sys.executable, "-m", "boxoffice.runtime.part_process", "allocator", "--dir",
+               str(Path(self.log_dir) / f"allocator-{len(self.procs)}")]
         proc = subprocess.Popen(cmd, env=self.env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs.append(proc)

@@ -156,6 +156,7 @@ class AllocatorProcesses:
 
         self.env = dict(os.environ, FIRESTORE_EMULATOR_HOST=firestore_host, PUBSUB_EMULATOR_HOST=pubsub_host,
                         GOOGLE_CLOUD_PROJECT=project, GCLOUD_PROJECT=project, PYTHONUNBUFFERED="1",
+                        BOXOFFICE_LOG_LEVEL="INFO",
                         **(settings or {}))
         self.count = count
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="boxoffice-allocator-")
@@ -183,11 +184,14 @@ class AllocatorProcesses:
         return Path(self.log_dir) / f"allocator-{index}.log"
 
     def wait_ready(self, index: int, timeout_s: float = 60.0) -> None:
+        from pathlib import Path
+
         give_up = time.monotonic() + timeout_s
         path = self.log_path(index)
         while time.monotonic() < give_up:
             text = path.read_text(errors="replace") if path.exists() else ""
-            if "part.started" in text:
+            # the part's first heartbeat: it runs (its status file, see part_status.py)
+            if (Path(self.log_dir) / f"allocator-{index}" / "allocator.json").exists() or "part.started" in text:
                 return
             if self.procs[index].poll() is not None:
                 raise RuntimeError(f"allocator process exited with {self.procs[index].returncode}: {text[-2000:]}")

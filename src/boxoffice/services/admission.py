@@ -87,3 +87,33 @@ def _get_two(db: firestore.Client, a: firestore.DocumentReference, b: firestore.
 
 def kind_of(hold: bool) -> RequestKind:
     return RequestKind.HOLD if hold else RequestKind.PURCHASE
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    """What a buyer polling a request sees: pending, or its answer."""
+
+    request_id: str
+    answer: Answer | None  # None while the request waits in the queue
+
+    @property
+    def state(self) -> str:
+        return "pending" if self.answer is None else self.answer.outcome
+
+
+def request_status(db: firestore.Client, request_id: str, user_id: str) -> RequestStatus:
+    """The answer to one of ``user_id``'s requests, or pending while there is none.
+
+    A request id derives from the user and an idempotency key, so a caller only knows the ids of
+    their own requests; someone else's answered request is ``NotFound`` (as for orders), and an
+    id nobody asked for looks pending forever (it reveals nothing).
+    """
+    from boxoffice.domain.errors import NotFound
+
+    snap = request_ref(db, request_id).get()
+    if not snap.exists:
+        return RequestStatus(request_id, None)
+    answer = answer_from_doc(request_id, snap.to_dict() or {})
+    if answer.user_id != user_id:
+        raise NotFound(f"no request with id {request_id!r}")
+    return RequestStatus(request_id, answer)

@@ -37,7 +37,7 @@ from boxoffice.loadtest.simulator import (
     run_simulation,
 )
 from boxoffice.loadtest.baselines import CommitMode, purchase_directly
-from boxoffice.store.events import insert_events
+from boxoffice.store.event_records import insert_events
 
 TARGETS = {
     "queued_8_vs_ceiling_sales": 2.0,  # at least: sales/s with 8 instances / ceiling purchases/s

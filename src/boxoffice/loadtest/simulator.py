@@ -36,8 +36,8 @@ from boxoffice.domain import errors
 from boxoffice.domain.allocation import Answered, fifo_violations
 from boxoffice.domain.availability import is_reflected
 from boxoffice.domain.model import order_id_for
-from boxoffice.loadtest.audit import Audit, audit_sale
 from boxoffice.loadtest.baselines import CommitMode, purchase_directly
+from boxoffice.loadtest.sale_audit import Audit, audit_sale
 from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
@@ -49,7 +49,7 @@ from boxoffice.store.documents import event_ref, inventory_col, order_ref
 from boxoffice.store.requests import REQUESTS
 
 if TYPE_CHECKING:
-    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.loadtest.sale_pipeline import SalePipeline
 
 
 class Strategy(StrEnum):
@@ -158,7 +158,7 @@ class SimulationResult:
     audit: Audit
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     inventory_stats: dict[str, Any] | None = None
-    pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/pipeline.py)
+    pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/sale_pipeline.py)
     queue: dict[str, Any] | None = None  # queued strategy: FIFO and commit figures (``queue_figures``)
 
     def count(self, answer: Answer) -> int:

@@ -52,7 +52,7 @@ from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
 from boxoffice.domain.model import Event, ShardMove
 from boxoffice.log import kv
 from boxoffice.messaging.admission import AdmissionQueue, Delivery
-from boxoffice.services.availability import refresh_summary
+from boxoffice.services.summary import refresh_summary
 from boxoffice.store.allocation import stage_grant, stage_take
 from boxoffice.store.documents import (
     buyer_from_doc,

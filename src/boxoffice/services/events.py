@@ -11,7 +11,7 @@ from google.cloud import firestore
 
 from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
-from boxoffice.store import events as store
+from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
 
 

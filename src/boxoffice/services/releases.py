@@ -35,7 +35,7 @@ from boxoffice.domain.model import (
 )
 from boxoffice.log import kv
 from boxoffice.retry import Backoff, commit_with_retries
-from boxoffice.services.availability import refresh_summary
+from boxoffice.services.summary import refresh_summary
 from boxoffice.store.documents import (
     event_from_doc,
     event_ref,

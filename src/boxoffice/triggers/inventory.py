@@ -28,14 +28,14 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
-from boxoffice.services.availability import (
+from boxoffice.services.summary import (
     DEFERRED,
     UNCHANGED,
     SummaryOutcome,
     refresh_summary,
     wait_for_summary,
 )
-from boxoffice.store.documents import TRIGGER_FAILURES, failure_ref
+from boxoffice.store.documents import TRIGGER_FAILURES, trigger_failure_ref
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def deliver(
 
 def record_failure(db: firestore.Client, change: InventoryChange, error: BaseException, attempts: int) -> None:
     """Write the dead letter (idempotent: one document per change id)."""
-    failure_ref(db, change.change_id).set({
+    trigger_failure_ref(db, change.change_id).set({
         "change_id": change.change_id,
         "event_id": change.event_id,
         "shard_id": change.shard_id,
@@ -163,12 +163,20 @@ def reconcile_event(db: firestore.Client, event_id: str) -> SummaryOutcome:
     function of the shards, so reconciling twice gives the same result.
     """
     outcome = refresh_summary(db, event_id, force=True)
-    failures = (db.collection(TRIGGER_FAILURES).where(filter=FieldFilter("event_id", "==", event_id))
-                .where(filter=FieldFilter("resolved", "==", False)).stream())
-    for snap in failures:
-        snap.reference.update({"resolved": True, "resolved_at": firestore.SERVER_TIMESTAMP})
+    resolve_failures(db, event_id)
     kv(log, logging.INFO, "inventory.reconciled", event_id=event_id, available=(outcome.summary or {}).get("available"))
     return outcome
+
+
+def resolve_failures(db: firestore.Client, event_id: str) -> int:
+    """Mark the event's open dead letters resolved (a summary written after them reflects them)."""
+    failures = (db.collection(TRIGGER_FAILURES).where(filter=FieldFilter("event_id", "==", event_id))
+                .where(filter=FieldFilter("resolved", "==", False)).stream())
+    n = 0
+    for snap in failures:
+        snap.reference.update({"resolved": True, "resolved_at": firestore.SERVER_TIMESTAMP})
+        n += 1
+    return n
 
 
 def reconcile_failures(db: firestore.Client) -> list[str]:
@@ -180,4 +188,4 @@ def reconcile_failures(db: firestore.Client) -> list[str]:
 
 
 __all__ = ["DEFERRED", "InventoryChange", "deliver", "handle_inventory_change", "list_failures",
-           "reconcile_event", "reconcile_failures", "change_id_for"]
+           "reconcile_event", "reconcile_failures", "resolve_failures", "change_id_for"]

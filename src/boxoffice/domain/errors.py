@@ -188,7 +188,8 @@ class AnswerPending(ContentionTimeout):
     def __init__(self, request_id: str, waited_s: float) -> None:
         super().__init__(
             f"request {request_id} is queued but not answered after {waited_s:.1f}s; nothing is lost: "
-            "ask again with the same idempotency key to get its answer"
+            "ask again with the same idempotency key to get its answer (locally, the allocator runs in "
+            "`boxoffice worker`)"
         )
         self.request_id = request_id
 

@@ -68,6 +68,8 @@ def simulate(
                                   "and the inventory worker during the sale; drain, audit and measure it after."),
     pipeline_workers: int = typer.Option(1, min=1, max=4, help="--pipeline: workers running the relay and "
                                          "subscribers side by side (each part its own process)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
+                                   "serve` in a browser (its URL is printed anyway); turns --worker on."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -78,7 +80,12 @@ def simulate(
     from boxoffice.loadtest.report import print_report, write_json, write_plot
     from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
     from boxoffice.runtime import emulators as em
+    from boxoffice.runtime.storefront import announce_dashboard
 
+    watch = announce_dashboard(open_page)
+    if watch:
+        err.print(watch)
+    worker = worker or open_page
     try:
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,

@@ -19,9 +19,15 @@ if TYPE_CHECKING:
     from boxoffice.loadtest.simulator import SimulationConfig
 
 
-def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
+def _stack(project: str, pubsub: bool = True):  # type: ignore[no-untyped-def]
+    """The emulators for a run. Pub/Sub always: purchases go through the admission queue. A
+    SIGTERM ends the run like Ctrl-C, so the emulators and processes it started are stopped."""
+    import signal
+    import sys
+
     from boxoffice.runtime import emulators as em
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return em.running_stack(project, pubsub=pubsub)
 
 
@@ -103,7 +109,7 @@ def simulate(
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
 
-    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
+    with _stack(project) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),

@@ -16,7 +16,6 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.messaging import analytics, deadletter, email, wire
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, pipeline_figures
 from boxoffice.messaging.relay import OutboxRelay, publish_one, sweep
 from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
@@ -40,13 +39,6 @@ def topology(stack):
     ensure_topology(topo)
     yield topo
     delete_topology(topo)
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ test, so a failing test leaves its data in the emulator to inspect.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from boxoffice.domain import errors
 from boxoffice.domain.model import InventoryShard, new_event
 from boxoffice.services.purchasing import make_request
-from boxoffice.domain import errors
 from boxoffice.store.purchases import ShardRouter
 
 

@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
+from boxoffice.cli.storefront import announce_dashboard
 from boxoffice.domain import errors
 from boxoffice.loadtest.bench import run_bench
 from boxoffice.loadtest.report import print_report, write_json, write_plot
@@ -24,7 +25,6 @@ from boxoffice.loadtest.sale_pipeline import SalePipeline
 from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
 from boxoffice.loadtest.via_api import simulate_via_api
 from boxoffice.runtime import emulators as em
-from boxoffice.runtime.storefront import announce_dashboard
 from boxoffice.store.purchases import CommitMode
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def simulate(
                 key = {"sold": "sold", "sold_out": "sold_out", "error": "errors"}.get(result.answer.value)
                 if key:
                     tally[key] += 1
-                progress.update(task, advance=1, **tally)
+                progress.update(task, advance=1, sold=tally["sold"], sold_out=tally["sold_out"], errors=tally["errors"])
 
             try:
                 result = run_simulation(db, config, on_answer=on_answer, pipeline=sale_pipeline)

@@ -51,7 +51,7 @@ def serve(
                err=True)
     typer.echo(f"storefront: http://{host}:{port}/app/   dashboard: http://{host}:{port}/app/dashboard.html",
                err=True)
-    from boxoffice.runtime import storefront
+    from boxoffice.cli import storefront
 
     storefront.record_url(f"http://{host}:{port}")
     try:

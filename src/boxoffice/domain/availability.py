@@ -89,7 +89,8 @@ def wait_before_write(summary_doc: Mapping[str, Any] | None, now: datetime, min_
     """Seconds to wait so the event document is written at most once per ``min_interval_s``."""
     if not summary_doc or summary_doc.get("written_at") is None:
         return 0.0
-    elapsed = (now - summary_doc["written_at"]).total_seconds()
+    written_at: datetime = summary_doc["written_at"]
+    elapsed = (now - written_at).total_seconds()
     return max(0.0, min_interval_s - elapsed)
 
 

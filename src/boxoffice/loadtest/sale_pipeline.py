@@ -37,18 +37,13 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from google.cloud import firestore
 
-from boxoffice.loadtest.pipeline_checks import (
-    audit_pipeline,
-    drain,
-    measure_raw_consume_rate,
-    pipeline_figures,
-    unpublished_count,
-)
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, measure_raw_consume_rate, pipeline_figures
 from boxoffice.log import kv
+from boxoffice.messaging.backlog import drain, unpublished_count
 from boxoffice.messaging.topology import (
     EMAIL,
     Topology,
@@ -90,7 +85,7 @@ class SalePipeline:
     """The messaging side of one simulated sale. Use as a context manager (``close`` stops
     whatever was started: SMTP server, topology)."""
 
-    parts = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
+    parts: ClassVar[list[str]] = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
 
     def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
                  workers: int = 1) -> None:
@@ -120,7 +115,7 @@ class SalePipeline:
         self._smtp_pid, address = mbox.start_process(self._tmp / "mail", self._tmp / "smtp.log")
         return address, mbox.Mailbox(self._tmp / "mail")
 
-    def __enter__(self) -> "SalePipeline":
+    def __enter__(self) -> SalePipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:

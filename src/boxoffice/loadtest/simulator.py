@@ -335,7 +335,10 @@ def run_simulation(
                 f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
             )
             audit.ok = False
-        pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline is not None else None
+        pipeline_figures = None
+        if pipeline is not None:
+            assert background is not None  # a pipeline run always starts the worker (above)
+            pipeline_figures = pipeline.after_sale(event.id, audit.problems, background)
     finally:
         if background is not None:
             background.stop()

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 30.0
 MARK_CHUNK = 500  # writes per marking commit
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ class OutboxRelay:
         self.topology_recreated += healed
         return healed
 
-    def start(self) -> "OutboxRelay":
+    def start(self) -> OutboxRelay:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()

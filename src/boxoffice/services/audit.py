@@ -61,8 +61,10 @@ def audit_inventory(db: firestore.Client, event_id: str, *, check_summary: bool 
         sold_by_orders += int(o.get("quantity", 0)) - int(o.get("cancelled_quantity", 0))
     if sold_by_orders != totals["sold"]:
         problems.append(f"orders hold {sold_by_orders} active tickets but shards say sold={totals['sold']}")
-    valid = (db.collection(TICKETS).where(filter=FieldFilter("event_id", "==", event_id))
-             .where(filter=FieldFilter("status", "==", TicketStatus.VALID.value)).count().get())
+    # The library types AggregationQuery.get loosely; the result is [[AggregationResult]].
+    count: Any = (db.collection(TICKETS).where(filter=FieldFilter("event_id", "==", event_id))
+                  .where(filter=FieldFilter("status", "==", TicketStatus.VALID.value)).count())
+    valid = count.get()
     valid_tickets = int(valid[0][0].value)
     if valid_tickets != totals["sold"]:
         problems.append(f"{valid_tickets} valid tickets but shards say sold={totals['sold']}")

@@ -20,8 +20,8 @@ from boxoffice.domain.model import MAX_PER_ORDER, Order, order_id_for
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.store.purchases import (
-    ROUTER,
     RETRYABLE,
+    ROUTER,
     CommitMode,
     PurchaseRequest,
     ShardRouter,

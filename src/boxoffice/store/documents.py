@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.cloud import firestore
 
@@ -26,15 +26,15 @@ from boxoffice.domain.model import (
     Event,
     Hold,
     HoldStatus,
-    Refund,
-    ShardMove,
-    shard_deltas,
     InventoryShard,
     Order,
     OrderStatus,
+    Refund,
     SaleStatus,
+    ShardMove,
     Ticket,
     TicketStatus,
+    shard_deltas,
 )
 
 EVENTS = "events"
@@ -55,7 +55,7 @@ def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReferenc
 
 
 def inventory_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
-    return event_ref(db, event_id).collection(INVENTORY)
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(INVENTORY))
 
 
 def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.DocumentReference:
@@ -63,7 +63,7 @@ def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.Docu
 
 
 def buyer_ref(db: firestore.Client, event_id: str, user_id: str) -> firestore.DocumentReference:
-    return event_ref(db, event_id).collection(BUYERS).document(user_id)
+    return cast(firestore.DocumentReference, event_ref(db, event_id).collection(BUYERS).document(user_id))
 
 
 def order_ref(db: firestore.Client, order_id: str) -> firestore.DocumentReference:
@@ -91,7 +91,7 @@ def refund_ref(db: firestore.Client, refund_id: str) -> firestore.DocumentRefere
 
 
 def waitlist_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
-    return event_ref(db, event_id).collection(WAITLIST)
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(WAITLIST))
 
 
 def trigger_failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:

@@ -79,7 +79,7 @@ def load_event_document(db: firestore.Client, event_id: str) -> dict[str, Any]:
     return snap.to_dict() or {}
 
 
-def event_snapshot(db: firestore.Client, event_id: str) -> firestore.DocumentSnapshot:
+def event_snapshot(db: firestore.Client, event_id: str) -> firestore.DocumentSnapshot[Any]:
     snap = event_ref(db, event_id).get()
     if not snap.exists:
         raise EventNotFound(event_id)

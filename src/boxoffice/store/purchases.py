@@ -63,6 +63,7 @@ from boxoffice.store.documents import (
     ticket_to_doc,
 )
 
+
 class ShardsBusy(Exception):
     """The shards that could serve the order are all being tried by other buyers of this process."""
 

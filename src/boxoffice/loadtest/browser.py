@@ -203,6 +203,7 @@ def screenshots(out: Path) -> list[Path]:
             raise
         written.append(_shot(page, out / "storefront.png"))
         phone = open_page(browser, site, width=390, height=844)
+        phone.locator(f"#event-{opera['id']} .badge").filter(has_text="Sold out").wait_for(timeout=60_000)
         written.append(_shot(phone, out / "storefront-phone.png"))
 
         board = open_page(browser, site, "/app/dashboard.html", width=1100, height=900)
@@ -215,7 +216,12 @@ def screenshots(out: Path) -> list[Path]:
         try:
             board.wait_for_function("window.boxoffice.points.length > 3 && window.boxoffice.points.at(-1).sold > 0",
                                     timeout=180_000)
-            time.sleep(4)
+            deadline = time.monotonic() + 120
+            while sale.poll() is None and time.monotonic() < deadline:  # most of the sale on the chart
+                if board.evaluate("window.boxoffice.points.at(-1).sold") >= 300:
+                    break
+                time.sleep(1)
+            time.sleep(2)
             written.append(_shot(board, out / "dashboard.png"))
         finally:
             sale.wait(timeout=600)

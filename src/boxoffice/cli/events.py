@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money, out
-from boxoffice.cli.shapes import event_json
+from boxoffice.cli.shapes import event_json, live_availability, new_event_availability, summary_event_json
 from boxoffice.domain.model import Event, InventoryShard
 from boxoffice.services.events import create_event, get_event, inventory, list_events
 from boxoffice.store.documents import event_ref
@@ -44,7 +44,8 @@ def events_create(
             capacity=capacity, per_order_max=per_order_max, per_user_limit=per_user_limit,
             shard_count=shards, hold_minutes=hold_minutes, low_stock_threshold=low_stock,
         )
-    emit(as_json, event_json(event), f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
+    emit(as_json, event_json(event, new_event_availability(event)),
+         f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
 
 
 @events_app.command("list")
@@ -61,7 +62,7 @@ def events_list(
     for event, summary in rows:
         table.add_row(event.id, event.name, event.starts_at.isoformat(), money(event.price, event.currency),
                       f"{summary.get('available', '?')}/{event.capacity}", str(summary.get("state", event.status.value)))
-    emit(as_json, {"events": [event_json(e, s) for e, s in rows], "next": next_cursor}, table)
+    emit(as_json, {"events": [summary_event_json(e, s) for e, s in rows], "next": next_cursor}, table)
 
 
 def _show_event(event: Event, summary: dict[str, Any], shards: list[InventoryShard]) -> Table:
@@ -86,14 +87,8 @@ def events_show(event_id: str, as_json: bool = JsonOpt,
     with exit_on_error(as_json):
         event, summary = get_event(db, event_id)
         shards = inventory(db, event_id)
-    payload = event_json(event, summary) | {
-        "inventory": {
-            "available": sum(s.available for s in shards),
-            "held": sum(s.held for s in shards),
-            "sold": sum(s.sold for s in shards),
-            "shards": len(shards),
-        }
-    }
+    # The API's event (live availability from the shards), plus the display summary and the shard count.
+    payload = event_json(event, live_availability(shards)) | {"summary": dict(summary), "shards": len(shards)}
     emit(as_json, payload, _show_event(event, summary, shards))
     if watch:
         watch_summary(db, event_id, as_json)

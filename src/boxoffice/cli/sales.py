@@ -8,9 +8,10 @@ import secrets
 import typer
 
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money
-from boxoffice.cli.shapes import event_json, hold_json, order_json
+from boxoffice.cli.shapes import event_json, hold_json, live_availability, order_json
 from boxoffice.domain import errors
 from boxoffice.services.cancellations import cancel_order
+from boxoffice.services.events import inventory
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_hold
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.releases import release_tickets, set_sale_status
@@ -77,15 +78,16 @@ def cancel(
     """Cancel an order or some of its tickets; a refund is recorded. Cancelling twice is harmless."""
     with exit_on_error(as_json):
         o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, by_organiser=organiser)
-    emit(as_json, {"ok": True, "order": order_json(o) | {"cancelled_quantity": o.cancelled_quantity}},
+    emit(as_json, {"ok": True, "order": order_json(o)},
          f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
 
 
 def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"), as_json: bool = JsonOpt) -> None:
     """Add tickets to a running sale (reopens a sold-out event)."""
+    db = client()
     with exit_on_error(as_json):
-        ev = release_tickets(client(), event_id, quantity)
-    emit(as_json, {"ok": True, "event": event_json(ev)},
+        ev = release_tickets(db, event_id, quantity)
+    emit(as_json, {"ok": True, "event": event_json(ev, live_availability(inventory(db, event_id)))},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 
 
@@ -99,8 +101,9 @@ def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume |
         status = SALE_ACTIONS.get(action)
         if status is None:
             raise errors.InvalidRequest(f"action must be pause, resume or close, got {action!r}")
-        ev = set_sale_status(client(), event_id, status)
-    emit(as_json, {"ok": True, "event": event_json(ev)}, f"event {ev.id} is {ev.status.value}")
+        db = client()
+        ev = set_sale_status(db, event_id, status)
+    emit(as_json, {"ok": True, "event": event_json(ev, live_availability(inventory(db, event_id)))}, f"event {ev.id} is {ev.status.value}")
 
 
 @waitlist_app.command("join")

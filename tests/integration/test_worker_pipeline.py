@@ -82,3 +82,7 @@ def test_simulate_with_the_pipeline_audits_emails_and_analytics_and_reports_the_
     assert p["messages"] == 2 * (confirmed + cancelled)  # email + analytics for each
     assert p["email_lag_s"]["p50"] is not None and p["email_lag_s"]["p50"] >= 0
     assert p["raw_consume"]["messages"] == p["messages"] and p["ratio_handled_to_raw"] > 0
+    # The capacity phases: the same message mix on a backlog, one worker then two, both audited clean.
+    cap = p["capacity"]
+    assert cap["one_worker"]["messages"] == cap["two_workers"]["messages"] == p["messages"]
+    assert cap["one_worker"]["handled_per_s"] > 0 and cap["scale_out"] > 0 and cap["ratio_to_raw"] > 0

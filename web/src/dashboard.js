@@ -98,7 +98,7 @@ function renderFigures(f) {
   $('fig-dead').textContent = f.dead_letters.messages + f.dead_letters.inventory_changes;
   if (f.queue) {
     const q = f.queue;
-    $('fig-queue').textContent = q.length != null ? q.length : `${q.answered} answered / ${q.window_s} s`;
+    $('fig-queue').textContent = q.length != null ? q.length : `${q.answered} answered${q.window_s ? ` / ${q.window_s} s` : ''}`;
     const ms = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
     $('fig-latency').textContent = `${ms(q.answer_p50_ms)} / ${ms(q.answer_p99_ms)}`;
     $('board-note').textContent = q.length == null

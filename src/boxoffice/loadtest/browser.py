@@ -293,8 +293,11 @@ def figures(buyers: int, tickets: int, click_buyers: int, clicks: int) -> dict[s
         sale = subprocess.run(boxoffice("simulate", "--buyers", str(buyers), "--tickets", str(tickets), "--json",
                                         str(_report_path("browser-sale.json"))),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
-        if sale.returncode != 0:
+        # Exit 7 (buyers with errors, e.g. timeouts on a starved machine) still sold what it sold:
+        # the staleness of those commits is what the page saw. Anything else is a failure.
+        if sale.returncode not in (0, 7):
             raise RuntimeError(f"simulate failed: {sale.stderr[-2000:]}")
+        sale_report = json.loads(_report_path("browser-sale.json").read_text())
         event_id = next(iter(_event_ids(site) - before), None)
         time.sleep(5)  # the last summary write and its snapshot
         snaps = [s for s in page.evaluate("window.boxoffice.snapshots") if s["event_id"] == event_id]
@@ -302,6 +305,7 @@ def figures(buyers: int, tickets: int, click_buyers: int, clicks: int) -> dict[s
         stale = summary_staleness(snaps, commits)
         result["staleness"] = {
             "buyers": buyers, "tickets": tickets, "event_id": event_id, "sale_s": round(time.monotonic() - started, 1),
+            "simulate_exit": sale.returncode, "sold": sale_report.get("tickets_sold"), "errors": sale_report.get("errors"),
             "orders": len(commits), "covered": len(stale), "snapshots": len(snaps),
             "p50_ms": _round(_pct(stale, 0.5)), "p99_ms": _round(_pct(stale, 0.99)), "max_ms": _round(max(stale, default=None)),
         }
@@ -366,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     figs.add_argument("--buyers", type=int, default=5000)
     figs.add_argument("--tickets", type=int, default=1000)
     figs.add_argument("--click-buyers", type=int, default=1000)
-    figs.add_argument("--clicks", type=int, default=30)
+    figs.add_argument("--clicks", type=int, default=20)
     figs.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     why = missing()

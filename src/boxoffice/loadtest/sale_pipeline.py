@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from google.cloud import firestore
 
+from boxoffice.domain.messages import MessageType
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, measure_raw_consume_rate, pipeline_figures
 from boxoffice.log import kv
 from boxoffice.messaging.backlog import drain, unpublished_count
@@ -204,9 +205,11 @@ class SalePipeline:
         from boxoffice.runtime import emulators as em
         from boxoffice.store.documents import ORDERS, OUTBOX
 
-        orders = self.db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).count().get()
-        cancels = (self.db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id))
-                   .where(filter=FieldFilter("type", "==", "order.cancelled")).count().get())
+        # The library types AggregationQuery.get loosely; the result is [[AggregationResult]].
+        order_count: Any = self.db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).count()
+        cancel_count: Any = (self.db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id))
+                             .where(filter=FieldFilter("type", "==", MessageType.ORDER_CANCELLED)).count())
+        orders, cancels = order_count.get(), cancel_count.get()
         n_orders, n_cancels = int(orders[0][0].value), int(cancels[0][0].value)
         phases = []
         for workers in (1, 2):

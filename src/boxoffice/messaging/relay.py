@@ -89,7 +89,7 @@ class RelaySettings:
     leases: LeaseSettings = field(default_factory=LeaseSettings)
 
     @classmethod
-    def from_env(cls) -> "RelaySettings":
+    def from_env(cls) -> RelaySettings:
         return cls(listen=os.environ.get("BOXOFFICE_RELAY_LISTEN", "1") != "0")
 
 

@@ -31,7 +31,6 @@ from boxoffice.messaging.topology import (
     publisher_client,
     subscriber_client,
 )
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -48,13 +47,6 @@ def topology(stack):
     ensure_topology(topo)
     yield topo
     delete_topology(topo)
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

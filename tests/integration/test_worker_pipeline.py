@@ -12,7 +12,6 @@ from boxoffice.loadtest.pipeline_checks import audit_pipeline
 from boxoffice.messaging import analytics
 from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.topology import delete_topology
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, build_worker, local_topology
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -20,13 +19,6 @@ from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.users import register_users
 from boxoffice.store.documents import event_ref
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from boxoffice.messaging.topology import (
 )
 from boxoffice.runtime import devstack
 from boxoffice.runtime import emulators as em
+from boxoffice.runtime.allocator import ALLOCATOR, allocator_from_settings
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 from boxoffice.runtime.worker import BackgroundLoop, PeriodicLoop, Worker
@@ -74,6 +75,7 @@ def firestore_client(*, require_target: bool = False) -> firestore.Client:
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
         recorded = em.recorded_stack()
         if recorded is not None:
+            devstack.use_recorded_pubsub()  # purchases and holds publish to the admission queue
             return em.firestore_client(recorded)
         if require_target and not os.environ.get("GOOGLE_CLOUD_PROJECT"):
             raise NoFirestore("No emulator found: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST, "
@@ -219,11 +221,19 @@ def repair_part(db: firestore.Client) -> BackgroundLoop:
                         float(os.environ.get(REPAIR_INTERVAL_ENV, "30")))
 
 
+def allocator_part(db: firestore.Client) -> BackgroundLoop:
+    """The batch allocator (runtime/allocator.py). On the dev stack's Pub/Sub emulator when the
+    environment names none; else real Pub/Sub (production: a Cloud Run service)."""
+    devstack.use_recorded_pubsub()
+    return allocator_from_settings(db)
+
+
 PartFactory = Callable[[firestore.Client], BackgroundLoop]
 
 # Every part of `boxoffice worker`, in start order. Production runs each as a Cloud Function
 # (or a service) of its own; locally the supervisor runs each in an OS process of its own.
 PARTS: dict[str, PartFactory] = {
+    ALLOCATOR: allocator_part,
     INVENTORY_TRIGGER: inventory_trigger_part,
     HOLD_SWEEPER: hold_sweeper_part,
     RELAY: relay_part,

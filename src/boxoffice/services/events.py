@@ -13,7 +13,6 @@ from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
 from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
-from boxoffice.store.purchases import ROUTER
 
 
 def create_event(
@@ -56,7 +55,6 @@ def create_event(
         organiser_id=organiser_id,
     )
     store.insert_event(db, event)
-    ROUTER.learn_event(event)
     return event
 
 
@@ -114,6 +112,5 @@ def update_event(
                                       snap.update_time)
         except gexc.FailedPrecondition:
             continue
-        ROUTER.learn_event(updated)
         return updated
     raise ContentionTimeout("the event is being changed by someone else right now; try again")

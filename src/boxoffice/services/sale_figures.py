@@ -79,7 +79,7 @@ def sale_figures(db: firestore.Client, event_id: str) -> SaleFigures:
                                     .where(filter=FieldFilter("resolved", "==", False))),
     }
     queue = queue_figures(db, event_id)
-    note = None if queue is not None else "purchases are answered directly: there is no admission queue to show"
+    note = None if queue is not None else "no request of this event was answered yet"
     return SaleFigures(event_id=event_id, emails={"sent": emails["sent"], "skipped": emails["skipped"],
                                                   "failed": emails["failed"], "pending": emails["sending"]},
                        dead_letters=dead, queue=queue, queue_note=note)

@@ -44,8 +44,10 @@ def test_types_with_their_own_capacity_get_a_pool_each_and_shared_pools_add_up()
     assert {p.id: p.capacity for p in cat.pools} == {"floor": 1000, "vip": 50}
     assert cat.capacity == 1050
     assert cat.type("early").quota_ids == ("floor", cap_quota_id("early"))
-    assert cat.type("standard").quota_ids == ("floor",)
-    assert cat.quota_capacities() == {"floor": 1000, "vip": 50, cap_quota_id("early"): 200}
+    assert cat.type("standard").quota_ids == ("floor", cap_quota_id("standard"))
+    assert cat.type("vip").quota_ids == ("vip",) and cat.type("vip").counter == "vip"
+    assert cat.quota_capacities() == {"floor": 1000, "vip": 50, cap_quota_id("early"): 200,
+                                      cap_quota_id("standard"): 1000}
 
 
 def test_the_default_type_keeps_a_single_type_event_as_it_was():

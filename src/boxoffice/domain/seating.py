@@ -322,3 +322,80 @@ def seats_by_type(seats: Iterable[Seat]) -> dict[str, list[Seat]]:
     for s in seats:
         out.setdefault(s.type_id, []).append(s)
     return out
+
+
+def seat_map_from_json(data: object) -> SeatMap:
+    """A seat map from its JSON form (the CLI's ``--seats`` file, the API's ``seats`` field, the
+    stored document)::
+
+        {"sections": [{"id": "stalls", "name": "Stalls", "rows": [
+            {"id": "A", "first": 1, "last": 20, "type": "stalls", "missing": [11],
+             "types": {"vip": [9, 10]}}]}],
+         "blocked": ["stalls:A:1"]}
+
+    Sections and rows are listed best first (see the module's rule). Raises ``InvalidSeatMap``
+    for a malformed document and everything ``new_seat_map`` raises.
+    """
+    try:
+        doc = _mapping(data, "the seat map", {"sections", "blocked"})
+        sections = []
+        for sec in _list(doc.get("sections"), "sections"):
+            sec = _mapping(sec, "a section", {"id", "name", "rows"})
+            rows = []
+            for row in _list(sec.get("rows"), f"rows of section {sec.get('id')!r}"):
+                row = _mapping(row, "a row", {"id", "first", "last", "type", "missing", "types"})
+                types = _mapping(row.get("types") or {}, "types of a row", None)
+                rows.append(RowSpec(
+                    id=_text(row.get("id"), "row id"), first=_int(row.get("first", 1), "first"),
+                    last=_int(row.get("last"), "last"), type_id=_text(row.get("type"), "row type"),
+                    missing=tuple(_int(n, "missing seat") for n in _list(row.get("missing") or [], "missing")),
+                    types={_text(t, "type"): tuple(_int(n, "seat number") for n in _list(nums, "seat numbers"))
+                           for t, nums in types.items()},
+                ))
+            sections.append(SectionSpec(_text(sec.get("id"), "section id"), tuple(rows),
+                                        str(sec.get("name") or "")))
+        blocked = [_text(b, "blocked seat") for b in _list(doc.get("blocked") or [], "blocked")]
+    except _Malformed as exc:
+        raise InvalidSeatMap(f"invalid seat map: {exc}") from None
+    return new_seat_map(sections, blocked)
+
+
+def seat_map_to_json(seat_map: SeatMap) -> dict[str, object]:
+    """The compact form ``seat_map_from_json`` reads (rows as first..last, not one entry a seat)."""
+    return {
+        "sections": [{"id": sec.id, "name": sec.name, "rows": [
+            {"id": r.id, "first": r.first, "last": r.last, "type": r.type_id, "missing": list(r.missing),
+             "types": {t: list(nums) for t, nums in r.types.items()}} for r in sec.rows]}
+            for sec in seat_map.sections],
+        "blocked": sorted(seat_map.blocked),
+    }
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _mapping(value: object, what: str, allowed: set[str] | None) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise _Malformed(f"{what} must be an object")
+    if allowed is not None and set(value) - allowed:
+        raise _Malformed(f"{what} has unknown fields: {sorted(set(value) - allowed)}")
+    return value
+
+
+def _list(value: object, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise _Malformed(f"{what} must be a list")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Malformed(f"{what} must be a non-empty string")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Malformed(f"{what} must be a whole number, got {value!r}")
+    return value

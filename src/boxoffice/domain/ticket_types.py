@@ -80,10 +80,15 @@ class TicketType:
     pool_id: str
     per_order_max: int
     per_user_limit: int
-    cap: int | None = None  # at most this many of this type from a shared pool
+    cap: int | None = None  # shared pool only: at most this many of this type (default: the pool)
     opens_at: datetime | None = None
     closes_at: datetime | None = None
     seated: bool = False
+
+    @property
+    def counter(self) -> str:
+        """The quota that counts this type alone: its own pool, or its cap in a shared pool."""
+        return self.pool_id if self.cap is None else cap_quota_id(self.id)
 
     @property
     def quota_ids(self) -> tuple[str, ...]:
@@ -138,7 +143,7 @@ class Catalogue:
         return [t.id for t in self.types] == [DEFAULT_TYPE_ID]
 
     def quota_capacities(self) -> dict[str, int]:
-        """Every counter the allocator keeps: pools, then caps of capped types."""
+        """Every counter the allocator keeps: pools, then the caps of types in shared pools."""
         out = {p.id: p.capacity for p in self.pools}
         out.update({cap_quota_id(t.id): t.cap for t in self.types if t.cap is not None})
         return out
@@ -268,8 +273,10 @@ def new_catalogue(
                 overlap.append(f"seated type {spec.id!r} must have a pool of its own (its seats), "
                                f"not share pool {spec.pool!r}")
             pool = pool_by_id[spec.pool]
-            cap = spec.capacity
-            if cap is not None and not 1 <= cap <= pool.capacity:
+            # Every type of a shared pool has a counter of its own, so sales per type are exact;
+            # without a cap of its own it is the pool's size and never the one that runs out.
+            cap = spec.capacity if spec.capacity is not None else pool.capacity
+            if not 1 <= cap <= pool.capacity:
                 overlap.append(f"type {spec.id!r} is capped at {cap}, "
                                f"outside 1..{pool.capacity} of pool {pool.id!r}")
             pool_id = pool.id
@@ -336,3 +343,79 @@ def _check_fields(types: Sequence[TypeSpec], order_max: int) -> None:
                         "(an order's lines add up to one amount)")
     if problems:
         raise InvalidTicketTypes("invalid ticket types: " + "; ".join(problems))
+
+
+_TYPE_FIELDS = {"id", "name", "price", "currency", "per_order_max", "per_user_limit", "pool", "capacity",
+                "opens_at", "closes_at"}
+
+
+def type_specs_from_json(data: object, *, currency: str, per_order_max: int) -> tuple[list[TypeSpec], list[Pool]]:
+    """Types and shared pools from their JSON form (the CLI's ``--types`` file, the API body)::
+
+        {"types": [{"id": "early", "name": "Early bird", "price": 1500, "pool": "floor",
+                    "capacity": 200, "opens_at": "2027-01-01T10:00:00+00:00"},
+                   {"id": "vip", "name": "VIP", "price": 9000, "capacity": 50, "per_order_max": 2}],
+         "pools": [{"id": "floor", "capacity": 1000}]}
+
+    ``currency`` and ``per_order_max`` are the event's, for types that leave them out. Only the
+    shape is checked here; ``new_catalogue`` checks the types against each other.
+    """
+    problems: list[str] = []
+    if not isinstance(data, Mapping) or set(data) - {"types", "pools"}:
+        raise InvalidTicketTypes('ticket types must be an object {"types": [...], "pools": [...]}')
+    raw_types, raw_pools = data.get("types"), data.get("pools", [])
+    if not isinstance(raw_types, list) or not isinstance(raw_pools, list):
+        raise InvalidTicketTypes('"types" (and "pools", if given) must be lists')
+    specs: list[TypeSpec] = []
+    for i, raw in enumerate(raw_types):
+        if not isinstance(raw, Mapping) or set(raw) - _TYPE_FIELDS or not {"id", "name", "price"} <= set(raw):
+            problems.append(f"type #{i + 1} must be an object with id, name, price and only the fields "
+                            f"{sorted(_TYPE_FIELDS)}")
+            continue
+        try:
+            specs.append(TypeSpec(
+                id=_str(raw["id"]), name=_str(raw["name"]), price=_whole(raw["price"]),
+                currency=_str(raw.get("currency", currency)),
+                per_order_max=_whole(raw.get("per_order_max", per_order_max)),
+                per_user_limit=_whole(raw["per_user_limit"]) if raw.get("per_user_limit") is not None else None,
+                pool=_str(raw["pool"]) if raw.get("pool") is not None else None,
+                capacity=_whole(raw["capacity"]) if raw.get("capacity") is not None else None,
+                opens_at=_moment(raw.get("opens_at")), closes_at=_moment(raw.get("closes_at")),
+            ))
+        except ValueError as exc:
+            problems.append(f"type #{i + 1}: {exc}")
+    pools: list[Pool] = []
+    for i, raw in enumerate(raw_pools):
+        if not isinstance(raw, Mapping) or set(raw) != {"id", "capacity"}:
+            problems.append(f"pool #{i + 1} must be an object with id and capacity")
+            continue
+        try:
+            pools.append(Pool(_str(raw["id"]), _whole(raw["capacity"])))
+        except ValueError as exc:
+            problems.append(f"pool #{i + 1}: {exc}")
+    if problems:
+        raise InvalidTicketTypes("invalid ticket types: " + "; ".join(problems))
+    return specs, pools
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _moment(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 time, got {value!r}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time, got {value!r}") from None

@@ -21,6 +21,8 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.domain.messages import OutboxMessage
+from boxoffice.domain.seating import seat_map_from_json, seat_map_to_json
+from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, Catalogue, Pool, TicketType
 from boxoffice.domain.model import (
     BuyerRecord,
     Event,
@@ -117,7 +119,30 @@ def event_to_doc(event: Event) -> dict[str, Any]:
         "low_stock_threshold": event.low_stock_threshold,
         "created_at": event.created_at or firestore.SERVER_TIMESTAMP,
         "organiser_id": event.organiser_id,
+    } | ({} if event.catalogue is None else {"ticket_types": catalogue_to_doc(event.catalogue)}) | (
+        {} if event.seat_map is None else {"seat_map": seat_map_to_json(event.seat_map)})
+
+
+def catalogue_to_doc(catalogue: Catalogue) -> dict[str, Any]:
+    return {
+        "types": [{"id": t.id, "name": t.name, "price": t.price, "currency": t.currency, "pool": t.pool_id,
+                   "per_order_max": t.per_order_max, "per_user_limit": t.per_user_limit, "cap": t.cap,
+                   "opens_at": t.opens_at, "closes_at": t.closes_at, "seated": t.seated}
+                  for t in catalogue.types],
+        "pools": [{"id": p.id, "capacity": p.capacity} for p in catalogue.pools],
     }
+
+
+def catalogue_from_doc(doc: dict[str, Any]) -> Catalogue:
+    """A catalogue as it was validated when the event was written."""
+    return Catalogue(
+        types=tuple(TicketType(id=t["id"], name=t["name"], price=t["price"], currency=t["currency"],
+                               pool_id=t["pool"], per_order_max=t["per_order_max"],
+                               per_user_limit=t["per_user_limit"], cap=t.get("cap"),
+                               opens_at=t.get("opens_at"), closes_at=t.get("closes_at"),
+                               seated=bool(t.get("seated"))) for t in doc["types"]),
+        pools=tuple(Pool(p["id"], p["capacity"]) for p in doc["pools"]),
+    )
 
 
 def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
@@ -137,6 +162,8 @@ def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
         low_stock_threshold=doc.get("low_stock_threshold", 0),
         created_at=doc.get("created_at"),
         organiser_id=doc.get("organiser_id"),
+        catalogue=catalogue_from_doc(doc["ticket_types"]) if doc.get("ticket_types") else None,
+        seat_map=seat_map_from_json(doc["seat_map"]) if doc.get("seat_map") else None,
     )
 
 
@@ -146,7 +173,7 @@ def shard_to_doc(shard: InventoryShard) -> dict[str, Any]:
         "available": shard.available,
         "held": shard.held,
         "sold": shard.sold,
-    }
+    } | ({} if shard.pool == DEFAULT_POOL_ID else {"pool": shard.pool})
 
 
 def shard_from_doc(shard_id: str, doc: dict[str, Any]) -> InventoryShard:
@@ -156,6 +183,7 @@ def shard_from_doc(shard_id: str, doc: dict[str, Any]) -> InventoryShard:
         available=doc["available"],
         held=doc.get("held", 0),
         sold=doc.get("sold", 0),
+        pool=doc.get("pool") or DEFAULT_POOL_ID,
     )
 
 

@@ -8,6 +8,7 @@ from boxoffice.messaging.cloud_functions import (  # noqa: F401
     analytics_subscriber,
     email_subscriber,
     publish_outbox,
+    repair_outbox,
     sweep_outbox,
 )
 from boxoffice.triggers.cloud_functions import on_inventory_written, reconcile_inventory  # noqa: F401

@@ -31,6 +31,7 @@ from boxoffice.domain.model import Event, InventoryShard, Order
 from boxoffice.loadtest import cli as loadtest_cli
 from boxoffice.messaging import cli as messaging_cli
 from boxoffice.runtime.dev_cli import app as dev_app
+from boxoffice.runtime.worker_cli import worker_app
 
 app = typer.Typer(
     help="boxoffice: event ticketing on Firestore and Pub/Sub.",
@@ -40,6 +41,7 @@ app = typer.Typer(
 events_app = typer.Typer(help="Create, list and show events.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(events_app, name="events")
+app.add_typer(worker_app, name="worker")
 app.command("simulate")(loadtest_cli.simulate)
 app.command("bench")(loadtest_cli.bench)
 messaging_cli.register(app)

@@ -149,26 +149,6 @@ def register(app: typer.Typer, events_app: typer.Typer) -> None:
         was = leave_waitlist(c.client(), event_id, user)
         c.emit(as_json, {"ok": True, "was_waiting": was}, "left the waitlist" if was else "was not on the waitlist")
 
-    @app.command("worker")
-    def worker(
-        only: list[str] = typer.Option(None, "--only", help="Run only these loops (repeatable)."),
-        duration: float | None = typer.Option(None, "--for", help="Stop after this many seconds."),
-        as_json: bool = JsonOpt,
-    ) -> None:
-        """Run the local background loops (inventory trigger, hold sweeper, ...) until Ctrl-C."""
-        from boxoffice.log import configure
-        from boxoffice.runtime.worker import build_worker, registered_loops
-
-        configure("INFO")
-        try:
-            w = build_worker(c.client(), only or None)
-        except ValueError as exc:
-            c.fail(errors.InvalidRequest(f"{exc}; registered: {registered_loops()}"), as_json)
-        if not as_json:
-            c.err.print(f"worker running: {', '.join(loop.name for loop in w.loops)} (Ctrl-C stops)")
-        w.run(duration_s=duration)
-        c.emit(as_json, {"ok": True, "loops": w.status()}, json.dumps(w.status(), indent=2, default=str))
-
     triggers_app = typer.Typer(help="Inventory trigger operations.", no_args_is_help=True)
     app.add_typer(triggers_app, name="triggers")
 

@@ -29,13 +29,13 @@ def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
     return em.running_stack(project, pubsub=pubsub)
 
 
-def _sale_pipeline(stack, enabled: bool):  # type: ignore[no-untyped-def]
+def _sale_pipeline(stack, enabled: bool, workers: int = 1):  # type: ignore[no-untyped-def]
     from contextlib import nullcontext
 
     from boxoffice.loadtest.pipeline import SalePipeline
     from boxoffice.runtime import emulators as em
 
-    return SalePipeline(em.firestore_client(stack)) if enabled else nullcontext()
+    return SalePipeline(em.firestore_client(stack), workers=workers) if enabled else nullcontext()
 
 
 def simulate(
@@ -66,6 +66,8 @@ def simulate(
     api_workers: int = typer.Option(1, min=1, max=8, help="--via-api: uvicorn worker processes."),
     pipeline: bool = typer.Option(False, "--pipeline", help="Run the messaging pipeline (relay, email, analytics) "
                                   "and the inventory worker during the sale; drain, audit and measure it after."),
+    pipeline_workers: int = typer.Option(1, min=1, max=4, help="--pipeline: workers running the relay and "
+                                         "subscribers side by side (each part its own process)."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -94,7 +96,7 @@ def simulate(
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
 
-    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline) as sale_pipeline:
+    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),

@@ -3,10 +3,13 @@
 ``SalePipeline`` is handed to ``run_simulation(..., pipeline=...)``, which calls it at two points:
 
 - ``before_sale(event_id, user_ids)``: registers every simulated buyer as a user with an email
-  address (services.users.register_users) and starts the outbox relay and the email and
-  analytics subscribers (the simulator runs the inventory worker beside them);
-- ``after_sale(event_id)``: waits until the event's messages are all published and handled
-  (``drain``, scoped to the event), stops the loops, audits (``audit_pipeline``: one
+  address (services.users.register_users). The simulator then starts the worker
+  (runtime/supervisor.py) with the inventory parts and this pipeline's ``parts`` (outbox relay,
+  email and analytics subscribers), each an OS process of its own, in ``worker_env()`` (this
+  run's topology and SMTP server), as production runs them beside the buyers;
+- ``after_sale(event_id, problems, worker)``: waits until the event's messages are all published
+  and handled (``drain``, scoped to the event), reads the parts' counters from their status,
+  stops the worker, audits (``audit_pipeline``: one
   confirmation email per order, one cancellation email per cancellation, analytics equal the
   orders, nothing unpublished, no dead letter), and measures: messages handled per second,
   lag from purchase commit to confirmation email sent (p50, p99), and the emulator's raw
@@ -16,12 +19,9 @@
 Isolation: each run gets its own topics and subscriptions (a ``.sim<hex>`` suffix, deleted at
 the end), so an old backlog or old dead letters on the dev stack's subscriptions neither slow nor
 fail the run. Do not run `boxoffice worker` at the same time: its relay would publish this run's
-outbox to the dev topic, where this run's subscribers never see it (drain would time out). The
-relay publishes every unpublished outbox message of the database, older runs' included: their
+outbox to the dev topic, where this run's subscribers never see it (drain would time out). This
+run's relay publishes every unpublished outbox message of the database, older runs' included: their
 number is reported as ``unpublished_before`` (it is 0 on a fresh emulator).
-
-Before/after comparison: ``BOXOFFICE_SIM_ORDERED_EMAIL=1`` runs the email subscription the old
-way (ordered, one event's emails one after another on a streaming subscriber).
 
 SMTP: the dev stack's server when `boxoffice dev up` recorded one that answers (its mailbox is
 read by the audit), else a server process of our own on a free port with a temporary mailbox,
@@ -36,21 +36,22 @@ import secrets
 import shutil
 import socket
 import tempfile
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.cloud import firestore
 
 from boxoffice.log import kv
 from boxoffice.messaging import mailbox as mbox
-from boxoffice.messaging import notify
 from boxoffice.messaging.pipeline import (
     audit_pipeline, drain, measure_raw_consume_rate, pipeline_figures, unpublished_count,
 )
-from boxoffice.messaging.runner import MessagingLoops, build_loops
+from boxoffice.messaging.loops import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
 from boxoffice.messaging.topology import EMAIL, Topology, default_topology, delete_topology, ensure_topology
 from boxoffice.services.users import register_users
+
+if TYPE_CHECKING:
+    from boxoffice.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +69,29 @@ def _answers(address: str) -> bool:
 
 class SalePipeline:
     """The messaging side of one simulated sale. Use as a context manager (``close`` stops
-    whatever was started: loops, SMTP server, topology)."""
+    whatever was started: SMTP server, topology)."""
 
-    def __init__(self, db: firestore.Client, *, threads: int = 8, drain_timeout_s: float = 600.0,
-                 raw_rate: bool = True) -> None:
+    parts = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
+
+    def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
+                 workers: int = 1) -> None:
         from boxoffice.messaging.devstack import use_recorded_pubsub
 
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
         self.db = db
-        self.threads = threads
+        # Workers running the pipeline's parts: the simulator's own, plus ``workers - 1`` more
+        # started here (side by side, as a second `boxoffice worker` would be): the scale-out figure.
+        self.workers = workers
+        self._extra: list[Supervisor] = []
         self.drain_timeout_s = drain_timeout_s
         self.raw_rate = raw_rate
         self.topology: Topology = default_topology(suffix=f".sim{secrets.token_hex(3)}")
-        if os.environ.get("BOXOFFICE_SIM_ORDERED_EMAIL") == "1":
-            self.topology = replace(self.topology, subscriptions=tuple(
-                replace(s, ordered=True) if s.name == EMAIL else s for s in self.topology.subscriptions))
-        self.loops: MessagingLoops | None = None
         self._smtp_pid: int | None = None
         self._tmp: Path | None = None
         self.unpublished_before = 0
         ensure_topology(self.topology)  # first: if it fails, no SMTP process is left behind
         self.smtp_address, self.mailbox = self._smtp()
-        self.mailer = notify.Mailer(notify.SmtpSettings.from_address(self.smtp_address))
 
     def _smtp(self) -> tuple[str, mbox.Mailbox]:
         from boxoffice.messaging import devstack
@@ -109,19 +110,34 @@ class SalePipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def worker_env(self) -> dict[str, str]:
+        """What the worker's parts need to serve this run: its topology and its SMTP server."""
+        return {TOPOLOGY_SUFFIX_ENV: self.topology.suffix, "BOXOFFICE_SMTP_HOST": self.smtp_address}
+
     def before_sale(self, event_id: str, user_ids: list[str]) -> None:
-        """Register the buyers (so every order has an address to confirm to), start the loops."""
+        """Register the buyers (so every order has an address to confirm to)."""
         register_users(self.db, [(u, f"{u}@{EMAIL_DOMAIN}", f"Buyer {u}") for u in user_ids])
         self.unpublished_before = unpublished_count(self.db)
         if self.unpublished_before:
             kv(log, logging.WARNING, "simulate.outbox_backlog", unpublished=self.unpublished_before,
                note="older runs' messages are published and handled too")
-        self.loops = build_loops(self.db, self.topology, self.mailer, threads=self.threads).start()
+        from boxoffice.runtime import emulators as em
+        from boxoffice.runtime.supervisor import Supervisor
 
-    def after_sale(self, event_id: str, problems: list[str]) -> dict[str, Any]:
-        """Drain, stop the loops, audit (appending to ``problems``) and measure."""
+        for i in range(1, self.workers):
+            extra = Supervisor(self.parts, state_dir=em.default_state_dir(),
+                               worker_id=f"sim-{self.topology.suffix.lstrip('.')}-{i}",
+                               env=dict(os.environ, **self.worker_env())).start()
+            self._extra.append(extra)
+            extra.wait_ready(120)
+
+    def after_sale(self, event_id: str, problems: list[str], worker: Supervisor) -> dict[str, Any]:
+        """Drain, stop the workers, audit (appending to ``problems``) and measure."""
         report = drain(self.db, self.topology, timeout_s=self.drain_timeout_s, poll_s=1.0, event_id=event_id)
-        counts = self._stop_loops()
+        counts = {w.worker_id: {name: w.fresh_part_status(name) for name in self.parts}
+                  for w in [worker, *self._extra]}
+        worker.stop()
+        self._stop_extra()
         found = audit_pipeline(self.db, event_id, self.mailbox, topology=self.topology)
         if not report.drained:
             found.insert(0, f"pipeline not drained: {report}")
@@ -143,7 +159,8 @@ class SalePipeline:
             "raw_consume": {"messages": raw.messages, "seconds": round(raw.seconds, 3), "per_s": round(raw.per_s, 1)}
             if raw else None,
             "ratio_handled_to_raw": round(fig.handled_per_s / raw.per_s, 3) if raw and raw.per_s else None,
-            "subscribers": counts,
+            "workers": self.workers,
+            "parts": counts,
             "unpublished_before": self.unpublished_before,
             "smtp": self.smtp_address,
             "mailbox": str(self.mailbox.path),
@@ -152,17 +169,13 @@ class SalePipeline:
             "problems": found,
         }
 
-    def _stop_loops(self) -> dict[str, Any]:
-        if self.loops is None:
-            return {}
-        self.loops.stop()
-        counts = self.loops.counts()
-        self.loops = None
-        return counts
+    def _stop_extra(self) -> None:
+        for extra in self._extra:
+            extra.stop()
+        self._extra = []
 
     def close(self) -> None:
-        self._stop_loops()
-        self.mailer.close()
+        self._stop_extra()
         try:
             delete_topology(self.topology)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's outcome

@@ -8,6 +8,7 @@ on a thread of a pool as wide as ``concurrency``. Every answer is classified as 
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import threading
@@ -24,8 +25,8 @@ from google.cloud import firestore
 from boxoffice.domain import errors
 from boxoffice.domain.model import order_id_for
 from boxoffice.loadtest.audit import Audit, audit_sale
-from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
-from boxoffice.runtime.worker import PeriodicLoop, Worker, wait_until
+from boxoffice.runtime.supervisor import Supervisor
+from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
@@ -268,7 +269,7 @@ def run_simulation(
     mixed = config.hold_share > 0 or config.cancel_share > 0
     if pipeline is not None:
         pipeline.before_sale(event.id, [user for _, user, *_ in plan])
-    background = _start_worker(db) if (config.worker or mixed or pipeline is not None) else None
+    background = _start_worker(run, pipeline) if (config.worker or mixed or pipeline is not None) else None
     results: list[BuyerResult] = []
     kinds: dict[str, int] = {}
     lock = threading.Lock()
@@ -325,18 +326,18 @@ def run_simulation(
         inventory_stats: dict[str, Any] | None = None
         if background is not None:
             inventory_stats = _drain_worker(db, background, event.id)
+        ledger = {r.order_id: r.answer.value for r in results}
+        audit = audit_sale(db, event.id, ledger, check_summary=background is not None)
+        early = 0 if mixed else early_sold_out(results)
+        if early:
+            audit.problems.append(
+                f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
+            )
+            audit.ok = False
+        pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline is not None else None
     finally:
         if background is not None:
             background.stop()
-    ledger = {r.order_id: r.answer.value for r in results}
-    audit = audit_sale(db, event.id, ledger, check_summary=background is not None)
-    early = 0 if mixed else early_sold_out(results)
-    if early:
-        audit.problems.append(
-            f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
-        )
-        audit.ok = False
-    pipeline_figures = pipeline.after_sale(event.id, audit.problems) if pipeline is not None else None
     audit.ok = not audit.problems
     results.sort(key=lambda r: r.index)
     return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
@@ -348,27 +349,43 @@ def _was_cancelled(db: firestore.Client, order_id: str) -> bool:
     return int(doc.get("cancelled_quantity", 0)) > 0
 
 
-def _start_worker(db: firestore.Client) -> Worker:
-    """The inventory trigger (summary, notices) and the hold sweeper, as `boxoffice worker` runs them."""
-    worker = Worker([
-        InventoryTriggerLoop(db),
-        PeriodicLoop("hold-sweeper", lambda: release_expired_holds(db), 0.5),
-    ])
-    worker.start()
+INVENTORY_PARTS = ("inventory-trigger", "hold-sweeper")
+# The simulator's holds live seconds, not minutes: sweep them often.
+SIM_HOLD_SWEEP_S = "0.5"
+WORKER_READY_S = 120.0
+
+
+def _start_worker(run: str, pipeline: SalePipeline | None) -> Supervisor:
+    """`boxoffice worker` as production would run it: the inventory trigger (summary, notices),
+    the hold sweeper and, with ``pipeline``, the relay and subscribers, each an OS process of its
+    own beside the buyers' process. Returns once every part is up, so the sale does not race
+    the parts' start-up."""
+    from boxoffice.runtime import emulators as em
+
+    env = dict(os.environ, BOXOFFICE_HOLD_SWEEP_S=SIM_HOLD_SWEEP_S)
+    parts = list(INVENTORY_PARTS)
+    if pipeline is not None:
+        env.update(pipeline.worker_env())
+        parts += pipeline.parts
+    worker = Supervisor(parts, state_dir=em.default_state_dir(), worker_id=f"sim-{run}", env=env).start()
+    if not worker.wait_ready(WORKER_READY_S):
+        worker.stop()
+        raise RuntimeError(f"the worker's parts did not start within {WORKER_READY_S:.0f} s: {worker.view()}")
     return worker
 
 
-def _drain_worker(db: firestore.Client, worker: Worker, event_id: str) -> dict[str, Any]:
+def _drain_worker(db: firestore.Client, worker: Supervisor, event_id: str) -> dict[str, Any]:
     """Release what holds remain (they would expire within ``hold_ttl_s``), then wait until
     the trigger has reflected every change; return its lag and write-rate figures."""
     while release_expired_holds(db, now=datetime.now(UTC) + timedelta(days=1)):
         pass
-    trigger = next(loop for loop in worker.loops if isinstance(loop, InventoryTriggerLoop))
-    # "Caught up" is judged from the database, not from the loop's queue (a batch in flight, or
-    # a change the listener has not delivered yet, leaves the queue empty): the summary must
+    # "Caught up" is judged from the database, not from the trigger's queue (a batch in flight,
+    # or a change the listener has not delivered yet, leaves the queue empty): the summary must
     # reflect the newest shard commit. Bounded: an audit failure, not a hang, if it never does.
-    wait_until(lambda: trigger.idle() and _summary_reflects_shards(db, event_id), timeout_s=90, poll_s=0.5)
-    return trigger.stats()
+    wait_until(lambda: not worker.part_status("inventory-trigger").get("pending_events")
+               and _summary_reflects_shards(db, event_id), timeout_s=90, poll_s=0.5)
+    status = worker.fresh_part_status("inventory-trigger")
+    return {k: v for k, v in status.items() if k not in ("alive", "pending_events")}
 
 
 def _summary_reflects_shards(db: firestore.Client, event_id: str) -> bool:

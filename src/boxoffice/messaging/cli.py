@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -90,6 +90,26 @@ def drain_cmd(timeout: float = typer.Option(120, help="Seconds to wait."), as_js
     _cli().emit(as_json, report.__dict__, str(report))
     if not report.drained:
         raise typer.Exit(_cli().EXIT_BUSY)
+
+
+@messaging_app.command("repair")
+def repair_cmd(
+    grace: float = typer.Option(60, help="Leave messages published less than this many seconds ago alone."),
+    since: datetime | None = typer.Option(None, help="Look back to this time (ISO 8601) instead of the watermark.",
+                                          formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
+    limit: int = typer.Option(1000, min=1, max=10000, help="At most this many outbox messages per run."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what is missing, change nothing."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find published messages whose effects are missing (no email record, no analytics count:
+    the broker lost them) and have the relay publish them again; subscribers skip what they did."""
+    from boxoffice.messaging.repair import repair
+
+    result = repair(_cli().client(), _topology(), grace_s=grace, since=since, limit=limit, dry_run=dry_run)
+    verb = "would republish" if dry_run else "republished"
+    _cli().emit(as_json, result.as_dict(),
+                f"checked {result.checked} messages from {result.window_start:%Y-%m-%d %H:%M:%S}: "
+                f"{verb} {len(result.republished)} {result.missing or ''}, {result.in_flight} in flight")
 
 
 @messaging_app.command("audit")

@@ -1,7 +1,10 @@
 """Cloud Functions for Firebase (production): thin wrappers over the same relay and handlers.
 
 - ``publish_outbox``: on creation of outbox/{messageId}, publish it and mark it published;
-- ``sweep_outbox``: every minute, publish stragglers (a function that failed or timed out);
+- ``sweep_outbox``: every minute, publish stragglers (a function that failed or timed out) and
+  the messages ``repair_outbox`` marked for publishing again;
+- ``repair_outbox``: every 5 minutes, find published messages whose effects are missing (the
+  broker lost them) and mark them unpublished again (messaging/repair.py);
 - ``email_subscriber`` / ``analytics_subscriber``: on_message_published with retry, so a raised
   error makes Pub/Sub redeliver with backoff. The Eventarc subscription has no filter and no
   dead-letter policy of ours: handlers ack (return) types they do not handle, and dead-letter
@@ -20,7 +23,7 @@ from typing import Any
 
 from firebase_functions import firestore_fn, pubsub_fn, scheduler_fn
 
-from boxoffice.messaging import analytics, notify, relay
+from boxoffice.messaging import analytics, notify, relay, repair
 from boxoffice.messaging.subscribers import Subscription, Verdict, process
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, default_topology, publisher_client
 from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
@@ -59,6 +62,12 @@ def publish_outbox(event: firestore_fn.Event[firestore_fn.DocumentSnapshot | Non
 @scheduler_fn.on_schedule(schedule="every 1 minutes")
 def sweep_outbox(event: scheduler_fn.ScheduledEvent) -> None:
     while relay.sweep(_db(), _publisher(), _topology()).full:
+        pass
+
+
+@scheduler_fn.on_schedule(schedule="every 5 minutes")
+def repair_outbox(event: scheduler_fn.ScheduledEvent) -> None:
+    while repair.repair(_db(), _topology()).full:
         pass
 
 

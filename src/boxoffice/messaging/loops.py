@@ -1,5 +1,5 @@
-"""The messaging loops of `boxoffice worker`: the outbox relay and the email and analytics
-subscribers, registered with runtime/worker.py (which imports this module when present).
+"""The messaging loops of `boxoffice worker`: the outbox relay, the email and analytics
+subscribers and the outbox repair (messaging/repair.py), registered with runtime/worker.py (which imports this module when present).
 
 Each loop is built from the environment the worker runs in:
 - Pub/Sub: PUBSUB_EMULATOR_HOST, else the emulator `boxoffice dev up` recorded; the topology is
@@ -20,12 +20,14 @@ from typing import Any
 
 from boxoffice.log import kv
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology
-from boxoffice.runtime.worker import register_loop
+from boxoffice.runtime.worker import PeriodicLoop, register_loop
 
 log = logging.getLogger(__name__)
 
 TOPOLOGY_SUFFIX_ENV = "BOXOFFICE_TOPOLOGY_SUFFIX"
 RELAY, EMAIL_LOOP, ANALYTICS_LOOP = "outbox-relay", f"subscriber-{EMAIL}", f"subscriber-{ANALYTICS}"
+REPAIR = "outbox-repair"
+REPAIR_INTERVAL_ENV, REPAIR_GRACE_ENV = "BOXOFFICE_REPAIR_INTERVAL_S", "BOXOFFICE_REPAIR_GRACE_S"
 
 
 class SkippedLoop:
@@ -90,6 +92,19 @@ def analytics_loop(db: Any) -> Any:
     return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,)).subscribers[0]
 
 
+def repair_loop(db: Any) -> Any:
+    """Re-publishes messages whose effects are missing (messaging/repair.py). Needs Firestore
+    only: the relay does the publishing."""
+    from boxoffice.messaging.repair import DEFAULT_GRACE_S, repair
+    from boxoffice.messaging.topology import default_topology
+
+    topology = default_topology(suffix=os.environ.get(TOPOLOGY_SUFFIX_ENV, ""))
+    grace_s = float(os.environ.get(REPAIR_GRACE_ENV, DEFAULT_GRACE_S))
+    return PeriodicLoop(REPAIR, lambda: repair(db, topology, grace_s=grace_s).as_dict(),
+                        float(os.environ.get(REPAIR_INTERVAL_ENV, "30")))
+
+
 register_loop(RELAY, relay_loop)
 register_loop(EMAIL_LOOP, email_loop)
 register_loop(ANALYTICS_LOOP, analytics_loop)
+register_loop(REPAIR, repair_loop)

@@ -136,17 +136,26 @@ class LocalSmtpServer:
         self.host = host
         self.port = port or free_port(host)
         self._controller = Controller(_Handler(self.mailbox), hostname=host, port=self.port)
+        self._running = False
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "LocalSmtpServer":
+        """Start serving (again, on the same port, after ``stop``: tests take SMTP away and back)."""
+        from aiosmtpd.controller import Controller
+
+        if self._controller.loop.is_closed():  # a stopped controller cannot start again
+            self._controller = Controller(_Handler(self.mailbox), hostname=self.host, port=self.port)
         self._controller.start()
+        self._running = True
         return self
 
     def stop(self) -> None:
-        self._controller.stop()
+        if self._running:
+            self._controller.stop()
+            self._running = False
 
 
 # --------------------------------------------------------------------------- dev stack process

@@ -46,7 +46,9 @@ from boxoffice.store.messaging import email_ref, processed_ref
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE_S = 60.0
+# How long a claim protects an email being sent; past it, another delivery takes it over (the
+# sender crashed). An environment setting so that crash tests need not wait a minute.
+CLAIM_LEASE_S = float(os.environ.get("BOXOFFICE_EMAIL_LEASE_S", "60"))
 CAUSALITY_WAIT_S = 300.0
 SUBSCRIPTION = "email"
 
@@ -150,6 +152,17 @@ class Mailer:
                 self._local.conn = conn = None  # stale kept-open connection: once more on a new one
                 if attempt == 2:
                     raise
+
+    def probe(self) -> None:
+        """Raises unless the SMTP server accepts a connection and answers NOOP."""
+        conn = self._connect()
+        try:
+            conn.noop()
+        finally:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

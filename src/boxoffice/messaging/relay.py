@@ -38,6 +38,18 @@ class SweepResult:
     published: int
     failed: int
     full: bool  # the sweep hit its limit: more may be waiting
+    error: BaseException | None = None  # the first publish error, if any (e.g. NotFound: topic gone)
+
+
+def resume_keys(publisher: Any, keys: set[tuple[str, str]]) -> None:
+    """Resume the ordering keys whose publish failed (the client pauses a key on a failure so
+    that later messages of the key cannot overtake it). Once per key: resuming a key that is not
+    paused raises "Ordering key is not paused", which must not end the sweep."""
+    for topic, key in keys:
+        try:
+            publisher.resume_publish(topic, key)
+        except RuntimeError:
+            pass
 
 
 def unpublished_query(db: firestore.Client, limit: int | None = None) -> Any:
@@ -56,7 +68,7 @@ def publish_one(db: firestore.Client, publisher: Any, topology: Topology, messag
         publisher.publish(topic, data, ordering_key=key, **attrs).result(timeout=PUBLISH_TIMEOUT_S)
     except Exception:
         if key:
-            publisher.resume_publish(topic, key)
+            resume_keys(publisher, {(topic, key)})
         raise
     outbox_ref(db, message_id).update(
         {"published_at": firestore.SERVER_TIMESTAMP, "publish_attempts": firestore.Increment(1)}
@@ -77,15 +89,20 @@ def sweep(db: firestore.Client, publisher: Any, topology: Topology, *, limit: in
         sent.append((snap, publisher.publish(topic, data, ordering_key=key, **attrs), topic, key))
     ok: list[Any] = []
     failed = 0
+    first_error: BaseException | None = None
+    paused: set[tuple[str, str]] = set()
     for snap, future, topic, key in sent:
         try:
             future.result(timeout=PUBLISH_TIMEOUT_S)
             ok.append(snap)
         except Exception as exc:  # noqa: BLE001 - stays unpublished, next sweep retries it
             failed += 1
+            first_error = first_error or exc
             if key:
-                publisher.resume_publish(topic, key)
-            kv(log, logging.WARNING, "outbox.publish_failed", message_id=snap.id, error=repr(exc))
+                paused.add((topic, key))
+            kv(log, logging.WARNING if failed == 1 else logging.DEBUG, "outbox.publish_failed",
+               message_id=snap.id, error=repr(exc)[:300])
+    resume_keys(publisher, paused)
     batch = db.batch()
     for snap in ok:  # a sweep is at most 500 messages: one commit
         batch.update(snap.reference, {"published_at": firestore.SERVER_TIMESTAMP,
@@ -93,7 +110,7 @@ def sweep(db: firestore.Client, publisher: Any, topology: Topology, *, limit: in
     if ok:
         batch.commit()
     kv(log, logging.DEBUG, "outbox.swept", published=len(ok), failed=failed)
-    return SweepResult(len(ok), failed, len(snaps) == limit)
+    return SweepResult(len(ok), failed, len(snaps) == limit, first_error)
 
 
 class OutboxRelay:
@@ -113,6 +130,7 @@ class OutboxRelay:
         self.limit = limit
         self.published = 0
         self.errors = 0
+        self.topology_recreated = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -127,6 +145,8 @@ class OutboxRelay:
             try:
                 result = self.run_once()
                 failures = 0 if not result.failed else failures + 1
+                if result.error is not None and self._heal(result.error):
+                    continue
                 if result.full and not result.failed:
                     continue
                 pause = self.idle_s if not result.failed else min(5.0, 0.2 * 2 ** failures)
@@ -137,6 +157,18 @@ class OutboxRelay:
                 kv(log, logging.WARNING, "outbox.sweep_failed", error=repr(exc))
             self._stop.wait(pause)
 
+    def _heal(self, exc: BaseException) -> bool:
+        """The topic is gone (a restarted emulator): create the topology again, then retry."""
+        from boxoffice.messaging.topology import recreate_if_missing
+
+        try:
+            healed = recreate_if_missing(self.topology, exc, self.publisher)
+        except Exception as again:  # noqa: BLE001 - Pub/Sub still down: the backoff goes on
+            kv(log, logging.WARNING, "outbox.topology_recreate_failed", error=repr(again)[:300])
+            return False
+        self.topology_recreated += healed
+        return healed
+
     def start(self) -> "OutboxRelay":
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -145,7 +177,7 @@ class OutboxRelay:
 
     def status(self) -> dict[str, Any]:
         return {"alive": bool(self._thread and self._thread.is_alive()), "published": self.published,
-                "errors": self.errors}
+                "errors": self.errors, "topology_recreated": self.topology_recreated}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@ simulator (loadtest/pipeline.py) run them on their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +46,21 @@ class MessagingLoops:
         return out
 
 
-def subscriber_for(sub: Subscription, *, threads: int = 8,
-                   max_outstanding: int = 200) -> StreamingSubscriber | PullingSubscriber:
+def subscriber_for(sub: Subscription, *, threads: int = 8, max_outstanding: int = 200,
+                   probe: Callable[[], None] | None = None) -> StreamingSubscriber | PullingSubscriber:
     """The transport a subscription needs: streaming pull for an ordered one (the client hands
     over each event's messages one at a time, in order), pulled batches handled on ``threads``
-    threads for an unordered one."""
+    threads for an unordered one (pausing while ``probe`` says a dependency is down)."""
     if sub.spec.ordered:
         return StreamingSubscriber(sub, threads=threads, max_outstanding=max_outstanding)
-    return PullingSubscriber(sub, threads=threads)
+    return PullingSubscriber(sub, threads=threads, probe=probe)
+
+
+def firestore_probe(db: firestore.Client) -> Callable[[], None]:
+    """Raises unless Firestore answers a one-document read within 5 s."""
+    from boxoffice.store.messaging import PROCESSED
+
+    return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 
 
 def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
@@ -70,9 +78,17 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
         return notify.handle_email(db, mailer, d)
 
     handlers = {EMAIL: email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
+    database_answers = firestore_probe(db)
+
+    def email_dependencies() -> None:
+        database_answers()
+        if mailer is not None:
+            mailer.probe()
+
+    probes = {EMAIL: email_dependencies, ANALYTICS: database_answers}
     subs: list[StreamingSubscriber | PullingSubscriber] = []
     for name in subscriptions:
         sub = Subscription(db, topology, topology.spec(name), handlers[name], publisher)
-        subs.append(subscriber_for(sub, threads=threads, max_outstanding=max_outstanding))
+        subs.append(subscriber_for(sub, threads=threads, max_outstanding=max_outstanding, probe=probes[name]))
     return MessagingLoops(OutboxRelay(db, topology, publisher=publisher, idle_s=relay_idle_s) if relay else None,
                           subs)

@@ -10,6 +10,10 @@ its effect), so at-least-once delivery gives exactly-once effects.
 - ``RetryLater`` (the message is fine but must wait: another delivery is sending it, or a
   message it must follow is not handled yet) -> nack, counted as "deferred", NOT as a failure:
   it never brings the message closer to the dead-letter topic (the handler bounds the wait);
+- a dependency that does not answer (Firestore unavailable or timing out, the SMTP server
+  refusing connections: ``is_unavailable``) -> nack, counted as "unavailable", NOT as a
+  failure of the message: an outage must not dead-letter good messages. The pulling
+  subscriber then stops pulling until ``probe`` says its dependencies answer again;
 - a handler error -> the failure is recorded (``message_failures/``: error, attempts) and the
   message is nacked, so Pub/Sub redelivers it after the retry policy's exponential backoff;
 - the ``max_delivery_attempts``-th failure -> published to the dead-letter topic with its
@@ -28,6 +32,8 @@ quirk: after a streaming-pull subscriber dies, its unacked messages come back on
 from __future__ import annotations
 
 import logging
+import smtplib
+import socket
 import threading
 import warnings
 from collections import Counter
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from boxoffice.log import kv
@@ -52,6 +59,17 @@ class RetryLater(Exception):
     """Raised by a handler for a message that cannot be handled YET (not a failure): nacked,
     redelivered after the retry backoff, never dead-lettered for it. The handler must make
     sure the wait ends (a lease, a deadline)."""
+
+
+# Errors that say a dependency is away, not that the message is bad.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, ConnectionError, TimeoutError,
+    socket.timeout, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
 
 
 class Verdict(StrEnum):
@@ -117,6 +135,11 @@ def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery
            reason=str(exc))
         return Verdict.NACK
     except Exception as exc:  # noqa: BLE001 - every failure becomes a nack or a dead letter
+        if is_unavailable(exc):
+            sub.stats.add("unavailable")
+            kv(log, logging.WARNING, "message.dependency_unavailable", subscription=sub.spec.name,
+               message_id=message_id, error=repr(exc)[:300])
+            return Verdict.NACK
         try:
             attempts = _record_failure(sub, message_id, attributes.get("event_id", ""), exc)
         except Exception:  # noqa: BLE001 - Firestore down too: let Pub/Sub count (native policy)
@@ -235,10 +258,16 @@ class PullingSubscriber:
     ``threads`` threads lets analytics (whose counters commute) run in parallel."""
 
     def __init__(self, sub: Subscription, *, subscriber: Any = None, batch: int = 100, threads: int = 8,
-                 idle_s: float = 0.1) -> None:
+                 idle_s: float = 0.1, probe: Callable[[], None] | None = None) -> None:
         from boxoffice.messaging.topology import subscriber_client
 
         self.sub = sub
+        # Raises while a dependency of the handler (Firestore, SMTP) is down: after a batch with
+        # "unavailable" messages, pulling waits until it passes, so that an outage does not
+        # spend the messages' delivery attempts (the native dead-letter policy counts them).
+        self.probe = probe
+        self.topology_recreated = 0
+        self.outages = 0
         self.name = f"subscriber-{sub.spec.name}"
         self.subscriber = subscriber or subscriber_client()
         self.batch = batch
@@ -271,17 +300,54 @@ class PullingSubscriber:
             self.subscriber.modify_ack_deadline(subscription=self.sub.path, ack_ids=nacks, ack_deadline_seconds=0)
         return len(received)
 
+    def _wait_for_dependencies(self) -> None:
+        """Back off (0.5 s doubling to 10 s) until ``probe`` passes or the loop stops."""
+        if self.probe is None:
+            return
+        self.outages += 1
+        pause = 0.5
+        while not self._stop.is_set():
+            try:
+                self.probe()
+                kv(log, logging.INFO, "subscriber.dependencies_back", subscription=self.sub.spec.name)
+                return
+            except Exception as exc:  # noqa: BLE001 - still down: wait longer
+                kv(log, logging.WARNING, "subscriber.dependency_down", subscription=self.sub.spec.name,
+                   error=repr(exc)[:300])
+            self._stop.wait(pause)
+            pause = min(10.0, pause * 2)
+
+    def _heal(self, exc: BaseException) -> bool:
+        from boxoffice.messaging.topology import recreate_if_missing
+
+        try:
+            healed = recreate_if_missing(self.sub.topology, exc, self.sub.publisher, self.subscriber)
+        except Exception as again:  # noqa: BLE001 - Pub/Sub still down: the backoff goes on
+            kv(log, logging.WARNING, "subscriber.topology_recreate_failed", error=repr(again)[:300])
+            return False
+        self.topology_recreated += healed
+        return healed
+
     def _run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        failures = 0
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name) as pool:
             while not self._stop.is_set():
                 try:
+                    unavailable = self.stats.outcomes["unavailable"]
                     if self.run_once(pool) == 0:
                         self._stop.wait(self.idle_s)
+                    elif self.stats.outcomes["unavailable"] > unavailable:
+                        self._wait_for_dependencies()
+                    failures = 0
                 except Exception as exc:  # noqa: BLE001 - the loop survives an emulator hiccup
-                    kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name, error=repr(exc))
-                    self._stop.wait(1.0)
+                    failures += 1
+                    kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name,
+                       error=repr(exc)[:300])
+                    if self._heal(exc):
+                        continue
+                    self._stop.wait(min(10.0, 0.25 * 2 ** failures))
 
     def start(self) -> "PullingSubscriber":
         self._stop.clear()
@@ -291,7 +357,7 @@ class PullingSubscriber:
 
     def status(self) -> dict[str, Any]:
         return {"alive": bool(self._thread and self._thread.is_alive()), "pulls": self.pulls, "pulled": self.pulled,
-                **self.stats.outcomes}
+                "topology_recreated": self.topology_recreated, "outages": self.outages, **self.stats.outcomes}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -209,3 +209,15 @@ def delete_topology(topology: Topology, publisher: Any = None, subscriber: Any =
             publisher.delete_topic(topic=topic)
         except gexc.NotFound:
             pass
+
+
+def recreate_if_missing(topology: Topology, exc: BaseException, publisher: Any = None,
+                        subscriber: Any = None) -> bool:
+    """Self-healing: when ``exc`` says a topic or subscription does not exist (the Pub/Sub
+    emulator restarted and lost them all; an operator deleted one), create what is missing.
+    True when it did (the caller retries at once); False for any other error."""
+    if not isinstance(exc, gexc.NotFound):
+        return False
+    created = ensure_topology(topology, publisher, subscriber)
+    kv(log, logging.WARNING, "topology.recreated", created=len(created), cause=repr(exc)[:200])
+    return True

@@ -62,6 +62,9 @@ __all__ = [
     "recorded_stack",
     "pid_alive",
     "host_answers",
+    "start_pubsub_emulator",
+    "restart_pubsub_emulator",
+    "stop_emulator",
 ]
 
 HOST = "127.0.0.1"
@@ -349,10 +352,11 @@ class _Pending:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     attempts: int = 0
+    fixed_port: int | None = None  # restart on this port (its clients keep their address)
 
 
 def _launch(p: _Pending, state_dir: Path) -> None:
-    p.port = _free_port()
+    p.port = p.fixed_port or _free_port()
     p.log = state_dir / f"{p.log_prefix}-{p.port}.log"
     p.proc = _spawn(p.cmd_for_port(p.port), p.log)  # type: ignore[operator]
     p.attempts += 1
@@ -367,7 +371,9 @@ def _wait_all(pending: list[_Pending], state_dir: Path, timeout: float) -> None:
             if p.proc.poll() is not None:
                 tail = _log_tail(p.log)
                 _children.pop(p.proc.pid, None)
-                if ("Address already in use" in tail or "BindException" in tail) and p.attempts < 3:
+                if ("Address already in use" in tail or "BindException" in tail) and p.attempts < 3 + 7 * bool(p.fixed_port):
+                    if p.fixed_port:
+                        time.sleep(0.5)  # the old process is still letting go of the port
                     _launch(p, state_dir)  # lost the free-port race: try another port
                     continue
                 raise EmulatorStartError(
@@ -388,10 +394,12 @@ def _wait_all(pending: list[_Pending], state_dir: Path, timeout: float) -> None:
 
 
 def _start(
-    project: str, *, firestore: bool, pubsub: bool, state_dir: Path, timeout: float = START_TIMEOUT
+    project: str, *, firestore: bool, pubsub: bool, state_dir: Path, timeout: float = START_TIMEOUT,
+    ports: dict[str, int] | None = None,
 ) -> tuple[str | None, str | None, tuple[int, ...]]:
     tools = _locate(firestore=firestore, pubsub=pubsub)
     state_dir.mkdir(parents=True, exist_ok=True)
+    ports = ports or {}
     pending: list[_Pending] = []
     if firestore:
         pending.append(
@@ -402,6 +410,7 @@ def _start(
                     "start", f"--host={HOST}", f"--port={port}",
                 ],
                 "firestore",
+                fixed_port=ports.get("firestore"),
             )
         )
     if pubsub:
@@ -410,6 +419,7 @@ def _start(
                 "Pub/Sub",
                 lambda port: [tools.java, "-jar", str(tools.pubsub_jar), f"--host={HOST}", f"--port={port}"],
                 "pubsub",
+                fixed_port=ports.get("pubsub"),
             )
         )
     try:
@@ -449,6 +459,30 @@ def stop_stack(stack: Stack) -> None:
     """Stop the processes this code started for ``stack`` (SIGTERM the group, then SIGKILL)."""
     for pid in stack.pids:
         _stop_pid(pid)
+
+
+def start_pubsub_emulator(state_dir: Path, *, port: int | None = None, project: str = "demo-boxoffice") -> tuple[str, int]:
+    """Start a Pub/Sub emulator of its own, on ``port`` when given, else a free one; returns
+    (host, pid). Chaos tests use it to stop the emulator and start it again on the same port
+    (``restart_pubsub_emulator``), as an operator or a crash would: its clients keep their
+    address and find it empty (it keeps topics, subscriptions and messages in memory only)."""
+    _, host, pids = _start(project, firestore=False, pubsub=True, state_dir=_ensure_state_dir(state_dir),
+                           ports={"pubsub": port} if port else None)
+    assert host is not None
+    return host, pids[0]
+
+
+def restart_pubsub_emulator(host: str, pid: int, state_dir: Path, *, down_s: float = 0.0) -> int:
+    """Stop the Pub/Sub emulator ``pid`` serving ``host``, wait ``down_s``, start a new one on the
+    same port; returns the new pid."""
+    stop_emulator(pid)
+    time.sleep(down_s)
+    return start_pubsub_emulator(state_dir, port=int(host.rsplit(":", 1)[1]))[1]
+
+
+def stop_emulator(pid: int) -> None:
+    """Stop one emulator started by this process (SIGTERM its group, then SIGKILL)."""
+    _stop_pid(pid)
 
 
 # --------------------------------------------------------------------------- state (dev up)

@@ -18,6 +18,7 @@ commit of the summary that reflects it; per event, the times the summary was wri
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import threading
 import time
@@ -182,7 +183,11 @@ class InventoryTriggerLoop:
             return self.initial_snapshot.is_set() and not self._pending
 
     def status(self) -> dict[str, Any]:
-        return {"alive": bool(self._thread and self._thread.is_alive()), "pending_events": len(self._pending)} | self.stats()
+        # The listener recovers from transient errors by itself; one that gave up (is_active
+        # false) makes the part "not alive", and its process exits for the supervisor to restart.
+        listening = self._watch is None or bool(getattr(self._watch, "is_active", True))
+        alive = bool(self._thread and self._thread.is_alive()) and listening
+        return {"alive": alive, "pending_events": len(self._pending)} | self.stats()
 
     def stats(self) -> dict[str, Any]:
         """Lag (shard commit -> summary commit) and event-document write rates."""
@@ -216,7 +221,8 @@ class InventoryTriggerLoop:
         }
 
 
-HOLD_SWEEP_INTERVAL_S = 2.0
+# An environment setting: the simulator's holds live seconds, so it sweeps more often.
+HOLD_SWEEP_INTERVAL_S = float(os.environ.get("BOXOFFICE_HOLD_SWEEP_S", "2.0"))
 
 register_loop("inventory-trigger", lambda db: InventoryTriggerLoop(db))
 register_loop("hold-sweeper",

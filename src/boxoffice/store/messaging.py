@@ -5,6 +5,7 @@
     emails/{messageId}                              one email per message: claim, send, sent
     message_failures/{subscription}--{messageId}    a handler's last error and attempt count
     analytics/{eventId}/shards/{NN}                 sharded sales counters of one event
+    ops/outbox-repair                               the repair's watermark and last run (repair.py)
 
 The message id is the outbox document id (stable: derived from what happened), so a message
 published twice maps to the same processed record and the same email record.
@@ -21,6 +22,7 @@ EMAILS = "emails"
 FAILURES = "message_failures"
 ANALYTICS = "analytics"
 ANALYTICS_SHARDS = "shards"
+OPS = "ops"
 # Counters are spread over shards so that a flash sale does not hammer one document
 # (Firestore sustains about one write a second per document).
 ANALYTICS_SHARD_COUNT = 10
@@ -50,3 +52,7 @@ def analytics_shard_ref(db: firestore.Client, event_id: str, message_id: str) ->
 
 def analytics_shards_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
     return db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS)
+
+
+def repair_state_ref(db: firestore.Client) -> firestore.DocumentReference:
+    return db.collection(OPS).document("outbox-repair")

@@ -236,7 +236,7 @@ def test_openapi_document_is_served(http):
 
 
 def test_minted_users_buy_through_the_simulator_client(api, http, user, event_of, auth_emulator, stack):
-    from boxoffice.api.client import purchase_via_api
+    from boxoffice.loadtest.api_client import purchase_via_api
     from boxoffice.runtime.emulator_users import mint_tokens
 
     ev = event_of(user(organiser=True), capacity=3)

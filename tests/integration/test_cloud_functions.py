@@ -45,8 +45,8 @@ def main() -> ModuleType:
 @pytest.fixture
 def fresh_functions(stack, monkeypatch):
     """Each test starts like a cold function instance: no cached clients or mailer."""
-    from boxoffice.messaging import cloud_functions as messaging_cf
-    from boxoffice.triggers import cloud_functions as triggers_cf
+    from boxoffice.messaging import pipeline_functions as messaging_cf
+    from boxoffice.triggers import inventory_functions as triggers_cf
 
     monkeypatch.setattr(messaging_cf, "_state", {})
     monkeypatch.setattr(triggers_cf, "_state", {})
@@ -187,7 +187,7 @@ def topic_tap(stack):
 
 @pytest.fixture
 def smtp(tmp_path, monkeypatch):
-    from boxoffice.messaging.mailbox import LocalSmtpServer
+    from boxoffice.runtime.mailbox import LocalSmtpServer
 
     server = LocalSmtpServer(tmp_path / "mail").start()
     monkeypatch.setenv("BOXOFFICE_SMTP_HOST", server.address)
@@ -258,7 +258,7 @@ def test_publish_outbox_then_email_and_analytics_subscribers(db, stack, main, fr
 
 
 def test_a_subscriber_raises_on_a_failed_message_so_pubsub_retries(db, stack, main, fresh_functions, topic_tap):
-    from boxoffice.store.messaging import failure_ref
+    from boxoffice.store.messaging import message_failure_ref
 
     garbage = CloudEvent(
         {"specversion": "1.0", "type": "google.cloud.pubsub.topic.v1.messagePublished",
@@ -272,7 +272,7 @@ def test_a_subscriber_raises_on_a_failed_message_so_pubsub_retries(db, stack, ma
     )
     with pytest.raises(RuntimeError, match="retried by Pub/Sub"):  # raising = nack: Pub/Sub redelivers
         main.analytics_subscriber(garbage)
-    failure = failure_ref(db, "analytics", "bad-1").get().to_dict()
+    failure = message_failure_ref(db, "analytics", "bad-1").get().to_dict()
     assert failure["failures"] == 1 and "bad-1" == failure["message_id"]
 
 

@@ -92,7 +92,7 @@ def test_stop_stack_kills_what_it_started(tmp_path):
 def test_dev_cli_up_status_down(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from boxoffice.runtime.dev_cli import app
+    from boxoffice.cli.dev import dev_app as app
 
     monkeypatch.setenv("BOXOFFICE_STATE_DIR", str(tmp_path))
     runner = CliRunner()

@@ -169,7 +169,7 @@ def test_release_reopens_a_sold_out_event_and_pause_close_refuse_sales(db):
 
 
 def test_waitlist_only_when_sold_out_and_offers_go_to_the_first_in_line(db):
-    from boxoffice.services.availability import refresh_summary
+    from boxoffice.services.summary import refresh_summary
 
     event = make_event(db, capacity=2, shards=1)
     with pytest.raises(NotSoldOut):

@@ -10,7 +10,7 @@ from boxoffice.retry import Backoff
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.audit import audit_inventory
-from boxoffice.services.availability import DEFERRED, REFLECTED, WRITTEN
+from boxoffice.services.summary import DEFERRED, REFLECTED, WRITTEN
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import hold_tickets, release_expired_holds

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.messaging import analytics, deadletter, notify, wire
-from boxoffice.messaging.mailbox import LocalSmtpServer
-from boxoffice.messaging.pipeline import audit_pipeline, drain, pipeline_figures
+from boxoffice.messaging import analytics, deadletter, email, wire
+from boxoffice.runtime.mailbox import LocalSmtpServer
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, pipeline_figures
 from boxoffice.messaging.relay import OutboxRelay, publish_one, sweep
-from boxoffice.messaging.runner import build_loops, subscriber_for
+from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
 from boxoffice.messaging.subscribers import Subscription, pull_batch
 from boxoffice.messaging.topology import (
     ANALYTICS, EMAIL, SubscriptionSpec, Topology, default_topology, delete_topology, ensure_topology,
@@ -51,7 +51,7 @@ def smtp(tmp_path):
 
 @pytest.fixture
 def mailer(smtp):
-    m = notify.Mailer(notify.SmtpSettings.from_address(smtp.address))
+    m = email.Mailer(email.SmtpSettings.from_address(smtp.address))
     yield m
     m.close()
 
@@ -71,7 +71,7 @@ def _buy(db, event, n, *, register=True, quantity=1):
 def _subs(db, topology, mailer):
     pub = publisher_client()
     return {
-        EMAIL: Subscription(db, topology, topology.spec(EMAIL), lambda d: notify.handle_email(db, mailer, d), pub),
+        EMAIL: Subscription(db, topology, topology.spec(EMAIL), lambda d: email.handle_email(db, mailer, d), pub),
         ANALYTICS: Subscription(db, topology, topology.spec(ANALYTICS), lambda d: analytics.handle_analytics(db, d), pub),
     }
 
@@ -219,7 +219,7 @@ def test_emails_are_handled_in_parallel_and_a_cancellation_email_never_precedes_
         try:
             if d.type == "order.confirmed":
                 time.sleep(0.3)  # the cancellation of the same order is pulled meanwhile
-            return notify.handle_email(db, mailer, d)
+            return email.handle_email(db, mailer, d)
         finally:
             with lock:
                 in_flight[0] -= 1
@@ -254,11 +254,11 @@ def test_a_cancellation_email_waits_for_the_confirmation_email_of_its_order(db, 
         d = msgs[mid]
         return wire.Delivered(mid, d["type"], event.id, d["payload"], created_at or d["created_at"])
 
-    with pytest.raises(notify.ConfirmationNotSentYet):
-        notify.handle_email(db, mailer, delivered(cancel_id))
+    with pytest.raises(email.ConfirmationNotSentYet):
+        email.handle_email(db, mailer, delivered(cancel_id))
     assert smtp.mailbox.items() == []  # deferred before claiming: nothing sent, nothing recorded
-    assert notify.handle_email(db, mailer, delivered(f"{order.id}.confirmed")) == "sent"
-    assert notify.handle_email(db, mailer, delivered(cancel_id)) == "sent"
+    assert email.handle_email(db, mailer, delivered(f"{order.id}.confirmed")) == "sent"
+    assert email.handle_email(db, mailer, delivered(cancel_id)) == "sent"
     assert [i.kind for i in smtp.mailbox.items()] == ["order_confirmed", "order_cancelled"]
 
 
@@ -268,8 +268,8 @@ def test_a_cancellation_whose_confirmation_is_stuck_is_sent_after_the_causality_
     cancel_order(db, order.id, order.user_id)
     mid, doc = next((s.id, s.to_dict()) for s in db.collection(OUTBOX).stream()
                     if s.to_dict()["type"] == "order.cancelled")
-    old = datetime.now(timezone.utc) - timedelta(seconds=notify.CAUSALITY_WAIT_S + 1)
-    assert notify.handle_email(db, mailer, wire.Delivered(mid, doc["type"], event.id, doc["payload"], old)) == "sent"
+    old = datetime.now(timezone.utc) - timedelta(seconds=email.CAUSALITY_WAIT_S + 1)
+    assert email.handle_email(db, mailer, wire.Delivered(mid, doc["type"], event.id, doc["payload"], old)) == "sent"
     assert [i.kind for i in smtp.mailbox.items()] == ["order_cancelled"]
 
 

@@ -13,7 +13,7 @@ from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.store.documents import outbox_ref
-from boxoffice.store.messaging import failure_ref, processed_ref, repair_state_ref
+from boxoffice.store.messaging import message_failure_ref, processed_ref, repair_state_ref
 
 
 def _handled(db, subscription, message_id):
@@ -35,7 +35,7 @@ def test_repair_resends_only_published_messages_a_subscription_never_handled(db)
     _handled(db, "email", ids[0])
     _handled(db, "analytics", ids[0])
     _handled(db, "analytics", ids[1])
-    failure_ref(db, "analytics", ids[2]).set({"dead_lettered": True})
+    message_failure_ref(db, "analytics", ids[2]).set({"dead_lettered": True})
     unpublished_later = purchase_tickets(db, event.id, "u9", 1, "k9").order  # the relay's business
 
     later = datetime.now(timezone.utc) + timedelta(seconds=120)  # past the grace period

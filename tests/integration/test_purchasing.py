@@ -12,7 +12,7 @@ from google.cloud import firestore
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import SaleStatus
-from boxoffice.loadtest.audit import audit_sale
+from boxoffice.loadtest.sale_audit import audit_sale
 from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
 from boxoffice.services.events import create_event, inventory
 from boxoffice.services.purchasing import purchase_tickets

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from boxoffice.messaging import analytics
-from boxoffice.messaging.loops import TOPOLOGY_SUFFIX_ENV, worker_topology
-from boxoffice.messaging.mailbox import LocalSmtpServer
-from boxoffice.messaging.pipeline import audit_pipeline, drain
+from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV, worker_topology
+from boxoffice.runtime.mailbox import LocalSmtpServer
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import delete_topology
 from boxoffice.runtime.worker import build_worker, wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -65,7 +65,7 @@ def test_the_worker_runs_the_whole_pipeline_from_purchase_to_email_and_analytics
 
 
 def test_simulate_with_the_pipeline_audits_emails_and_analytics_and_reports_the_figures(db):
-    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.loadtest.sale_pipeline import SalePipeline
     from boxoffice.loadtest.simulator import SimulationConfig, run_simulation
 
     config = SimulationConfig(buyers=60, tickets=20, concurrency=20, cancel_share=0.25, seed=7)

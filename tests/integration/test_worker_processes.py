@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from boxoffice.messaging.mailbox import LocalSmtpServer
-from boxoffice.messaging.pipeline import audit_pipeline, drain
+from boxoffice.runtime.mailbox import LocalSmtpServer
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until

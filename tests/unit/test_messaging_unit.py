@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from boxoffice.messaging import notify, wire
-from boxoffice.messaging.mailbox import Mailbox
+from boxoffice.messaging import email, wire
+from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.messaging.topology import default_topology
 
 
@@ -29,8 +29,8 @@ def test_an_unreadable_message_is_a_named_error(data, attrs):
 def test_an_email_carries_a_deterministic_message_id_and_matching_headers():
     d = wire.Delivered("o_1.confirmed", "order.confirmed", "ev1",
                        {"order_id": "o_1", "quantity": 2, "amount": 5000, "currency": "EUR", "ticket_ids": ["o_1-t01"]})
-    a = notify.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
-    b = notify.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
+    a = email.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
+    b = email.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
     assert a["Message-ID"] == b["Message-ID"] == "<o_1.confirmed@boxoffice>"
     assert (a["X-Boxoffice-Order"], a["X-Boxoffice-Kind"], a["X-Boxoffice-Event"]) == ("o_1", "order_confirmed", "ev1")
     assert "50.00 EUR" in a.get_content()

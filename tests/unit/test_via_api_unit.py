@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from boxoffice.api.client import ApiReply
+from boxoffice.loadtest.api_client import ApiReply
 from boxoffice.domain import errors
 from boxoffice.domain.model import OrderStatus
 from boxoffice.loadtest.via_api import ApiError, error_for, order_from_body

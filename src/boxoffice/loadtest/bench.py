@@ -36,7 +36,7 @@ from boxoffice.loadtest.simulator import (
     run_simulation,
 )
 from boxoffice.services.purchasing import purchase_tickets
-from boxoffice.store.events import insert_events
+from boxoffice.store.event_records import insert_events
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
 TARGETS = {

@@ -24,7 +24,7 @@ from google.cloud import firestore
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import order_id_for
-from boxoffice.loadtest.audit import Audit, audit_sale
+from boxoffice.loadtest.sale_audit import Audit, audit_sale
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -36,7 +36,7 @@ from boxoffice.store.documents import event_ref, inventory_col, order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
 if TYPE_CHECKING:
-    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.loadtest.sale_pipeline import SalePipeline
 
 
 class Strategy(StrEnum):

@@ -37,7 +37,7 @@ import httpx
 from google.cloud import firestore
 
 import boxoffice
-from boxoffice.api.client import ApiReply, purchase_via_api
+from boxoffice.loadtest.api_client import ApiReply, purchase_via_api
 from boxoffice.domain import errors
 from boxoffice.domain.model import Order, OrderStatus
 from boxoffice.loadtest.simulator import BuyerResult, SimulationConfig, SimulationResult, Strategy, run_simulation

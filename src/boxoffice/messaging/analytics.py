@@ -23,11 +23,13 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from boxoffice.domain.messages import MessageType
+from boxoffice.messaging.topology import ANALYTICS, ANALYTICS_TYPES
 from boxoffice.messaging.wire import Delivered
 from boxoffice.store.messaging import analytics_shard_ref, analytics_shards_col, processed_ref
 
-SUBSCRIPTION = "analytics"
-HANDLED = ("order.confirmed", "order.cancelled")
+SUBSCRIPTION = ANALYTICS
+HANDLED = ANALYTICS_TYPES
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def handle_analytics(db: firestore.Client, d: Delivered) -> str:
     qty = _int(p.get("quantity"))
     amount = _int(p["amount"]) if "amount" in p else qty * _int(p.get("unit_price"))
     inc = firestore.Increment
-    if d.type == "order.confirmed":
+    if d.type == MessageType.ORDER_CONFIRMED:
         counters: dict[str, Any] = {"orders": inc(1), "tickets_sold": inc(qty), "revenue": inc(amount),
                                     "per_minute": {_minute_key(d.created_at): inc(qty)}}
     else:

@@ -18,8 +18,8 @@ from typing import Any
 
 from google.cloud import firestore
 
-from boxoffice.messaging.topology import Topology
-from boxoffice.store.messaging import failure_ref
+from boxoffice.messaging.topology import Topology, unary_pull
+from boxoffice.store.messaging import message_failure_ref
 
 DL_ATTRS = ("dl_subscription", "dl_error", "dl_attempts")
 
@@ -49,8 +49,6 @@ def publish_dead_letter(publisher: Any, topology: Topology, data: bytes, attribu
 def _pull(subscriber: Any, topology: Topology, max_messages: int) -> list[Any]:
     out: list[Any] = []
     while len(out) < max_messages:
-        from boxoffice.messaging.subscribers import unary_pull
-
         resp = unary_pull(subscriber, topology.dead_letter_hold_path, min(100, max_messages - len(out)))
         if not resp.received_messages:
             break
@@ -63,7 +61,7 @@ def _as_dead_letter(db: firestore.Client | None, rm: Any) -> DeadLetter:
     sub = attrs.get("dl_subscription", "")
     error = attrs.get("dl_error", "")
     if not error and db is not None and sub and attrs.get("message_id"):
-        doc = failure_ref(db, sub, attrs["message_id"]).get().to_dict() or {}
+        doc = message_failure_ref(db, sub, attrs["message_id"]).get().to_dict() or {}
         error = str(doc.get("last_error", ""))
     return DeadLetter(
         message_id=attrs.get("message_id", rm.message.message_id), type=attrs.get("type", ""),
@@ -99,7 +97,7 @@ def replay(subscriber: Any, publisher: Any, topology: Topology, db: firestore.Cl
         dl = _as_dead_letter(db, r)
         attrs = {k: v for k, v in dl.attributes.items() if k not in DL_ATTRS and not k.startswith("googclient_")}
         if db is not None and dl.subscription:
-            failure_ref(db, dl.subscription, dl.message_id).delete()
+            message_failure_ref(db, dl.subscription, dl.message_id).delete()
         publisher.publish(topology.topic_path(), dl.data, ordering_key=dl.event_id, **attrs).result(timeout=30)
         subscriber.acknowledge(subscription=topology.dead_letter_hold_path, ack_ids=[r.ack_id])
         done.append(dl)

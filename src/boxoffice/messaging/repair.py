@@ -45,7 +45,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.log import kv
 from boxoffice.messaging.topology import Topology
 from boxoffice.store.documents import OUTBOX
-from boxoffice.store.messaging import failure_ref, processed_ref, repair_state_ref
+from boxoffice.store.messaging import message_failure_ref, processed_ref, repair_state_ref
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _missing_subscriptions(db: firestore.Client, doc: dict[str, Any], message_id
         if doc.get("type") not in spec.types:
             continue
         handled = processed_ref(db, spec.name, message_id).path in records
-        dead = (records.get(failure_ref(db, spec.name, message_id).path) or {}).get("dead_lettered")
+        dead = (records.get(message_failure_ref(db, spec.name, message_id).path) or {}).get("dead_lettered")
         if not handled and not dead:
             missing.append(spec.name)
     return missing
@@ -148,7 +148,7 @@ def _records(db: firestore.Client, topology: Topology, snaps: list[Any]) -> dict
         kind = (snap.to_dict() or {}).get("type")
         for spec in topology.subscriptions:
             if kind in spec.types:
-                refs += [processed_ref(db, spec.name, snap.id), failure_ref(db, spec.name, snap.id)]
+                refs += [processed_ref(db, spec.name, snap.id), message_failure_ref(db, spec.name, snap.id)]
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(refs), READ_BATCH):
         for found in db.get_all(refs[i:i + READ_BATCH]):

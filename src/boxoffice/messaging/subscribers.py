@@ -35,7 +35,6 @@ import logging
 import smtplib
 import socket
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +46,8 @@ from google.cloud import firestore
 
 from boxoffice.log import kv
 from boxoffice.messaging import deadletter, wire
-from boxoffice.messaging.topology import SubscriptionSpec, Topology
-from boxoffice.store.messaging import failure_ref
+from boxoffice.messaging.topology import SubscriptionSpec, Topology, unary_pull
+from boxoffice.store.messaging import message_failure_ref
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ class Subscription:
 
 
 def _record_failure(sub: Subscription, message_id: str, event_id: str, exc: BaseException) -> int:
-    ref = failure_ref(sub.db, sub.spec.name, message_id)
+    ref = message_failure_ref(sub.db, sub.spec.name, message_id)
     ref.set({"subscription": sub.spec.name, "message_id": message_id, "event_id": event_id,
              "last_error": repr(exc)[:1000],
              "failures": firestore.Increment(1), "last_failed_at": firestore.SERVER_TIMESTAMP},
@@ -150,7 +149,7 @@ def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery
             try:
                 deadletter.publish_dead_letter(sub.publisher, sub.topology, data, attributes, sub.spec.name,
                                                repr(exc), attempts)
-                failure_ref(sub.db, sub.spec.name, message_id).update({"dead_lettered": True})
+                message_failure_ref(sub.db, sub.spec.name, message_id).update({"dead_lettered": True})
             except Exception:  # noqa: BLE001 - try again on the next delivery
                 sub.stats.add("failed")
                 return Verdict.NACK
@@ -163,14 +162,6 @@ def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery
            attempts=attempts, error=repr(exc))
         return Verdict.NACK
 
-
-def unary_pull(subscriber: Any, path: str, max_messages: int) -> Any:
-    """A pull that returns at once when nothing is there. ``return_immediately`` is deprecated
-    on Pub/Sub, but the emulator holds a pull without it until the RPC times out."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return subscriber.pull(subscription=path, max_messages=max_messages, return_immediately=True,
-                               timeout=10, retry=None)
 
 
 def pull_batch(sub: Subscription, subscriber: Any, max_messages: int = 100, *,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
-from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
+from boxoffice.domain.messages import TICKET_EVENTS_TOPIC, MessageType
 from boxoffice.log import kv
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ EMAIL = "email"
 ANALYTICS = "analytics"
 
 # Types each subscriber handles (also written as the subscription filter, for real Pub/Sub).
-EMAIL_TYPES = ("order.confirmed", "order.cancelled", "waitlist.offer")
-ANALYTICS_TYPES = ("order.confirmed", "order.cancelled")
+EMAIL_TYPES = (MessageType.ORDER_CONFIRMED, MessageType.ORDER_CANCELLED, MessageType.WAITLIST_OFFER)
+ANALYTICS_TYPES = (MessageType.ORDER_CONFIRMED, MessageType.ORDER_CANCELLED)
 
 
 def _filter_for(types: Iterable[str]) -> str:
@@ -102,7 +103,7 @@ class Topology:
 
 def default_topology(project: str | None = None, *, suffix: str = "", emulator: bool | None = None) -> Topology:
     """The production topology: both subscriptions unordered (the ordering key is still the
-    event id, for any ordered subscription added later). Emails: see messaging/notify.py for
+    event id, for any ordered subscription added later). Emails: see messaging/email.py for
     why per-event order is not needed and how per-order causality is kept."""
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-boxoffice"
     del emulator  # kept for callers: the emulator difference is applied by ensure_topology now
@@ -209,6 +210,14 @@ def delete_topology(topology: Topology, publisher: Any = None, subscriber: Any =
             publisher.delete_topic(topic=topic)
         except gexc.NotFound:
             pass
+
+def unary_pull(subscriber: Any, path: str, max_messages: int) -> Any:
+    """A pull that returns at once when nothing is there. ``return_immediately`` is deprecated
+    on Pub/Sub, but the emulator holds a pull without it until the RPC times out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return subscriber.pull(subscription=path, max_messages=max_messages, return_immediately=True,
+                               timeout=10, retry=None)
 
 
 def recreate_if_missing(topology: Topology, exc: BaseException, publisher: Any = None,

@@ -32,7 +32,7 @@ from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.runtime.worker import PeriodicLoop, register_loop
-from boxoffice.services.availability import DEFERRED, WRITTEN
+from boxoffice.services.summary import DEFERRED, WRITTEN
 from boxoffice.services.holds import release_expired_holds
 from boxoffice.store.documents import INVENTORY
 from boxoffice.triggers.inventory import (

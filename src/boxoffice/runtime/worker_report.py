@@ -43,7 +43,7 @@ def parts_rows(workers: list[WorkerView], now: float | None = None) -> list[dict
 def backlog_report(db: Any, topology: Any) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from boxoffice.messaging.pipeline import backlog
+    from boxoffice.loadtest.pipeline_checks import backlog
     from boxoffice.store.messaging import FAILURES
 
     try:

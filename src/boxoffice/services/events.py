@@ -14,7 +14,7 @@ from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
 from boxoffice.domain.seating import seat_map_from_json
 from boxoffice.domain.ticket_types import type_specs_from_json
-from boxoffice.store import events as store
+from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
 from boxoffice.store.purchases import ROUTER
 

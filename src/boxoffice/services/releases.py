@@ -41,7 +41,7 @@ from boxoffice.domain.model import (
 )
 from boxoffice.log import kv
 from boxoffice.retry import Backoff, call_with_backoff
-from boxoffice.services.availability import refresh_summary
+from boxoffice.services.summary import refresh_summary
 from boxoffice.store.documents import (
     event_from_doc,
     event_ref,

@@ -3,7 +3,7 @@
     events/{eventId}/waitlist/{userId}   user_id, joined_at, status (waiting | offered), offer_id
 
 Joining is allowed only when the event has no available ticket (checked on the shards, not
-the summary). Offers are made by the summary refresh (``services.availability``) in the same
+the summary). Offers are made by the summary refresh (``services.summary``) in the same
 commit as the summary that shows tickets came back: the first waiters by ``joined_at``, one
 per returned ticket, each as a ``waitlist.offer`` outbox message (an email). An offer does not
 reserve the ticket: the first to buy gets it (see docs/parts/inventory.md).

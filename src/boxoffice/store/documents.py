@@ -96,7 +96,7 @@ def waitlist_col(db: firestore.Client, event_id: str) -> firestore.CollectionRef
     return event_ref(db, event_id).collection(WAITLIST)
 
 
-def failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
+def trigger_failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
     return db.collection(TRIGGER_FAILURES).document(change_id)
 
 

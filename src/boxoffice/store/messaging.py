@@ -40,7 +40,7 @@ def email_ref(db: firestore.Client, message_id: str) -> firestore.DocumentRefere
     return db.collection(EMAILS).document(message_id)
 
 
-def failure_ref(db: firestore.Client, subscription: str, message_id: str) -> firestore.DocumentReference:
+def message_failure_ref(db: firestore.Client, subscription: str, message_id: str) -> firestore.DocumentReference:
     return db.collection(FAILURES).document(_key(subscription, message_id))
 
 

@@ -28,14 +28,14 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
-from boxoffice.services.availability import (
+from boxoffice.services.summary import (
     DEFERRED,
     UNCHANGED,
     SummaryOutcome,
     refresh_summary,
     wait_for_summary,
 )
-from boxoffice.store.documents import TRIGGER_FAILURES, failure_ref
+from boxoffice.store.documents import TRIGGER_FAILURES, trigger_failure_ref
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def deliver(
 
 def record_failure(db: firestore.Client, change: InventoryChange, error: BaseException, attempts: int) -> None:
     """Write the dead letter (idempotent: one document per change id)."""
-    failure_ref(db, change.change_id).set({
+    trigger_failure_ref(db, change.change_id).set({
         "change_id": change.change_id,
         "event_id": change.event_id,
         "shard_id": change.shard_id,

@@ -20,7 +20,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.messaging import deadletter
 from boxoffice.messaging.analytics import read_stats
-from boxoffice.messaging.mailbox import Mailbox
+from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.messaging.topology import Topology, default_topology, subscriber_client
 from boxoffice.store.documents import ORDERS, OUTBOX
 from boxoffice.store.messaging import EMAILS, FAILURES, PROCESSED

@@ -23,7 +23,7 @@ from typing import Any
 
 from firebase_functions import firestore_fn, pubsub_fn, scheduler_fn
 
-from boxoffice.messaging import analytics, notify, relay, repair
+from boxoffice.messaging import analytics, email, relay, repair
 from boxoffice.messaging.subscribers import Subscription, Verdict, process
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, default_topology, publisher_client
 from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
@@ -77,9 +77,9 @@ def _deliver(name: str, event: Any) -> None:
     topo = _topology()
     if name == EMAIL:
         if "mailer" not in _state:
-            _state["mailer"] = notify.Mailer(notify.SmtpSettings.from_env())
+            _state["mailer"] = email.Mailer(email.SmtpSettings.from_env())
         mailer = _state["mailer"]
-        handler = lambda d: notify.handle_email(_db(), mailer, d)  # noqa: E731
+        handler = lambda d: email.handle_email(_db(), mailer, d)  # noqa: E731
     else:
         handler = lambda d: analytics.handle_analytics(_db(), d)  # noqa: E731
     sub = Subscription(_db(), topo, topo.spec(name), handler, _publisher())

@@ -6,6 +6,8 @@ import os
 
 import typer
 
+from boxoffice.cli.output import EXIT_INPUT, EXIT_NO_EMULATOR
+
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
@@ -27,7 +29,7 @@ def serve(
             if rec is None:
                 typer.echo("No emulators: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST "
                            "and FIREBASE_AUTH_EMULATOR_HOST), or pass --production.", err=True)
-                raise typer.Exit(6)
+                raise typer.Exit(EXIT_NO_EMULATOR)
             os.environ["FIRESTORE_EMULATOR_HOST"] = rec.firestore_host
             os.environ.setdefault("GOOGLE_CLOUD_PROJECT", rec.project)
         if not os.environ.get(auth_emulator.ENV):
@@ -38,7 +40,7 @@ def serve(
         os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-boxoffice")
     elif not os.environ.get("GOOGLE_CLOUD_PROJECT"):
         typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_INPUT)
     typer.echo(f"boxoffice API on http://{host}:{port} (project {os.environ['GOOGLE_CLOUD_PROJECT']}, "
                f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
                err=True)
@@ -58,7 +60,7 @@ def mint_tokens(
     host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
     if not host:
         typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
-        raise typer.Exit(6)
+        raise typer.Exit(EXIT_NO_EMULATOR)
     from boxoffice.runtime import emulators as em
 
     rec = em.recorded_stack()

@@ -49,7 +49,7 @@ class SkippedLoop:
 
 def worker_topology() -> Topology | None:
     """The dev topology (created if missing), or None when no Pub/Sub emulator is known."""
-    from boxoffice.messaging.devstack import use_recorded_pubsub
+    from boxoffice.runtime.devstack import use_recorded_pubsub
     from boxoffice.messaging.topology import default_topology, ensure_topology
 
     if not use_recorded_pubsub():
@@ -70,8 +70,9 @@ def relay_loop(db: Any) -> Any:
 
 
 def email_loop(db: Any) -> Any:
-    from boxoffice.messaging import devstack, notify
-    from boxoffice.messaging.runner import build_loops
+    from boxoffice.messaging import email
+    from boxoffice.runtime import devstack
+    from boxoffice.runtime.messaging_runner import build_loops
 
     topology = worker_topology()
     if topology is None:
@@ -79,12 +80,12 @@ def email_loop(db: Any) -> Any:
     address = devstack.smtp_address()
     if not address:
         return SkippedLoop(EMAIL_LOOP, "no SMTP server: set BOXOFFICE_SMTP_HOST=host:port or run `boxoffice dev up`")
-    mailer = notify.Mailer(notify.SmtpSettings.from_env(address))
+    mailer = email.Mailer(email.SmtpSettings.from_env(address))
     return build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL,)).subscribers[0]
 
 
 def analytics_loop(db: Any) -> Any:
-    from boxoffice.messaging.runner import build_loops
+    from boxoffice.runtime.messaging_runner import build_loops
 
     topology = worker_topology()
     if topology is None:

@@ -1,5 +1,5 @@
-"""CLI of the messaging pipeline: `boxoffice messaging ...`, `mail list`, `stats EVENT`, `dlq ...`,
-`users register`. Registered in cli.py by ``register(app)``."""
+"""`boxoffice messaging ...` (topology, run, drain, audit, raw-rate), `mail list`, `stats EVENT`,
+`dlq list|replay`: the messaging pipeline from the command line."""
 
 from __future__ import annotations
 
@@ -12,26 +12,30 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from boxoffice.domain import errors
+from boxoffice import log as blog
+from boxoffice.cli.output import EXIT_BUSY, EXIT_REFUSED, JsonOpt, client, emit, err, money
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, measure_raw_consume_rate
+from boxoffice.messaging import email
+from boxoffice.messaging.analytics import read_stats
+from boxoffice.messaging.deadletter import list_dead_letters, replay
+from boxoffice.messaging.repair import repair
+from boxoffice.messaging.topology import (
+    default_topology,
+    ensure_topology,
+    publisher_client,
+    subscriber_client,
+)
+from boxoffice.runtime import devstack
+from boxoffice.runtime.mailbox import Mailbox
+from boxoffice.runtime.messaging_runner import build_loops
 
 messaging_app = typer.Typer(help="Outbox relay, Pub/Sub topology and subscribers.", no_args_is_help=True)
 mail_app = typer.Typer(help="The local mailbox of the dev stack's SMTP server.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: messages subscribers gave up on.", no_args_is_help=True)
-users_app = typer.Typer(help="Users (who emails go to).", no_args_is_help=True)
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-
-
-def _cli() -> Any:
-    from boxoffice import cli
-
-    return cli
 
 
 def _topology(suffix: str = "") -> Any:
-    from boxoffice.messaging.devstack import use_recorded_pubsub
-    from boxoffice.messaging.topology import default_topology
-
-    use_recorded_pubsub()
+    devstack.use_recorded_pubsub()
     return default_topology(suffix=suffix)
 
 
@@ -42,14 +46,11 @@ def topology_cmd(
 ) -> None:
     """Create the topics and subscriptions that are missing (idempotent). Against a real project
     when PUBSUB_EMULATOR_HOST is unset and no dev stack runs."""
-    from boxoffice.messaging.devstack import use_recorded_pubsub
-    from boxoffice.messaging.topology import default_topology, ensure_topology
-
-    use_recorded_pubsub()
+    devstack.use_recorded_pubsub()
     topo = default_topology(project)
     created = ensure_topology(topo)
-    _cli().emit(as_json, {"project": topo.project, "created": created},
-                f"topology of {topo.project}: {len(created)} created" + "".join(f"\n  + {c}" for c in created))
+    emit(as_json, {"project": topo.project, "created": created},
+         f"topology of {topo.project}: {len(created)} created" + "".join(f"\n  + {c}" for c in created))
 
 
 @messaging_app.command("run")
@@ -60,36 +61,29 @@ def run_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the outbox relay and the email and analytics subscribers in the foreground."""
-    from boxoffice import log as blog
-    from boxoffice.messaging import devstack, notify
-    from boxoffice.messaging.runner import build_loops
-    from boxoffice.messaging.topology import ensure_topology
-
     blog.configure(logging.INFO)
     topo = _topology()
     ensure_topology(topo)
-    mailer = notify.Mailer(notify.SmtpSettings.from_env(devstack.smtp_address()))
-    loops = build_loops(_cli().client(), topo, mailer, relay=not no_relay, threads=threads).start()
+    mailer = email.Mailer(email.SmtpSettings.from_env(devstack.smtp_address()))
+    loops = build_loops(client(), topo, mailer, relay=not no_relay, threads=threads).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if not as_json:
-        _cli().err.print(f"messaging running on {topo.project} (SMTP {mailer.settings.host}:{mailer.settings.port}); Ctrl-C stops")
+        err.print(f"messaging running on {topo.project} (SMTP {mailer.settings.host}:{mailer.settings.port}); Ctrl-C stops")
     stop.wait(duration or None)
     loops.stop()
     mailer.close()
-    _cli().emit(as_json, loops.counts(), f"stopped: {loops.counts()}")
+    emit(as_json, loops.counts(), f"stopped: {loops.counts()}")
 
 
 @messaging_app.command("drain")
 def drain_cmd(timeout: float = typer.Option(120, help="Seconds to wait."), as_json: bool = JsonOpt) -> None:
     """Wait until the outbox is published and every subscription handled its messages (exit 5 if not)."""
-    from boxoffice.messaging.pipeline import drain
-
-    report = drain(_cli().client(), _topology(), timeout_s=timeout)
-    _cli().emit(as_json, report.__dict__, str(report))
+    report = drain(client(), _topology(), timeout_s=timeout)
+    emit(as_json, report.__dict__, str(report))
     if not report.drained:
-        raise typer.Exit(_cli().EXIT_BUSY)
+        raise typer.Exit(EXIT_BUSY)
 
 
 @messaging_app.command("repair")
@@ -103,27 +97,21 @@ def repair_cmd(
 ) -> None:
     """Find published messages whose effects are missing (no email record, no analytics count:
     the broker lost them) and have the relay publish them again; subscribers skip what they did."""
-    from boxoffice.messaging.repair import repair
-
-    result = repair(_cli().client(), _topology(), grace_s=grace, since=since, limit=limit, dry_run=dry_run)
+    result = repair(client(), _topology(), grace_s=grace, since=since, limit=limit, dry_run=dry_run)
     verb = "would republish" if dry_run else "republished"
-    _cli().emit(as_json, result.as_dict(),
-                f"checked {result.checked} messages from {result.window_start:%Y-%m-%d %H:%M:%S}: "
-                f"{verb} {len(result.republished)} {result.missing or ''}, {result.in_flight} in flight")
+    emit(as_json, result.as_dict(),
+         f"checked {result.checked} messages from {result.window_start:%Y-%m-%d %H:%M:%S}: "
+         f"{verb} {len(result.republished)} {result.missing or ''}, {result.in_flight} in flight")
 
 
 @messaging_app.command("audit")
 def audit_cmd(event_id: str, as_json: bool = JsonOpt) -> None:
     """Check emails, analytics, outbox and dead letters of an event against its orders (exit 4 on problems)."""
-    from boxoffice.messaging.devstack import mailbox_dir
-    from boxoffice.messaging.mailbox import Mailbox
-    from boxoffice.messaging.pipeline import audit_pipeline
-
-    problems = audit_pipeline(_cli().client(), event_id, Mailbox(mailbox_dir()), topology=_topology())
-    _cli().emit(as_json, {"ok": not problems, "problems": problems},
-                "pipeline ok" if not problems else "\n".join(problems))
+    problems = audit_pipeline(client(), event_id, Mailbox(devstack.mailbox_dir()), topology=_topology())
+    emit(as_json, {"ok": not problems, "problems": problems},
+         "pipeline ok" if not problems else "\n".join(problems))
     if problems:
-        raise typer.Exit(_cli().EXIT_REFUSED)
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @messaging_app.command("raw-rate")
@@ -131,20 +119,15 @@ def raw_rate_cmd(messages: int = typer.Option(1000, help="Messages to publish an
                  ordered: bool = typer.Option(False, help="One ordering key, ordered subscription."),
                  as_json: bool = JsonOpt) -> None:
     """Measure the Pub/Sub emulator's raw consume rate (ack-only subscriber): the ceiling."""
-    from boxoffice.messaging.pipeline import measure_raw_consume_rate
-
     topo = _topology()
     r = measure_raw_consume_rate(messages, project=topo.project, ordered=ordered)
-    _cli().emit(as_json, r.__dict__, f"{r.messages} messages in {r.seconds:.2f} s: {r.per_s:.0f}/s (ordered={r.ordered})")
+    emit(as_json, r.__dict__, f"{r.messages} messages in {r.seconds:.2f} s: {r.per_s:.0f}/s (ordered={r.ordered})")
 
 
 @mail_app.command("list")
 def mail_list(limit: int = typer.Option(50, help="Show the last N."), as_json: bool = JsonOpt) -> None:
     """Emails the dev stack's SMTP server received (resends of one Message-ID marked)."""
-    from boxoffice.messaging.devstack import mailbox_dir
-    from boxoffice.messaging.mailbox import Mailbox
-
-    box = Mailbox(mailbox_dir())
+    box = Mailbox(devstack.mailbox_dir())
     items = box.items()
     dups = box.duplicates()
     table = Table("received", "to", "subject", "kind", "Message-ID", title=f"{box.path}: {len(items)} emails, "
@@ -152,16 +135,13 @@ def mail_list(limit: int = typer.Option(50, help="Show the last N."), as_json: b
     for i in items[-limit:]:
         table.add_row(i.received_at[:19], ", ".join(i.to), i.subject, i.kind,
                       i.message_id + (f" (x{dups[i.message_id]})" if i.message_id in dups else ""))
-    _cli().emit(as_json, {"mailbox": str(box.path), "count": len(items), "distinct": len(box.distinct()),
-                          "emails": [i.__dict__ for i in items[-limit:]]}, table)
+    emit(as_json, {"mailbox": str(box.path), "count": len(items), "distinct": len(box.distinct()),
+                   "emails": [i.__dict__ for i in items[-limit:]]}, table)
 
 
 def stats_cmd(event_id: str, as_json: bool = JsonOpt) -> None:
     """Sales analytics of an event, as counted by the analytics subscriber."""
-    from boxoffice.messaging.analytics import read_stats
-
-    s = read_stats(_cli().client(), event_id)
-    money = _cli().money
+    s = read_stats(client(), event_id)
     cur = s.currency or ""
     table = Table(title=f"analytics of {event_id}", show_header=False, title_justify="left")
     table.add_row("orders", str(s.orders))
@@ -170,55 +150,26 @@ def stats_cmd(event_id: str, as_json: bool = JsonOpt) -> None:
     table.add_row("cancellations", f"{s.cancellations} ({s.tickets_cancelled} tickets, refunds {money(s.refunds, cur)})")
     for minute, n in sorted(s.per_minute.items())[-10:]:
         table.add_row(f"  {minute}", f"{n} tickets")
-    _cli().emit(as_json, s.as_dict(), table)
+    emit(as_json, s.as_dict(), table)
 
 
 @dlq_app.command("list")
 def dlq_list(limit: int = typer.Option(100, help="At most this many."), as_json: bool = JsonOpt) -> None:
     """Messages in the dead-letter topic, with the subscription that gave up and its error."""
-    from boxoffice.messaging.deadletter import list_dead_letters
-    from boxoffice.messaging.topology import subscriber_client
-
     topo = _topology()  # first: it points the Pub/Sub client at the dev stack
-    letters = list_dead_letters(subscriber_client(), topo, _cli().client(), max_messages=limit)
+    letters = list_dead_letters(subscriber_client(), topo, client(), max_messages=limit)
     table = Table("message", "type", "event", "subscription", "attempts", "error")
     for d in letters:
         table.add_row(d.message_id, d.type, d.event_id, d.subscription, str(d.attempts), d.error[:80])
-    _cli().emit(as_json, {"dead_letters": [{k: v for k, v in d.__dict__.items() if k not in ("data", "ack_id")}
-                                           for d in letters]}, table)
+    emit(as_json, {"dead_letters": [{k: v for k, v in d.__dict__.items() if k not in ("data", "ack_id")}
+                                    for d in letters]}, table)
 
 
 @dlq_app.command("replay")
 def dlq_replay(message_id: str | None = typer.Option(None, "--message", help="Only this message id."),
                limit: int = typer.Option(100, help="At most this many."), as_json: bool = JsonOpt) -> None:
     """Send dead letters back to the ticket-events topic (subscribers that already handled one skip it)."""
-    from boxoffice.messaging.deadletter import replay
-    from boxoffice.messaging.topology import publisher_client, subscriber_client
-
     topo = _topology()  # first: it points the Pub/Sub client at the dev stack
-    done = replay(subscriber_client(), publisher_client(), topo, _cli().client(), max_messages=limit,
+    done = replay(subscriber_client(), publisher_client(), topo, client(), max_messages=limit,
                   message_id=message_id)
-    _cli().emit(as_json, {"replayed": [d.message_id for d in done]}, f"replayed {len(done)} message(s)")
-
-
-@users_app.command("register")
-def users_register(user_id: str, email: str = typer.Option(..., help="Email address."),
-                   name: str | None = typer.Option(None, help="Display name."), as_json: bool = JsonOpt) -> None:
-    """Create or update a user (emails go to users/{uid}.email)."""
-    from boxoffice.services.users import register_user
-
-    try:
-        user = register_user(_cli().client(), user_id, email, name)
-    except errors.BoxofficeError as exc:
-        _cli().fail(exc, as_json)
-    _cli().emit(as_json, user.__dict__, f"user {user.id} <{user.email}>")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(messaging_app, name="messaging")
-    app.add_typer(mail_app, name="mail")
-    app.add_typer(dlq_app, name="dlq")
-    app.add_typer(users_app, name="users")
-    app.command("stats")(stats_cmd)
-
-
+    emit(as_json, {"replayed": [d.message_id for d in done]}, f"replayed {len(done)} message(s)")

@@ -5,7 +5,7 @@ Every message received is stored as ``<dir>/<n>-<uuid>.eml`` and indexed as one 
 headers). Nothing is deduplicated here: a resent email appears twice, and readers (``boxoffice
 mail list``, the pipeline audit) count distinct Message-IDs.
 
-Run it as ``python -m boxoffice.messaging.mailbox --port N --dir DIR`` (what `boxoffice dev up`
+Run it as ``python -m boxoffice.runtime.mailbox --port N --dir DIR`` (what `boxoffice dev up`
 does), or in-process with ``LocalSmtpServer`` (tests).
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 INDEX = "index.jsonl"
-SERVER_MARKER = "boxoffice.messaging.mailbox"
+SERVER_MARKER = "boxoffice.runtime.mailbox"
 
 
 @dataclass(frozen=True)

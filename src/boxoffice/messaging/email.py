@@ -40,6 +40,7 @@ from google.cloud import firestore
 
 from boxoffice.log import kv
 from boxoffice.messaging.subscribers import RetryLater
+from boxoffice.messaging.topology import EMAIL, EMAIL_TYPES
 from boxoffice.messaging.wire import Delivered
 from boxoffice.services.users import get_user
 from boxoffice.store.messaging import email_ref, processed_ref
@@ -50,13 +51,10 @@ log = logging.getLogger(__name__)
 # sender crashed). An environment setting so that crash tests need not wait a minute.
 CLAIM_LEASE_S = float(os.environ.get("BOXOFFICE_EMAIL_LEASE_S", "60"))
 CAUSALITY_WAIT_S = 300.0
-SUBSCRIPTION = "email"
+SUBSCRIPTION = EMAIL
 
-KINDS = {
-    "order.confirmed": "order_confirmed",
-    "order.cancelled": "order_cancelled",
-    "waitlist.offer": "waitlist_offer",
-}
+# The email kind of each message type the email subscription receives: "order.confirmed" -> "order_confirmed".
+KINDS = {t: t.replace(".", "_") for t in EMAIL_TYPES}
 
 
 class EmailInFlight(RetryLater):

@@ -6,17 +6,13 @@ import json
 import time
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from boxoffice.runtime import auth_emulator
+from boxoffice.cli.output import JsonOpt, err, out
+from boxoffice.runtime import auth_emulator, devstack
 from boxoffice.runtime import emulators as em
 
-app = typer.Typer(help="Local dev stack: the Firestore and Pub/Sub emulators.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+dev_app = typer.Typer(help="Local dev stack: the Firestore and Pub/Sub emulators.", no_args_is_help=True)
 
 
 def _exports(stack: em.Stack) -> str:
@@ -53,12 +49,12 @@ def _show(stack: em.Stack, title: str) -> None:
     table.add_row("pubsub", stack.pubsub_host or "-")
     table.add_row("pids", " ".join(map(str, stack.pids)))
     table.add_row("state", str(em.state_file(stack.state_dir)))
-    console.print(table)
+    out.print(table)
     # plain print so the line can be copied / eval'd as is
     print(_exports(stack))
 
 
-@app.command()
+@dev_app.command()
 def up(
     project: str = typer.Option("demo-boxoffice", help="Project id the emulators serve."),
     no_pubsub: bool = typer.Option(False, "--no-pubsub", help="Start only the Firestore emulator."),
@@ -77,14 +73,12 @@ def up(
     if stale:  # recorded but (partly) dead: stop what is left of it, forget it
         em.stop_stack(em.Stack(project=str(stale.get("project", "")), firestore_host="", pubsub_host=None,
                                pids=tuple(int(p) for p in stale.get("pids", [])), state_dir=em.default_state_dir()))
-        from boxoffice.messaging import devstack
-
         devstack.stop_smtp(stale)
         em.remove_state()
     t0 = time.monotonic()
     try:
         if not json_out:
-            with console.status("starting emulators..."):
+            with out.status("starting emulators..."):
                 stack = em.start_stack(project, pubsub=not no_pubsub, state_dir=em.default_state_dir())
         else:
             stack = em.start_stack(project, pubsub=not no_pubsub, state_dir=em.default_state_dir())
@@ -92,11 +86,9 @@ def up(
         if json_out:
             print(json.dumps({"running": False, "error": str(e)}))
         else:
-            err_console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+            err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2)
     em.write_state(stack)
-    from boxoffice.messaging import devstack  # SMTP server + Pub/Sub topology beside the emulators
-
     devstack.ensure_dev_topology(stack)
     devstack.start_smtp(stack.state_dir)
     _auth_up(project)
@@ -112,11 +104,11 @@ def _auth_up(project: str) -> str | None:
     try:
         return auth_emulator.dev_up(project).host
     except (em.EmulatorNotFound, em.EmulatorStartError) as e:
-        err_console.print(f"[yellow]Auth emulator not started:[/] {e}", highlight=False)
+        err.print(f"[yellow]Auth emulator not started:[/] {e}", highlight=False)
         return None
 
 
-@app.command()
+@dev_app.command()
 def status(json_out: bool = JsonOpt) -> None:
     """Show the recorded stack. Exit code 0 when up, 1 when down."""
     stack = em.recorded_stack()
@@ -129,7 +121,7 @@ def status(json_out: bool = JsonOpt) -> None:
             msg = "dev stack is [red]down[/]"
             if stale:
                 msg += f" (stale record in {em.state_file()}; `boxoffice dev down` clears it)"
-            console.print(msg)
+            out.print(msg)
         raise typer.Exit(1)
     if json_out:
         print(json.dumps(_info(stack, True)))
@@ -137,7 +129,7 @@ def status(json_out: bool = JsonOpt) -> None:
         _show(stack, "dev stack is [green]up[/]")
 
 
-@app.command()
+@dev_app.command()
 def down(json_out: bool = JsonOpt) -> None:
     """Stop the recorded emulator processes and remove the record."""
     data = em.read_state()
@@ -145,14 +137,12 @@ def down(json_out: bool = JsonOpt) -> None:
         if json_out:
             print(json.dumps({"stopped": [], "was_running": False}))
         else:
-            console.print("dev stack was not up")
+            out.print("dev stack was not up")
         raise typer.Exit(0)
     pids = tuple(int(p) for p in data.get("pids", []))
     alive = [p for p in pids if em.pid_alive(p)]
     em.stop_stack(em.Stack(project=str(data.get("project", "")), firestore_host=str(data.get("firestore_host", "")),
                            pubsub_host=data.get("pubsub_host"), pids=pids, state_dir=em.default_state_dir()))
-    from boxoffice.messaging import devstack
-
     devstack.stop_smtp(data)
     em.remove_state()
     auth_emulator.dev_down()
@@ -161,10 +151,10 @@ def down(json_out: bool = JsonOpt) -> None:
         print(json.dumps({"stopped": [p for p in alive if p not in left], "still_alive": left,
                           "was_running": bool(alive)}))
     else:
-        console.print(f"dev stack down (stopped pids {' '.join(map(str, alive)) or 'none'})")
+        out.print(f"dev stack down (stopped pids {' '.join(map(str, alive)) or 'none'})")
         if left:
-            console.print(f"[yellow]still alive (not ours?):[/] {' '.join(map(str, left))}")
+            out.print(f"[yellow]still alive (not ours?):[/] {' '.join(map(str, left))}")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    dev_app()

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 from google.cloud import firestore
 
 from boxoffice.log import kv
-from boxoffice.messaging import mailbox as mbox
-from boxoffice.messaging.pipeline import (
+from boxoffice.loadtest.pipeline_checks import (
     audit_pipeline, drain, measure_raw_consume_rate, pipeline_figures, unpublished_count,
 )
-from boxoffice.messaging.loops import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
+from boxoffice.runtime import mailbox as mbox
+from boxoffice.runtime.messaging_loops import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
 from boxoffice.messaging.topology import EMAIL, Topology, default_topology, delete_topology, ensure_topology
 from boxoffice.services.users import register_users
 
@@ -75,7 +75,7 @@ class SalePipeline:
 
     def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
                  workers: int = 1) -> None:
-        from boxoffice.messaging.devstack import use_recorded_pubsub
+        from boxoffice.runtime.devstack import use_recorded_pubsub
 
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
@@ -94,7 +94,7 @@ class SalePipeline:
         self.smtp_address, self.mailbox = self._smtp()
 
     def _smtp(self) -> tuple[str, mbox.Mailbox]:
-        from boxoffice.messaging import devstack
+        from boxoffice.runtime import devstack
         from boxoffice.runtime import emulators as em
 
         state = em.read_state() or {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.cloud import firestore
 
-from boxoffice.messaging import analytics, notify
+from boxoffice.messaging import analytics, email
 from boxoffice.messaging.relay import OutboxRelay
 from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
@@ -63,7 +63,7 @@ def firestore_probe(db: firestore.Client) -> Callable[[], None]:
     return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 
 
-def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer | None, *, relay: bool = True,
+def build_loops(db: firestore.Client, topology: Topology, mailer: email.Mailer | None, *, relay: bool = True,
                 subscriptions: tuple[str, ...] = (EMAIL, ANALYTICS), threads: int = 8,
                 max_outstanding: int = 200, relay_idle_s: float = 0.1) -> MessagingLoops:
     """The loops, not started: the relay, a pulling subscriber (batches on ``threads``
@@ -72,12 +72,12 @@ def build_loops(db: firestore.Client, topology: Topology, mailer: notify.Mailer 
     settings inside); None only when ``subscriptions`` leaves email out."""
     publisher = publisher_client()
 
-    def email(d: Any) -> str:
+    def send_email(d: Any) -> str:
         if mailer is None:
             raise RuntimeError("build_loops: the email subscriber needs a mailer")
-        return notify.handle_email(db, mailer, d)
+        return email.handle_email(db, mailer, d)
 
-    handlers = {EMAIL: email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
+    handlers = {EMAIL: send_email, ANALYTICS: lambda d: analytics.handle_analytics(db, d)}
     database_answers = firestore_probe(db)
 
     def email_dependencies() -> None:

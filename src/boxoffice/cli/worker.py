@@ -10,22 +10,17 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from boxoffice.cli import output as c
+from boxoffice.cli.output import JsonOpt
 from boxoffice.domain import errors
 
 worker_app = typer.Typer(help="The background parts: run them, or see how they are doing.",
                          invoke_without_command=True)
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-
-
-def _cli() -> Any:
-    from boxoffice import cli
-
-    return cli
 
 
 def stack_env() -> None:
     """Name the `dev up` emulators in the environment, so the parts' processes inherit them."""
-    from boxoffice.messaging.devstack import use_recorded_pubsub
+    from boxoffice.runtime.devstack import use_recorded_pubsub
     from boxoffice.runtime import emulators as em
 
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
@@ -55,7 +50,6 @@ def worker(
     from boxoffice.runtime.worker import registered_loops
 
     configure("INFO")
-    c = _cli()
     c.client()  # fails with the usual message when there is no Firestore to work on
     stack_env()
     known = registered_loops()
@@ -115,12 +109,11 @@ def status(
 ) -> None:
     """Each running worker's parts (state, pid, restarts, last error, last progress) and the
     backlog: outbox unpublished, undelivered per subscription, dead letters, summary lag."""
-    from boxoffice.messaging.loops import TOPOLOGY_SUFFIX_ENV
+    from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV
     from boxoffice.messaging.topology import default_topology
     from boxoffice.runtime import emulators as em
     from boxoffice.runtime.worker_report import worker_report
 
-    c = _cli()
     report = worker_report(em.default_state_dir(), c.client(),
                            default_topology(suffix=os.environ.get(TOPOLOGY_SUFFIX_ENV, "")),
                            event_id=event_id, include_stopped=all_)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from boxoffice.messaging import mailbox
+from boxoffice.runtime import mailbox
 from boxoffice.runtime import emulators as em
 
 

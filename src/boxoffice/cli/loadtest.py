@@ -1,4 +1,4 @@
-"""`boxoffice simulate` and `boxoffice bench`."""
+"""`boxoffice simulate` and `boxoffice bench`: flash sales and benchmarks on the emulators."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
 from boxoffice.domain import errors
 from boxoffice.store.purchases import CommitMode
 
 if TYPE_CHECKING:
     from boxoffice.loadtest.simulator import SimulationConfig
-
-out = Console()
-err = Console(stderr=True)
-
-EXIT_AUDIT_FAILED = 7  # the run finished but the audit found an inconsistency (or errors)
 
 
 def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
@@ -32,7 +27,7 @@ def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
 def _sale_pipeline(stack, enabled: bool, workers: int = 1):  # type: ignore[no-untyped-def]
     from contextlib import nullcontext
 
-    from boxoffice.loadtest.pipeline import SalePipeline
+    from boxoffice.loadtest.sale_pipeline import SalePipeline
     from boxoffice.runtime import emulators as em
 
     return SalePipeline(em.firestore_client(stack), workers=workers) if enabled else nullcontext()
@@ -88,10 +83,10 @@ def simulate(
         )
     except ValueError as exc:
         err.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_INPUT) from exc
     except errors.InvalidRequest as exc:
         err.print(f"[red]error[/red]: {exc.message}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_INPUT) from exc
     if via_api or compare_library:
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
@@ -114,7 +109,7 @@ def simulate(
                 result = run_simulation(db, config, on_answer=on_answer, pipeline=sale_pipeline)
             except errors.BoxofficeError as exc:
                 err.print(f"[red]error[/red]: {exc.message}")
-                raise typer.Exit(2) from exc
+                raise typer.Exit(EXIT_INPUT) from exc
         report = result.report()
         print_report(report, out)
         if json_path:
@@ -136,7 +131,7 @@ def _simulate_via_api(config: SimulationConfig, project: str, compare_library: b
                                    api_workers=api_workers, json_path=json_path)
     except errors.BoxofficeError as exc:
         err.print(f"[red]error[/red]: {exc.message}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_INPUT) from exc
     if not figures["ok"]:
         raise typer.Exit(EXIT_AUDIT_FAILED)
 

@@ -1,0 +1,119 @@
+"""Selling tickets: `boxoffice buy`, `hold`, `confirm`, `unhold`, `cancel`, `release`, `sale`, and
+`waitlist join|leave`."""
+
+from __future__ import annotations
+
+import secrets
+
+import typer
+
+from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money
+from boxoffice.cli.shapes import event_json, hold_json, order_json
+from boxoffice.domain import errors
+from boxoffice.services.cancellations import cancel_order
+from boxoffice.services.holds import confirm_hold, hold_tickets, release_hold
+from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.services.releases import release_tickets, set_sale_status
+from boxoffice.services.waitlist import join_waitlist, leave_waitlist
+
+waitlist_app = typer.Typer(help="Wait for a sold-out event.", no_args_is_help=True)
+
+
+def buy(
+    event_id: str,
+    user: str = typer.Option(..., "--user", help="Buyer's user id."),
+    quantity: int = typer.Option(1, "--quantity", "-q", help="Number of tickets."),
+    key: str | None = typer.Option(None, "--key", help="Idempotency key; reuse it to retry safely (default: random)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Buy tickets. Retrying with the same --key returns the first order instead of buying twice."""
+    idem = key or secrets.token_hex(8)
+    with exit_on_error(as_json):
+        result = purchase_tickets(client(), event_id, user, quantity, idem)
+    order = result.order
+    note = " (replayed: this key already bought it)" if result.replayed else ""
+    emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
+         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
+
+
+def hold(
+    event_id: str,
+    user: str = typer.Option(..., "--user", help="User id."),
+    quantity: int = typer.Option(1, "--quantity", "-q"),
+    key: str | None = typer.Option(None, "--key", help="Idempotency key (default: random)."),
+    ttl: float | None = typer.Option(None, "--ttl", help="Hold time in seconds (default: the event's hold_minutes)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Hold tickets in a cart until they expire; `boxoffice confirm HOLD` buys them."""
+    with exit_on_error(as_json):
+        h = hold_tickets(client(), event_id, user, quantity, key or secrets.token_hex(8), ttl_s=ttl)
+    emit(as_json, {"ok": True, "hold": hold_json(h)},
+         f"hold [bold]{h.id}[/bold]: {h.quantity} ticket(s) until {h.expires_at.isoformat()}")
+
+
+def confirm(hold_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
+    """Turn a live hold into an order (confirming twice returns the same order)."""
+    with exit_on_error(as_json):
+        result = confirm_hold(client(), hold_id, user)
+    o = result.order
+    emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(o)},
+         f"order [bold]{o.id}[/bold]: {o.quantity} ticket(s), {money(o.amount, o.currency)}")
+
+
+def unhold(hold_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
+    """Give up a hold: its tickets go back on sale now."""
+    with exit_on_error(as_json):
+        h = release_hold(client(), hold_id, user)
+    emit(as_json, {"ok": True, "hold": hold_json(h)}, f"hold {h.id} is {h.status.value}")
+
+
+def cancel(
+    order_id: str,
+    user: str = typer.Option("", "--user", help="The buyer (not needed with --organiser)."),
+    ticket: list[str] = typer.Option(None, "--ticket", help="Cancel only these tickets (repeatable)."),
+    organiser: bool = typer.Option(False, "--organiser", help="Cancel as the organiser (any order)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Cancel an order or some of its tickets; a refund is recorded. Cancelling twice is harmless."""
+    with exit_on_error(as_json):
+        o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, by_organiser=organiser)
+    emit(as_json, {"ok": True, "order": order_json(o) | {"cancelled_quantity": o.cancelled_quantity}},
+         f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
+
+
+def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"), as_json: bool = JsonOpt) -> None:
+    """Add tickets to a running sale (reopens a sold-out event)."""
+    with exit_on_error(as_json):
+        ev = release_tickets(client(), event_id, quantity)
+    emit(as_json, {"ok": True, "event": event_json(ev)},
+         f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
+
+
+SALE_ACTIONS = {"pause": "paused", "resume": "on_sale", "close": "closed"}
+
+
+def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume | close"),
+         as_json: bool = JsonOpt) -> None:
+    """Pause, resume or close an event's sale."""
+    with exit_on_error(as_json):
+        status = SALE_ACTIONS.get(action)
+        if status is None:
+            raise errors.InvalidRequest(f"action must be pause, resume or close, got {action!r}")
+        ev = set_sale_status(client(), event_id, status)
+    emit(as_json, {"ok": True, "event": event_json(ev)}, f"event {ev.id} is {ev.status.value}")
+
+
+@waitlist_app.command("join")
+def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
+    """Join the waitlist of a sold-out event: you get an offer when tickets come back."""
+    with exit_on_error(as_json):
+        e = join_waitlist(client(), event_id, user)
+    emit(as_json, {"ok": True, "event_id": e.event_id, "user_id": e.user_id, "status": e.status,
+                   "position": e.position}, f"{e.user_id} is {e.status} (position {e.position})")
+
+
+@waitlist_app.command("leave")
+def waitlist_leave(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
+    """Leave the waitlist."""
+    was = leave_waitlist(client(), event_id, user)
+    emit(as_json, {"ok": True, "was_waiting": was}, "left the waitlist" if was else "was not on the waitlist")

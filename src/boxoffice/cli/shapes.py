@@ -1,0 +1,51 @@
+"""The ``--json`` shapes of events, orders and holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boxoffice.domain.model import Event, Hold, Order
+
+
+def event_json(event: Event, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": event.id,
+        "name": event.name,
+        "venue": event.venue,
+        "starts_at": event.starts_at.isoformat(),
+        "price": event.price,
+        "currency": event.currency,
+        "capacity": event.capacity,
+        "per_order_max": event.per_order_max,
+        "per_user_limit": event.per_user_limit,
+        "shard_count": event.shard_count,
+        "status": event.status.value,
+        "hold_minutes": event.hold_minutes,
+        "low_stock_threshold": event.low_stock_threshold,
+    }
+    if summary is not None:
+        data["summary"] = {k: v for k, v in summary.items() if k != "updated_at"} | (
+            {"updated_at": summary["updated_at"].isoformat()} if summary.get("updated_at") else {}
+        )
+    return data
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "event_id": order.event_id,
+        "user_id": order.user_id,
+        "quantity": order.quantity,
+        "amount": order.amount,
+        "currency": order.currency,
+        "status": order.status.value,
+        "ticket_ids": list(order.ticket_ids),
+        "allocations": dict(order.allocations),
+        "idempotency_key": order.idempotency_key,
+    }
+
+
+def hold_json(hold: Hold) -> dict[str, Any]:
+    return {"id": hold.id, "event_id": hold.event_id, "user_id": hold.user_id, "quantity": hold.quantity,
+            "allocations": dict(hold.allocations), "expires_at": hold.expires_at.isoformat(),
+            "status": hold.status.value}

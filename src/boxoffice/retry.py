@@ -12,6 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.api_core import exceptions as gexc
+
+from boxoffice.domain.errors import ContentionTimeout
+
 T = TypeVar("T")
 
 
@@ -55,3 +59,34 @@ def call_with_backoff(
             if time.monotonic() + delay >= give_up_at:
                 raise
             sleep(delay)
+
+
+# Errors of a guarded commit that mean "another writer got there first" or "try again":
+# never shown to a caller as such (``commit_with_retries`` names them ContentionTimeout at the end).
+RETRYABLE = (
+    gexc.Conflict,  # ABORTED (transaction lock timeout), ALREADY_EXISTS (created meanwhile)
+    gexc.FailedPrecondition,  # a guarded document changed since it was read
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+)
+DEFAULT_BACKOFF = Backoff(base_s=0.005, cap_s=0.25)
+
+
+def commit_with_retries(
+    what: str,
+    attempt: Callable[[], T],
+    *,
+    deadline_s: float = 10.0,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    rng: random.Random | None = None,
+) -> tuple[T, int]:
+    """The one retry style of guarded commits (confirm, release, cancel, new tickets): call
+    ``attempt`` (read, check, commit) until it lands, retrying lost races with jittered backoff;
+    raises ``ContentionTimeout`` ("could not {what} ...") when ``deadline_s`` passes."""
+    try:
+        return call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
+    except RETRYABLE as exc:
+        raise ContentionTimeout(
+            f"could not {what} within {deadline_s:.1f}s because of load; please try again"
+        ) from exc

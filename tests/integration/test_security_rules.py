@@ -32,6 +32,7 @@ def rules(stack, db):
     db.document("orders/o_alice").set({"user_id": "alice", "event_id": "pub", "created_at": now})
     db.document("tickets/o_alice-t01").set({"user_id": "alice", "order_id": "o_alice", "code": "x"})
     db.document("holds/h_alice").set({"user_id": "alice", "event_id": "pub"})
+    db.document("requests/o_alice").set({"user_id": "alice", "event_id": "pub", "outcome": "order"})
     db.document("outbox/m1").set({"topic": "orders", "published_at": None})
     db.document("analytics/daily").set({"sold": 1})
     db.document("users/alice").set({"email": "alice@example.com"})
@@ -101,3 +102,15 @@ def test_no_client_writes_anything(rules):
         assert rules.write(path) == 403, path
     assert rules.delete("orders/o_alice", "alice") == 403
     assert rules.delete("events/pub/inventory/s000", "alice") == 403
+
+
+def test_a_buyer_reads_and_may_await_only_their_own_request_document(rules):
+    assert rules.get("requests/o_alice", "alice") == 200
+    assert rules.get("requests/o_alice", "mallory") == 403
+    assert rules.get("requests/o_alice") == 403
+    # not answered yet: a signed-in buyer may wait for it (a listener reads the missing document)
+    assert rules.get("requests/o_not_yet", "alice") == 404
+    assert rules.get("requests/o_not_yet") == 403
+    assert rules.write("requests/o_alice", "alice") == 403
+    assert rules.query("requests", "user_id", "alice", "alice") == 200
+    assert rules.query("requests", "user_id", "alice", "mallory") == 403

@@ -275,3 +275,23 @@ def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:
         sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
         live=False, types=summary.get("types"),
     )
+
+
+class RefusalOut(BaseModel):
+    code: str
+    message: str
+
+
+class RequestOut(BaseModel):
+    """A purchase or hold request: pending in the queue, or its answer.
+
+    ``status`` is ``pending`` (poll again; a signed-in client may instead listen to the
+    Firestore document ``requests/{id}``), ``order`` (see ``order``), ``hold`` (see ``hold``)
+    or ``refused`` (see ``error``: sold out, limit...).
+    """
+
+    id: str
+    status: str = Field(description="pending | order | hold | refused")
+    order: OrderOut | None = None
+    hold: HoldOut | None = None
+    error: RefusalOut | None = None

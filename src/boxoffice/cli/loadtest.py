@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
 from boxoffice.domain import errors
-from boxoffice.store.purchases import CommitMode
+from boxoffice.loadtest.baselines import CommitMode
 
 if TYPE_CHECKING:
     from boxoffice.loadtest.simulator import SimulationConfig
@@ -39,9 +40,13 @@ def simulate(
     concurrency: int = typer.Option(200, min=1, max=1000, help="Buyers in flight at once."),
     max_quantity: int = typer.Option(1, min=1, max=50, help="Each buyer asks for 1..Q tickets."),
     shards: int | None = typer.Option(None, min=1, max=200, help="Inventory shards (default: event default)."),
-    strategy: str = typer.Option("sharded", help="sharded | single-document (the naive baseline)."),
+    strategy: str = typer.Option("queued", help="queued (admission queue + batch allocator) | direct-sharded | "
+                                 "single-document (baselines: one purchase per commit)."),
     commit: str = typer.Option("transaction", help="single-document only: transaction | batch."),
-    instances: int = typer.Option(1, min=1, help="Independent app instances (shard routers) the buyers are spread over."),
+    instances: int = typer.Option(1, min=1, help="App instances: N > 1 runs the buyers in N OS processes that open "
+                                  "the sale together (concurrency / N threads each)."),
+    allocators: int = typer.Option(1, min=0, max=8, help="Allocator processes started for the run (queued "
+                                   "strategy; one holds the lease, the rest stand by). 0: use running ones."),
     deadline: float = typer.Option(10.0, min=0.1, help="Seconds a buyer keeps retrying under contention."),
     hold_share: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of buyers who hold (a cart) first."),
     confirm_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of holders who confirm; the rest let the hold expire."),
@@ -78,7 +83,7 @@ def simulate(
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
-            deadline_s=deadline, seed=seed, instances=instances, hold_share=hold_share,
+            deadline_s=deadline, seed=seed, instances=instances, allocators=allocators, hold_share=hold_share,
             confirm_share=confirm_share, cancel_share=cancel_share, hold_ttl_s=hold_ttl, worker=worker,
         )
     except ValueError as exc:
@@ -140,35 +145,42 @@ def bench(
     buyers: int = typer.Option(5000, min=1, help="Buyers in each contended phase."),
     tickets: int = typer.Option(1000, min=1, help="Tickets in each contended phase."),
     concurrency: int = typer.Option(200, min=1, max=1000, help="Buyers in flight at once, every phase."),
-    deadline: float = typer.Option(5.0, min=0.1, help="Same deadline for every buyer of every phase."),
+    deadline: float = typer.Option(10.0, min=0.1, help="Same deadline for every buyer of every phase."),
+    instances: str = typer.Option("1,8,40", help="App instances (OS processes) of the queued phases, comma-separated."),
+    direct: bool = typer.Option(True, "--direct/--no-direct", help="The direct-sharded baseline phase."),
+    single_document: bool = typer.Option(False, "--single-document", help="The single-document baselines "
+                                         "(several minutes each)."),
     ceiling_buyers: int | None = typer.Option(None, help="Buyers in the ceiling phases (default: --buyers)."),
     json_path: Path = typer.Option(Path("reports/bench.json"), "--json", help="Where to write the figures."),
     project: str = typer.Option("demo-boxoffice-bench", help="Emulator project id (emptied between phases)."),
 ) -> None:
-    """Measure sharded purchases against the uncontended ceiling and the single-document
-    baselines, side by side in one run on one emulator. Prints every figure and ratio."""
-    from boxoffice.loadtest.bench import run_bench
+    """Measure the queued sale at several instance counts against the uncontended
+    one-purchase-per-commit ceiling (and baselines), side by side in one run on one emulator.
+    Prints every figure, the batch size and commit rate behind it, and the ratios."""
+    from boxoffice.loadtest.bench import ROW_HEADERS, rows, run_bench
     from boxoffice.loadtest.report import write_json
     from boxoffice.runtime import emulators as em
 
-    with _stack(project) as stack:
+    try:
+        counts = tuple(int(n) for n in instances.split(",") if n.strip())
+        if not counts or min(counts) < 1 or max(counts) > concurrency:
+            raise ValueError
+    except ValueError:
+        err.print(f"[red]error[/red]: --instances must be whole numbers between 1 and the concurrency, got {instances!r}")
+        raise typer.Exit(2) from None
+    with _stack(project, pubsub=True) as stack:
         db = em.firestore_client(stack)
         figures = run_bench(
             db, lambda: em.clear_firestore(stack, project), buyers=buyers, tickets=tickets,
-            concurrency=concurrency, deadline_s=deadline, ceiling_buyers=ceiling_buyers,
+            concurrency=concurrency, deadline_s=deadline, ceiling_buyers=ceiling_buyers, instances=counts,
+            direct=direct, single_document=single_document,
             progress=lambda phase: err.print(f"[dim]phase: {phase}[/dim]"),
         )
     write_json(figures, json_path)
-    table = Table("phase", "sold", "sold out", "errors", "sales/s", "p50 ms", "p99 ms", "duration s")
-    for c in figures["ceilings"]:
-        table.add_row(f"ceiling ({c['commit']})", str(c["purchases"]), "-", str(sum(c["failures"].values())),
-                      f"{c['purchases_per_s']:.1f}", f"{c['latency_ms']['p50']:.0f}", f"{c['latency_ms']['p99']:.0f}",
-                      f"{c['duration_s']:.1f}")
-    for name in ("sharded", "single_document_transaction", "single_document_batch"):
-        r = figures[name]
-        table.add_row(name.replace("_", " "), str(r["tickets_sold"]), str(r["sold_out"]), str(r["errors"]),
-                      f"{r['sales_per_s']:.1f}", f"{r['latency_ms']['p50']:.0f}", f"{r['latency_ms']['p99']:.0f}",
-                      f"{r['duration_s']:.1f}")
+    table = Table(*ROW_HEADERS, title=f"{buyers} buyers, {tickets} tickets, concurrency {concurrency} "
+                  f"(machine: {os.cpu_count()} cores; shared machines give noisy absolute figures)")
+    for row in rows(figures):
+        table.add_row(*row)
     out.print(table)
     out.print_json(json.dumps({"ratios": figures["ratios"], "targets": figures["targets"], "checks": figures["checks"]}))
     out.print(f"figures written to {json_path}")

@@ -91,6 +91,8 @@ def client() -> Any:
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
         recorded = em.recorded_stack()
         if recorded is not None:
+            if recorded.pubsub_host and not os.environ.get("PUBSUB_EMULATOR_HOST"):
+                os.environ["PUBSUB_EMULATOR_HOST"] = recorded.pubsub_host  # the admission queue
             return em.firestore_client(recorded)
         if not os.environ.get("GOOGLE_CLOUD_PROJECT"):
             err.print(

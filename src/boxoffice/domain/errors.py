@@ -268,3 +268,34 @@ class PerUserTypeLimitExceeded(PerUserLimitExceeded):
                         f"you have {already}, asked for {requested} more")
         self.args = (self.message,)
         self.type_id = type_id
+
+class AnswerPending(ContentionTimeout):
+    """The request is queued but its answer did not arrive in time; ask again with the same key
+    (the allocator answers it exactly once, and the same key then returns that answer)."""
+
+    code = "answer_pending"
+
+    def __init__(self, request_id: str, waited_s: float) -> None:
+        super().__init__(
+            f"request {request_id} is queued but not answered after {waited_s:.1f}s; nothing is lost: "
+            "ask again with the same idempotency key to get its answer (locally, the allocator runs in "
+            "`boxoffice worker`)"
+        )
+        self.request_id = request_id
+
+
+def _all_subclasses(cls: type[BoxofficeError]) -> list[type[BoxofficeError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_all_subclasses(sub)]
+    return out
+
+
+def error_from_answer(code: str, message: str, details: dict[str, object]) -> BoxofficeError:
+    """Rebuild the named error an allocator recorded in an answer (same class, message and fields)."""
+    cls = next((c for c in _all_subclasses(BoxofficeError) if c.code == code), BoxofficeError)
+    exc = cls.__new__(cls)
+    BoxofficeError.__init__(exc, message)
+    for key, value in details.items():
+        setattr(exc, key, value)
+    return exc

@@ -296,8 +296,16 @@ class InventoryShard:
 
 
 class ShardMove(StrEnum):
-    """A change of a shard's counts that does not take from ``available``."""
+    """A change of a shard's counts, written as server-side increments.
 
+    ``SELL`` and ``HOLD`` take from ``available``: only the event's allocator writes them, with
+    the lease that makes it the one writer that takes (its view of ``available`` is exact or a
+    lower bound, so an increment never takes a count below zero). Every other move only gives
+    tickets back or shifts tickets a hold or order already owns.
+    """
+
+    SELL = "sell"  # available -> sold (a purchase)
+    HOLD = "hold"  # available -> held (a cart)
     CONFIRM = "confirm"  # held -> sold (a hold becomes an order)
     UNHOLD = "unhold"  # held -> available (a hold is released or expires)
     REFUND = "refund"  # sold -> available (a ticket is cancelled)
@@ -309,6 +317,8 @@ def shard_deltas(move: ShardMove, quantity: int) -> dict[str, int]:
     if quantity < 1:
         raise ValueError("quantity must be positive")
     return {
+        ShardMove.SELL: {"available": -quantity, "sold": quantity},
+        ShardMove.HOLD: {"available": -quantity, "held": quantity},
         ShardMove.CONFIRM: {"held": -quantity, "sold": quantity},
         ShardMove.UNHOLD: {"held": -quantity, "available": quantity},
         ShardMove.REFUND: {"sold": -quantity, "available": quantity},
@@ -358,6 +368,28 @@ def order_id_for(user_id: str, idempotency_key: str) -> str:
 
 def ticket_ids_for(order_id: str, quantity: int) -> list[str]:
     return [f"{order_id}-t{n:02d}" for n in range(1, quantity + 1)]
+
+
+def new_order(
+    *,
+    order_id: str,
+    event: Event,
+    user_id: str,
+    quantity: int,
+    allocations: Mapping[str, int],
+    idempotency_key: str,
+    hold_id: str | None = None,
+) -> tuple[Order, list[Ticket]]:
+    """An order at the event's current price and its tickets (ids derived from the order id)."""
+    ticket_ids = ticket_ids_for(order_id, quantity)
+    order = Order(
+        id=order_id, event_id=event.id, user_id=user_id, quantity=quantity, unit_price=event.price,
+        currency=event.currency, allocations=dict(allocations), idempotency_key=idempotency_key,
+        ticket_ids=tuple(ticket_ids), hold_id=hold_id,
+    )
+    tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code())
+               for t in ticket_ids]
+    return order, tickets
 
 
 def new_ticket_code() -> str:

@@ -1,16 +1,18 @@
-"""`boxoffice bench`: the sharded purchase against its ceiling and its naive baselines, in ONE run.
+"""`boxoffice bench`: the queued sale (admission queue + batch allocator) at 1, 8 and 40 app
+instances against the one-purchase-per-commit ceiling and baselines, in ONE run on one emulator.
 
-Phases, each on an emptied database of the same emulator, all at the same concurrency:
+Phases, each on an emptied database, all at the same concurrency and deadline:
 
 1. ceiling: the writes of one purchase with no contention at all - every buyer on its own
-   private event with one one-ticket inventory document - through the same
-   ``purchase_tickets``, committed both ways (guarded batch, transaction); the faster counts;
-2. sharded: ``buyers`` buyers for ``tickets`` tickets, default shard count;
-3. single-document, transaction: one inventory document, a plain Firestore transaction;
-4. single-document, guarded batch: one inventory document, the optimistic commit.
+   private event with one one-ticket inventory document - one purchase per commit, as a
+   guarded batch and as a transaction; the faster counts;
+2. queued, for each ``--instances`` N: ``buyers`` buyers for ``tickets`` tickets, spread over N
+   OS processes that open the sale together, one allocator process deciding (and the batch
+   size and commit rate behind the sales, read from the answer documents);
+3. direct sharded (baseline): the same sale, each buyer committing its own purchase on a shard;
+4. single document (``--single-document``, slow): one inventory document, transaction and batch.
 
-Every buyer has the same deadline in every phase. The ratios the targets are stated in are
-computed from these figures, measured side by side.
+The targets are ratios measured side by side in this run (issue 8).
 """
 
 from __future__ import annotations
@@ -30,20 +32,18 @@ from boxoffice.domain import errors
 from boxoffice.domain.model import new_event
 from boxoffice.loadtest.simulator import (
     SimulationConfig,
-    SimulationResult,
     Strategy,
     percentiles,
     run_simulation,
 )
-from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.store.event_records import insert_events
-from boxoffice.store.purchases import CommitMode, ShardRouter
 
 TARGETS = {
-    "sharded_vs_ceiling_sales": 0.5,  # at least
-    "sharded_vs_ceiling_p99": 3.0,  # at most
-    "sharded_vs_single_document_sales": 30.0,  # at least
+    "queued_8_vs_ceiling_sales": 2.0,  # at least: sales/s with 8 instances / ceiling purchases/s
+    "queued_8_vs_ceiling_p99": 1.0,  # at most: p99 of all answers with 8 instances / ceiling p99
 }
+DEFAULT_INSTANCES = (1, 8, 40)
 
 
 def measure_ceiling(
@@ -58,9 +58,6 @@ def measure_ceiling(
         for i in range(buyers)
     ]
     insert_events(db, events)
-    router = ShardRouter()
-    for event in events:
-        router.learn_event(event)
     latencies: list[float] = []
     failures: dict[str, int] = {}
     lock = threading.Lock()
@@ -68,8 +65,8 @@ def measure_ceiling(
     def buy(i: int) -> None:
         started = time.perf_counter()
         try:
-            purchase_tickets(db, events[i].id, f"ceil-user-{i}", 1, "k", mode=mode,
-                             deadline_s=deadline_s, rng=random.Random(i), router=router)
+            purchase_directly(db, events[i].id, f"ceil-user-{i}", 1, "k", mode=mode,
+                              deadline_s=deadline_s, rng=random.Random(i))
             kind = None
         except errors.BoxofficeError as exc:
             kind = exc.code
@@ -102,8 +99,11 @@ def run_bench(
     buyers: int = 5000,
     tickets: int = 1000,
     concurrency: int = 200,
-    deadline_s: float = 5.0,
+    deadline_s: float = 10.0,
     ceiling_buyers: int | None = None,
+    instances: tuple[int, ...] = DEFAULT_INSTANCES,
+    direct: bool = True,
+    single_document: bool = False,
     seed: int = 7,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -116,41 +116,69 @@ def run_bench(
                                         mode=mode, deadline_s=deadline_s))
     ceiling = max(ceilings, key=lambda c: c["purchases_per_s"])
 
-    def simulate(strategy: Strategy, commit: CommitMode) -> SimulationResult:
+    def simulate(label: str, **config: Any) -> dict[str, Any]:
         reset()
-        progress(f"{strategy.value} ({commit.value if strategy is Strategy.SINGLE_DOCUMENT else 'batch'})")
-        return run_simulation(db, SimulationConfig(
-            buyers=buyers, tickets=tickets, concurrency=concurrency, strategy=strategy,
-            commit=commit, deadline_s=deadline_s, seed=seed))
+        progress(label)
+        report = run_simulation(db, SimulationConfig(buyers=buyers, tickets=tickets, concurrency=concurrency,
+                                                     deadline_s=deadline_s, seed=seed, **config)).report()
+        report["phase"] = label
+        return report
 
-    sharded = simulate(Strategy.SHARDED, CommitMode.GUARDED_BATCH).report()
-    single_txn = simulate(Strategy.SINGLE_DOCUMENT, CommitMode.TRANSACTION).report()
-    single_batch = simulate(Strategy.SINGLE_DOCUMENT, CommitMode.GUARDED_BATCH).report()
-    best_single = max(single_txn["sales_per_s"], single_batch["sales_per_s"])
-    ratios = {
-        "sharded_vs_ceiling_sales": round(sharded["sales_per_s"] / ceiling["purchases_per_s"], 3),
-        "sharded_vs_ceiling_p99": round(sharded["latency_ms"]["p99"] / ceiling["latency_ms"]["p99"], 3),
-        "sharded_vs_single_document_sales": round(sharded["sales_per_s"] / best_single, 1) if best_single else None,
-    }
-    checks = {
-        "sharded_sold_all": sharded["tickets_sold"] == tickets,
-        "sharded_no_errors": sharded["errors"] == 0,
-        "sharded_not_oversold": sharded["oversold"] == 0 and sharded["audit"]["ok"],
-        "sharded_vs_ceiling_sales": ratios["sharded_vs_ceiling_sales"] >= TARGETS["sharded_vs_ceiling_sales"],
-        "sharded_vs_ceiling_p99": ratios["sharded_vs_ceiling_p99"] <= TARGETS["sharded_vs_ceiling_p99"],
-        "sharded_vs_single_document_sales": best_single == 0
-        or (ratios["sharded_vs_single_document_sales"] or 0) >= TARGETS["sharded_vs_single_document_sales"],
-    }
+    queued = {n: simulate(f"queued, {n} instance(s)", strategy=Strategy.QUEUED, instances=n) for n in instances}
+    baselines: dict[str, dict[str, Any]] = {}
+    if direct:
+        baselines["direct_sharded"] = simulate("direct sharded (one purchase per commit)",
+                                               strategy=Strategy.DIRECT_SHARDED)
+    if single_document:
+        for mode in (CommitMode.TRANSACTION, CommitMode.GUARDED_BATCH):
+            baselines[f"single_document_{mode.value}"] = simulate(
+                f"single document ({mode.value})", strategy=Strategy.SINGLE_DOCUMENT, commit=mode)
+    ratios: dict[str, float | None] = {}
+    for n, r in queued.items():
+        ratios[f"queued_{n}_vs_ceiling_sales"] = round(r["sales_per_s"] / ceiling["purchases_per_s"], 3)
+        ratios[f"queued_{n}_vs_ceiling_p99"] = round(r["latency_ms"]["p99"] / ceiling["latency_ms"]["p99"], 3)
+    checks: dict[str, bool] = {}
+    for n, r in queued.items():
+        checks[f"queued_{n}_sold_all"] = r["tickets_sold"] == tickets
+        checks[f"queued_{n}_no_errors"] = r["errors"] == 0
+        checks[f"queued_{n}_not_oversold"] = r["oversold"] == 0
+        checks[f"queued_{n}_fifo"] = r["fifo_violations"] == 0
+        checks[f"queued_{n}_audit"] = bool(r["audit"]["ok"])
+    if 8 in queued:
+        checks["queued_8_vs_ceiling_sales"] = (ratios["queued_8_vs_ceiling_sales"] or 0) >= TARGETS[
+            "queued_8_vs_ceiling_sales"]
+        checks["queued_8_vs_ceiling_p99"] = (ratios["queued_8_vs_ceiling_p99"] or 0) <= TARGETS[
+            "queued_8_vs_ceiling_p99"]
     return {
-        "workload": {"buyers": buyers, "tickets": tickets, "concurrency": concurrency,
-                     "deadline_s": deadline_s, "ceiling_buyers": ceiling_buyers or buyers},
+        "workload": {"buyers": buyers, "tickets": tickets, "concurrency": concurrency, "deadline_s": deadline_s,
+                     "ceiling_buyers": ceiling_buyers or buyers, "instances": list(instances)},
         "ceiling": ceiling,
         "ceilings": ceilings,
-        "sharded": sharded,
-        "single_document_transaction": single_txn,
-        "single_document_batch": single_batch,
+        "queued": {str(n): r for n, r in queued.items()},
+        "baselines": baselines,
         "ratios": ratios,
         "targets": TARGETS,
         "checks": checks,
         "all_targets_met": all(checks.values()),
     }
+
+
+def rows(figures: dict[str, Any]) -> list[list[str]]:
+    """The table a person reads: every phase with sales/s, latency, batch size and commits/s."""
+    out = []
+    for c in figures["ceilings"]:
+        out.append([f"ceiling ({c['commit']}, 1 purchase/commit)", str(c["purchases"]), "-",
+                    str(sum(c["failures"].values())), f"{c['purchases_per_s']:.1f}", f"{c['latency_ms']['p50']:.0f}",
+                    f"{c['latency_ms']['p99']:.0f}", "-", "1.0", f"{c['purchases_per_s']:.0f}", "-"])
+    for r in [*figures["queued"].values(), *figures["baselines"].values()]:
+        q = r.get("queue") or {}
+        out.append([r["phase"], str(r["tickets_sold"]), str(r["sold_out"]), str(r["errors"]),
+                    f"{r['sales_per_s']:.1f}", f"{r['latency_ms']['p50']:.0f}", f"{r['latency_ms']['p99']:.0f}",
+                    str(r["fifo_violations"]) if r["fifo_violations"] is not None else "-",
+                    str(q.get("sales_per_commit", "1.0" if r["strategy"] != "queued" else "-")),
+                    str(q.get("commits_per_s", "-")), "ok" if r["audit"]["ok"] else "FAILED"])
+    return out
+
+
+ROW_HEADERS = ("phase", "sold", "sold out", "errors", "sales/s", "p50 ms", "p99 ms", "FIFO viol.",
+               "sales/commit", "commits/s", "audit")

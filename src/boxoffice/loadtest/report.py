@@ -18,6 +18,8 @@ def summary_table(report: dict[str, Any]) -> Table:
                   show_header=False, title_justify="left")
     table.add_row("buyers / tickets", f"{report['buyers']} buyers for {report['capacity']} tickets "
                   f"on {report['shards']} shard(s), concurrency {report['concurrency']}")
+    table.add_row("app instances", f"{report['instances']} OS process(es)"
+                  + (f", {report['allocators']} allocator process(es)" if report.get("allocators") else ""))
     table.add_row("sold", f"{report['tickets_sold']} tickets in {report['orders_confirmed']} orders "
                   f"({report['success_rate']:.1%} of buyers)")
     table.add_row("sold out", str(report["sold_out"]))
@@ -29,6 +31,14 @@ def summary_table(report: dict[str, Any]) -> Table:
     if report["sellout_s"]:
         table.add_row("sales", f"{report['sales_per_s']:.0f} orders/s until the last sale at {report['sellout_s']:.2f} s, "
                       f"{report['attempts_per_sale']} attempts per sale")
+    queue = report.get("queue")
+    if queue:
+        fifo = queue["fifo_violations"]
+        table.add_row("first come, first served", "not judged (tickets came back during the sale)" if fifo is None
+                      else (f"[red]{fifo} FIFO violations[/red]" if fifo else "0 FIFO violations (server arrival order)"))
+        table.add_row("allocator commits", f"{queue['allocator_commits']} commits ({queue['commits_per_s']}/s): "
+                      f"{queue['sales_per_commit']} sales and {queue['answers_per_commit']} answers per commit, "
+                      f"largest {queue['largest_commit']}")
     table.add_row("latency (all)", f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
     if report.get("holds") or report.get("orders_cancelled"):
         table.add_row("holds / cancellations", f"{report['holds']} holds ({report['holds_confirmed']} confirmed, "

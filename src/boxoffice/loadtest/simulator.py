@@ -1,13 +1,21 @@
 """The flash-sale simulator: many concurrent buyers racing for few tickets, then an audit.
 
-Each buyer is one purchase attempt (through the same ``purchase_tickets`` a real client calls)
-on a thread of a pool as wide as ``concurrency``. Every answer is classified as a sale, a
-"sold out" (including "not enough tickets left"), a refusal by another rule, or an error
-(contention timeout or anything unexpected): the last must stay at zero while tickets remain.
+Each buyer is one purchase (through the same ``purchase_tickets`` a real client calls) on a
+thread of a pool as wide as ``concurrency``. With ``instances`` N > 1 the buyers are spread over
+N real OS processes (app instances) that open the sale together, ``concurrency / N`` threads
+each. The queued strategy (the product) needs the event's allocator: the simulator starts
+``allocators`` allocator processes (`boxoffice worker --only allocator`) for the run.
+
+Every answer is classified as a sale, a "sold out" (including "not enough tickets left"), a
+refusal by another rule, or an error (no answer in time, or anything unexpected): the last must
+stay at zero. Afterwards it audits the database, reads each request's server arrival time from
+its answer document and counts FIFO violations (``domain.allocation.fifo_violations``), and
+counts the allocator's commits behind the sales (``sales_per_commit``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import secrets
@@ -15,33 +23,39 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain import errors
+from boxoffice.domain.allocation import Answered, fifo_violations
+from boxoffice.domain.availability import is_reflected
 from boxoffice.domain.model import order_id_for
+from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.loadtest.sale_audit import Audit, audit_sale
+from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
 from boxoffice.services.purchasing import PurchaseResult, purchase_tickets
-from boxoffice.domain.availability import is_reflected
 from boxoffice.store.documents import event_ref, inventory_col, order_ref
-from boxoffice.store.purchases import CommitMode, ShardRouter
+from boxoffice.store.requests import REQUESTS
 
 if TYPE_CHECKING:
     from boxoffice.loadtest.sale_pipeline import SalePipeline
 
 
 class Strategy(StrEnum):
-    SHARDED = "sharded"
-    SINGLE_DOCUMENT = "single-document"
+    QUEUED = "queued"  # the product: admission queue + batch allocator
+    DIRECT_SHARDED = "direct-sharded"  # baseline: each buyer commits its own purchase on a shard
+    SINGLE_DOCUMENT = "single-document"  # baseline: each buyer commits its own purchase on one document
 
 
 @dataclass(frozen=True)
@@ -51,14 +65,16 @@ class SimulationConfig:
     concurrency: int = 200
     max_quantity: int = 1
     shards: int | None = None  # None: the event's default for its capacity
-    strategy: Strategy = Strategy.SHARDED
-    # How the single-document baseline commits; the sharded strategy always uses guarded batches.
+    strategy: Strategy = Strategy.QUEUED
+    # How the single-document baseline commits; the direct-sharded one uses guarded batches.
     commit: CommitMode = CommitMode.TRANSACTION
     deadline_s: float = 10.0
     seed: int | None = None
-    # Buyers are spread over this many independent "app instances", each with its own shard
-    # router: buyers of different instances race each other only through Firestore.
+    # Buyers are spread over this many app instances: 1 is this process, N > 1 are N OS processes.
     instances: int = 1
+    # Allocator processes the simulator starts for the queued strategy (one holds the lease,
+    # the others stand by); 0 when allocators already run (`boxoffice worker`).
+    allocators: int = 1
     # The real-time inventory mix: a share of buyers hold (a cart) instead of buying at once;
     # of those, a share confirm and the rest let the hold expire; a share of all orders are
     # then cancelled. With any of these, the inventory worker runs during the sale.
@@ -78,8 +94,10 @@ class SimulationConfig:
             problems.append("concurrency must be between 1 and 1000")
         if not 1 <= self.max_quantity <= 50:
             problems.append("max-quantity must be between 1 and 50")
-        if self.instances < 1:
-            problems.append("instances must be at least 1")
+        if not 1 <= self.instances <= self.concurrency:
+            problems.append("instances must be between 1 and the concurrency")
+        if not 0 <= self.allocators <= 8:
+            problems.append("allocators must be between 0 and 8")
         if self.deadline_s <= 0:
             problems.append("deadline must be positive")
         for name in ("hold_share", "confirm_share", "cancel_share"):
@@ -117,6 +135,12 @@ class BuyerResult:
     none_left: bool = False
     via_hold: bool = False
     cancelled: bool = False
+    instance: int = 0
+
+    @property
+    def request_id(self) -> str:
+        """The request the allocator answered first: the hold for a buyer who held, else the order."""
+        return "h_" + self.order_id[2:] if self.via_hold or self.answer is Answer.HELD_THEN_EXPIRED else self.order_id
 
     @property
     def finished_s(self) -> float:
@@ -134,7 +158,8 @@ class SimulationResult:
     audit: Audit
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     inventory_stats: dict[str, Any] | None = None
-    pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/pipeline.py)
+    pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/sale_pipeline.py)
+    queue: dict[str, Any] | None = None  # queued strategy: FIFO and commit figures (``queue_figures``)
 
     def count(self, answer: Answer) -> int:
         return sum(1 for r in self.results if r.answer is answer)
@@ -163,12 +188,14 @@ class SimulationResult:
         return {
             "event_id": self.event_id,
             "strategy": self.config.strategy.value,
-            "commit": CommitMode.GUARDED_BATCH.value if self.config.strategy is Strategy.SHARDED else self.config.commit.value,
+            "commit": {Strategy.QUEUED: "allocator", Strategy.DIRECT_SHARDED: CommitMode.GUARDED_BATCH.value}.get(
+                self.config.strategy, self.config.commit.value),
             "capacity": self.capacity,
             "shards": self.shard_count,
             "buyers": len(self.results),
             "concurrency": self.config.concurrency,
             "instances": self.config.instances,
+            "allocators": self.config.allocators if self.config.strategy is Strategy.QUEUED else 0,
             "max_quantity": self.config.max_quantity,
             "deadline_s": self.config.deadline_s,
             "seed": self.config.seed,
@@ -196,6 +223,9 @@ class SimulationResult:
             "orders_cancelled": sum(1 for r in self.results if r.cancelled),
             "inventory_trigger": self.inventory_stats,
             "pipeline": self.pipeline,
+            "fifo_violations": (self.queue or {}).get("fifo_violations"),
+            "sales_per_commit": (self.queue or {}).get("sales_per_commit"),
+            "queue": self.queue,
             "audit": {"ok": self.audit.ok, "problems": self.audit.problems, "figures": self.audit.figures},
         }
 
@@ -221,20 +251,25 @@ def early_sold_out(results: list[BuyerResult]) -> int:
     return sum(1 for r in results if r.none_left and r.finished_s < last_sale_start)
 
 
+Purchase = Callable[..., PurchaseResult]
+PlanItem = tuple[int, str, str, int, int]  # index, user, key, quantity, seed
+
+
 def run_simulation(
     db: firestore.Client,
     config: SimulationConfig,
     *,
     on_answer: Callable[[BuyerResult], None] | None = None,
-    purchase: Callable[..., PurchaseResult] = purchase_tickets,
+    purchase: Purchase | None = None,
     users: Sequence[str] | None = None,
     pipeline: SalePipeline | None = None,
 ) -> SimulationResult:
     """Create a fresh event, run the buyers, audit the database. With ``pipeline``, the
     messaging pipeline runs during the sale and is drained and audited after it.
 
-    ``purchase`` is how a buyer buys: the library by default, or any callable with the same
-    signature and errors (``loadtest.via_api.ApiPurchaser`` goes through the HTTP API).
+    ``purchase`` is how a buyer buys: the strategy's library call by default, or any callable
+    with the same signature and errors (``loadtest.via_api.ApiPurchaser`` goes through the HTTP
+    API; the buyers then run in this process whatever ``instances`` says).
     ``users`` names the buyers (buyer i is ``users[i]``; default ``sim-<run>-<i>``), e.g. the
     uids of ID tokens minted before the sale.
     """
@@ -242,7 +277,6 @@ def run_simulation(
         raise errors.InvalidRequest(f"{config.buyers} buyers need as many user ids, got {len(users)}")
     rng = random.Random(config.seed)
     single = config.strategy is Strategy.SINGLE_DOCUMENT
-    shards = 1 if single else config.shards
     event = create_event(
         db,
         name=f"Flash sale {datetime.now(UTC):%H:%M:%S}",
@@ -253,52 +287,132 @@ def run_simulation(
         capacity=config.tickets,
         per_order_max=config.max_quantity,
         per_user_limit=config.max_quantity,
-        shard_count=shards,
+        shard_count=1 if single else config.shards,
     )
-    mode = config.commit if single else CommitMode.GUARDED_BATCH
-    # The naive baseline has no local coordination: every buyer behaves like its own client.
-    routers = [ShardRouter(exclusive=not single) for _ in range(config.instances)]
-    for r in routers:
-        r.learn_event(event)
     run = secrets.token_hex(3)
     names = users if users is not None else [f"sim-{run}-{i:05d}" for i in range(config.buyers)]
-    plan = [
+    plan: list[PlanItem] = [
         (i, names[i], f"buy-{i}", rng.randint(1, config.max_quantity), rng.randrange(2**32))
         for i in range(config.buyers)
     ]
     mixed = config.hold_share > 0 or config.cancel_share > 0
     if pipeline is not None:
         pipeline.before_sale(event.id, [user for _, user, *_ in plan])
-    background = _start_worker(run, pipeline) if (config.worker or mixed or pipeline is not None) else None
+    queued = config.strategy is Strategy.QUEUED
+    allocators = (AllocatorProcesses.from_environment(count=config.allocators)
+                  if queued and config.allocators else nullcontext())
     results: list[BuyerResult] = []
     kinds: dict[str, int] = {}
-    lock = threading.Lock()
-    opened = time.perf_counter()
+    with allocators:
+        background = _start_worker(run, pipeline) if (config.worker or mixed or pipeline is not None) else None
+        try:
+            opened = time.time()
+            if config.instances > 1 and purchase is None:
+                results = _run_instances(event.id, plan, config)
+                for r in results:
+                    if on_answer is not None:
+                        on_answer(r)
+            else:
+                results = run_buyers(db, event.id, plan, config, purchase, on_answer, opened)
+            duration = max((r.finished_s for r in results), default=0.0)
+            inventory_stats: dict[str, Any] | None = None
+            if background is not None:
+                inventory_stats = _drain_worker(db, background, event.id)
+            audit, queue = _audit(db, event.id, results, duration, config, check_summary=background is not None)
+            pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline else None
+        finally:
+            if background is not None:
+                background.stop()
+    for r in results:
+        if r.answer is Answer.ERROR and r.error:
+            kind = r.error.split(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    audit.ok = not audit.problems
+    results.sort(key=lambda r: r.index)
+    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
+                            inventory_stats, pipeline_figures, queue)
 
-    def buy(user: str, key: str, quantity: int, choice: random.Random, router: ShardRouter) -> tuple[Answer, str, int, bool]:
+
+def _audit(db: firestore.Client, event_id: str, results: list[BuyerResult], duration: float,
+           config: SimulationConfig, *, check_summary: bool) -> tuple[Audit, dict[str, Any] | None]:
+    """The database audit, with what only the sale's ledger and answer documents can tell."""
+    mixed = config.hold_share > 0 or config.cancel_share > 0
+    queued = config.strategy is Strategy.QUEUED
+    ledger = {r.order_id: r.answer.value for r in results}
+    audit = audit_sale(db, event_id, ledger, check_summary=check_summary)
+    queue = queue_figures(db, event_id, results, duration, fair=not mixed) if queued else None
+    if queue and queue["fifo_violations"]:
+        audit.problems.append(f"{queue['fifo_violations']} buyers were refused for lack of stock although a "
+                              "later arrival got tickets (FIFO violations)")
+    if queue and queue["unanswered"]:
+        audit.problems.append(f"{queue['unanswered']} requests have no answer document")
+    early = 0 if mixed or queued else early_sold_out(results)
+    if early:
+        audit.problems.append(
+            f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
+        )
+    return audit, queue
+
+
+def library_purchase(config: SimulationConfig) -> Purchase:
+    """The library call a buyer of ``config``'s strategy makes."""
+    if config.strategy is Strategy.QUEUED:
+        def queued(db: firestore.Client, event_id: str, user: str, quantity: int, key: str, *,
+                   deadline_s: float, rng: random.Random | None = None) -> PurchaseResult:
+            return purchase_tickets(db, event_id, user, quantity, key, deadline_s=deadline_s)
+
+        return queued
+    mode = config.commit if config.strategy is Strategy.SINGLE_DOCUMENT else CommitMode.GUARDED_BATCH
+
+    def direct(db: firestore.Client, event_id: str, user: str, quantity: int, key: str, *,
+               deadline_s: float, rng: random.Random | None = None) -> PurchaseResult:
+        order, attempts = purchase_directly(db, event_id, user, quantity, key, mode=mode, deadline_s=deadline_s,
+                                            rng=rng)
+        return PurchaseResult(order, replayed=False, attempts=attempts)
+
+    return direct
+
+
+def run_buyers(
+    db: firestore.Client,
+    event_id: str,
+    plan: Sequence[PlanItem],
+    config: SimulationConfig,
+    purchase: Purchase | None,
+    on_answer: Callable[[BuyerResult], None] | None,
+    opened: float,
+    *,
+    concurrency: int | None = None,
+    instance: int = 0,
+) -> list[BuyerResult]:
+    """The buyers of one app instance, ``concurrency`` at a time; times are seconds since ``opened``."""
+    buy_once = purchase or library_purchase(config)
+    results: list[BuyerResult] = []
+    lock = threading.Lock()
+
+    def buy(user: str, key: str, quantity: int, choice: random.Random) -> tuple[Answer, str, int, bool]:
         """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
         if choice.random() < config.hold_share:
-            hold = hold_tickets(db, event.id, user, quantity, key, ttl_s=config.hold_ttl_s,
-                                deadline_s=config.deadline_s, rng=choice, router=router)
+            hold = hold_tickets(db, event_id, user, quantity, key, ttl_s=config.hold_ttl_s,
+                                deadline_s=config.deadline_s)
             if choice.random() >= config.confirm_share:
                 return Answer.HELD_THEN_EXPIRED, order_id_for(user, key), 0, True
             outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)
             via_hold = True
         else:
-            outcome = purchase(db, event.id, user, quantity, key, mode=mode, deadline_s=config.deadline_s,
-                               rng=choice, router=router)
+            outcome = buy_once(db, event_id, user, quantity, key, deadline_s=config.deadline_s, rng=choice)
             via_hold = False
         if choice.random() < config.cancel_share:
             cancel_order(db, outcome.order.id, user)
         return Answer.SOLD, outcome.order.id, outcome.attempts, via_hold
 
-    def buyer(item: tuple[int, str, str, int, int]) -> None:
+    def buyer(item: PlanItem) -> None:
         index, user, key, quantity, seed = item
         choice = random.Random(seed)
-        started = time.perf_counter()
+        started = time.time()
         attempts, error, none_left, via_hold, order_id = 0, None, False, False, order_id_for(user, key)
         try:
-            answer, order_id, attempts, via_hold = buy(user, key, quantity, choice, routers[index % len(routers)])
+            answer, order_id, attempts, via_hold = buy(user, key, quantity, choice)
         except errors.SoldOut as exc:
             answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets)
         except errors.ContentionTimeout as exc:
@@ -307,41 +421,102 @@ def run_simulation(
             answer, error = Answer.REFUSED, exc.code
         except Exception as exc:  # noqa: BLE001 - an opaque failure is exactly what we count
             answer, error = Answer.ERROR, f"{type(exc).__name__}: {exc}"[:200]
-        done = time.perf_counter()
+        done = time.time()
         cancelled = answer is Answer.SOLD and config.cancel_share > 0 and _was_cancelled(db, order_id)
         result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
-                             attempts, error, none_left, via_hold, cancelled)
+                             attempts, error, none_left, via_hold, cancelled, instance)
         with lock:
             results.append(result)
-            if error and answer is Answer.ERROR:
-                kind = error.split(":")[0]
-                kinds[kind] = kinds.get(kind, 0) + 1
         if on_answer is not None:
             on_answer(result)
 
+    with ThreadPoolExecutor(max_workers=concurrency or config.concurrency, thread_name_prefix="buyer") as pool:
+        list(pool.map(buyer, plan))
+    return results
+
+
+def _run_instances(event_id: str, plan: Sequence[PlanItem], config: SimulationConfig) -> list[BuyerResult]:
+    """Run the buyers in ``config.instances`` OS processes that open the sale at the same moment."""
+    ctx = multiprocessing.get_context("spawn")  # no gRPC state forked into the children
+    n = config.instances
+    ready, results_q = ctx.Queue(), ctx.Queue()
+    go = ctx.Event()
+    opened = ctx.Value("d", 0.0)
+    share = [config.concurrency // n + (1 if i < config.concurrency % n else 0) for i in range(n)]
+    procs = [ctx.Process(target=_instance_main, name=f"instance-{i}",
+                         args=(i, dict(os.environ), event_id, list(plan[i::n]), config, share[i], ready, go,
+                               opened, results_q))
+             for i in range(n)]
+    for proc in procs:
+        proc.start()
     try:
-        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="buyer") as pool:
-            list(pool.map(buyer, plan))
-        duration = time.perf_counter() - opened
-        inventory_stats: dict[str, Any] | None = None
-        if background is not None:
-            inventory_stats = _drain_worker(db, background, event.id)
-        ledger = {r.order_id: r.answer.value for r in results}
-        audit = audit_sale(db, event.id, ledger, check_summary=background is not None)
-        early = 0 if mixed else early_sold_out(results)
-        if early:
-            audit.problems.append(
-                f"{early} buyers were told 'sold out' before a purchase that started later still got tickets"
-            )
-            audit.ok = False
-        pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline is not None else None
+        for _ in procs:
+            ready.get(timeout=120)  # every instance has its clients and threads ready
+        opened.value = time.time()
+        go.set()
+        results: list[BuyerResult] = []
+        for _ in procs:
+            results += results_q.get(timeout=600)
+        return results
     finally:
-        if background is not None:
-            background.stop()
-    audit.ok = not audit.problems
-    results.sort(key=lambda r: r.index)
-    return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
-                            inventory_stats, pipeline_figures)
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _instance_main(index: int, env: dict[str, str], event_id: str, plan: list[PlanItem], config: SimulationConfig,
+                   concurrency: int, ready: Any, go: Any, opened: Any, results: Any) -> None:
+    """One app instance (a child process): its own clients, its own buyers."""
+    os.environ.update(env)
+    from boxoffice.messaging.admission import admission_queue
+    from boxoffice.runtime.emulators import client_from_environment
+
+    db = client_from_environment()
+    admission_queue(db.project).ensure_queue(event_id)
+    ready.put(index)
+    go.wait()
+    results.put(run_buyers(db, event_id, plan, config, None, None, opened.value, concurrency=concurrency,
+                           instance=index))
+
+
+def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerResult], duration_s: float,
+                  *, fair: bool) -> dict[str, Any]:
+    """From the answer documents: server arrival order (FIFO violations), and the allocator's
+    commits behind the answers (answers and sales per commit, commits a second)."""
+    docs = {s.id: s.to_dict() or {} for s in
+            db.collection(REQUESTS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
+    answered, unanswered = [], 0
+    for r in results:
+        doc = docs.get(r.request_id)
+        if doc is None:
+            unanswered += r.answer in (Answer.SOLD, Answer.SOLD_OUT, Answer.HELD_THEN_EXPIRED)
+            continue
+        arrived = doc.get("arrived_at")
+        if arrived is not None and r.answer in (Answer.SOLD, Answer.SOLD_OUT):
+            answered.append(Answered(arrived.timestamp(), r.quantity, r.answer is Answer.SOLD,
+                                     r.answer is Answer.SOLD_OUT, r.none_left))
+    batches: dict[str, int] = {}
+    sale_batches: set[str] = set()
+    for doc in docs.values():
+        batch = doc.get("batch")
+        if batch:
+            batches[batch] = batches.get(batch, 0) + 1
+            if doc.get("outcome") in ("order", "hold"):
+                sale_batches.add(batch)
+    sales = sum(1 for d in docs.values() if d.get("outcome") == "order")
+    sizes = sorted(batches.values())
+    return {
+        "requests_answered": len(docs),
+        "unanswered": unanswered,
+        "fifo_violations": fifo_violations(answered) if fair else None,
+        "allocator_commits": len(batches),
+        "commits_with_sales": len(sale_batches),
+        "answers_per_commit": round(len(docs) / len(batches), 1) if batches else 0.0,
+        "sales_per_commit": round(sales / len(sale_batches), 1) if sale_batches else 0.0,
+        "largest_commit": sizes[-1] if sizes else 0,
+        "commits_per_s": round(len(batches) / duration_s, 1) if duration_s else 0.0,
+    }
 
 
 def _was_cancelled(db: firestore.Client, order_id: str) -> bool:

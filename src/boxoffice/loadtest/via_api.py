@@ -251,8 +251,8 @@ def run_via_api(db: firestore.Client, config: SimulationConfig, target: ApiTarge
 def check_config(config: SimulationConfig) -> None:
     """What the API can run: sharded purchases only (holds and cancellations have no route yet)."""
     problems = []
-    if config.strategy is not Strategy.SHARDED:
-        problems.append("--via-api runs the sharded strategy only (the API always buys from shards)")
+    if config.strategy is not Strategy.QUEUED:
+        problems.append("--via-api runs the queued strategy only (the API always buys through the allocator)")
     if config.hold_share or config.cancel_share:
         problems.append("--via-api does not run holds or cancellations yet")
     if problems:
@@ -260,8 +260,8 @@ def check_config(config: SimulationConfig) -> None:
 
 
 def fair_config(config: SimulationConfig, api_workers: int) -> SimulationConfig:
-    """The library run's config that matches the API: one shard router per API process
-    (``instances`` = workers) and the deadline the API serves with."""
+    """The library run's config that matches the API: as many app instances (processes) as API
+    worker processes, and the deadline the API serves with."""
     return replace(config, instances=api_workers, deadline_s=DEFAULT_DEADLINE_S)
 
 
@@ -353,7 +353,7 @@ def simulate_via_api(config: SimulationConfig, *, project: str, compare_library:
     from boxoffice.runtime.auth_emulator import running_auth_emulator
 
     out, err = Console(), Console(stderr=True)
-    with em.running_stack(project, pubsub=False) as stack, running_auth_emulator(project) as auth, \
+    with em.running_stack(project, pubsub=True) as stack, running_auth_emulator(project) as auth, \
             running_api_server(stack.firestore_host, auth.host, project, workers=api_workers) as url:
         db = em.firestore_client(stack)
         target = ApiTarget(url, auth.host, project, api_workers)

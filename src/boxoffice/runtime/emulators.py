@@ -633,3 +633,16 @@ def firestore_client(stack: Stack) -> "firestore.Client":
     # (insecure channel, target, "Bearer owner" metadata). Bind it to this stack explicitly.
     client._emulator_host = stack.firestore_host
     return client
+
+
+def client_from_environment() -> "firestore.Client":
+    """A client on the emulator that FIRESTORE_EMULATOR_HOST and GOOGLE_CLOUD_PROJECT name
+    (a child process of a command that runs a stack: the simulator's instances, allocators)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    host = os.environ["FIRESTORE_EMULATOR_HOST"]
+    client = firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-boxoffice"),
+                              credentials=AnonymousCredentials())
+    client._emulator_host = host
+    return client

@@ -72,7 +72,7 @@ def relay_loop(db: Any) -> Any:
 def email_loop(db: Any) -> Any:
     from boxoffice.messaging import email
     from boxoffice.runtime import devstack
-    from boxoffice.runtime.messaging_runner import build_loops
+    from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 
     topology = worker_topology()
     if topology is None:
@@ -80,17 +80,19 @@ def email_loop(db: Any) -> Any:
     address = devstack.smtp_address()
     if not address:
         return SkippedLoop(EMAIL_LOOP, "no SMTP server: set BOXOFFICE_SMTP_HOST=host:port or run `boxoffice dev up`")
-    mailer = email.Mailer(email.SmtpSettings.from_env(address))
-    return build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL,)).subscribers[0]
+    settings = SubscriberSettings.from_env()
+    mailer = email.Mailer(email.SmtpSettings.from_env(address), settings.smtp_connections)
+    return build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL,), settings=settings).subscribers[0]
 
 
 def analytics_loop(db: Any) -> Any:
-    from boxoffice.runtime.messaging_runner import build_loops
+    from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 
     topology = worker_topology()
     if topology is None:
         return SkippedLoop(ANALYTICS_LOOP, _NO_PUBSUB)
-    return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,)).subscribers[0]
+    return build_loops(db, topology, mailer=None, relay=False, subscriptions=(ANALYTICS,),
+                       settings=SubscriberSettings.from_env()).subscribers[0]
 
 
 def repair_loop(db: Any) -> Any:

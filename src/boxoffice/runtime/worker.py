@@ -49,7 +49,8 @@ def _load_builtin_loops() -> None:
     # Importing a loop's module registers it; a module that is absent is simply not run.
     import importlib
 
-    for module in ("boxoffice.runtime.inventory_loop", "boxoffice.runtime.messaging_loops"):
+    for module in ("boxoffice.runtime.inventory_loop", "boxoffice.runtime.messaging_loops",
+                   "boxoffice.runtime.allocator"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from google.cloud import firestore
 
 from boxoffice.domain import messages
-from boxoffice.domain.errors import ContentionTimeout, NotAllowed, OrderNotFound
+from boxoffice.domain.errors import NotAllowed, OrderNotFound
 from boxoffice.domain.model import (
     Order,
     Refund,
@@ -30,7 +30,7 @@ from boxoffice.domain.model import (
     ticket_shards,
 )
 from boxoffice.log import kv
-from boxoffice.retry import Backoff, call_with_backoff
+from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
 from boxoffice.store.documents import (
     buyer_ref,
     event_from_doc,
@@ -45,7 +45,6 @@ from boxoffice.store.documents import (
     shard_ref,
     ticket_ref,
 )
-from boxoffice.store.purchases import RETRYABLE, ROUTER
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def cancel_order(
     ticket_ids: Sequence[str] | None = None,
     by_organiser: bool = False,
     deadline_s: float = 10.0,
-    backoff: Backoff = Backoff(base_s=0.005, cap_s=0.25),
+    backoff: Backoff = DEFAULT_BACKOFF,
     rng: random.Random | None = None,
 ) -> Order:
     """Cancel ``ticket_ids`` of an order (all of them by default) and return the order after it.
@@ -108,13 +107,8 @@ def cancel_order(
         batch.commit()
         return after, refund
 
-    try:
-        (order, refund), _ = call_with_backoff(
-            attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
-    except RETRYABLE as exc:
-        raise ContentionTimeout(f"could not cancel order {order_id} within {deadline_s:.1f}s; try again") from exc
-    if refund is not None:
-        ROUTER.clear(order.event_id)  # tickets came back: this process's buyers must look again
+    (order, refund), _ = commit_with_retries(f"cancel order {order_id}", attempt, deadline_s=deadline_s,
+                                             backoff=backoff, rng=rng)
     kv(log, logging.INFO, "order.cancelled", order_id=order_id, event_id=order.event_id, user_id=order.user_id,
        cancelled=refund.quantity if refund else 0, refund_id=refund.id if refund else None,
        by_organiser=by_organiser, status=order.status.value)

@@ -16,7 +16,6 @@ from boxoffice.domain.seating import seat_map_from_json
 from boxoffice.domain.ticket_types import type_specs_from_json
 from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
-from boxoffice.store.purchases import ROUTER
 
 
 def create_event(
@@ -71,7 +70,6 @@ def create_event(
         seat_map=seat_map,
     )
     store.insert_event(db, event)
-    ROUTER.learn_event(event)
     return event
 
 
@@ -129,6 +127,5 @@ def update_event(
                                       snap.update_time)
         except gexc.FailedPrecondition:
             continue
-        ROUTER.learn_event(updated)
         return updated
     raise ContentionTimeout("the event is being changed by someone else right now; try again")

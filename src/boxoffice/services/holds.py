@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -30,13 +30,12 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain import messages
+from boxoffice.domain.allocation import RequestKind
 from boxoffice.domain.errors import (
-    ContentionTimeout,
     EventNotFound,
     EventNotOnSale,
     HoldNotActive,
     HoldNotFound,
-    IdempotencyConflict,
     NotAllowed,
 )
 from boxoffice.domain.model import (
@@ -45,52 +44,35 @@ from boxoffice.domain.model import (
     Order,
     SaleStatus,
     ShardMove,
-    Ticket,
-    hold_id_for,
-    new_ticket_code,
+    new_order,
     order_id_for,
-    ticket_ids_for,
 )
 from boxoffice.log import kv
-from boxoffice.retry import Backoff, call_with_backoff
+from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
+from boxoffice.services.admission import ask
 from boxoffice.services.purchasing import PurchaseResult, make_request
 from boxoffice.store.documents import (
     HOLDS,
-    buyer_from_doc,
     buyer_ref,
-    buyer_to_doc,
     event_from_doc,
     event_ref,
     hold_from_doc,
     hold_ref,
-    hold_to_doc,
-    inventory_col,
     order_from_doc,
     order_ref,
-    shard_from_doc,
     shard_move,
     shard_ref,
 )
-from boxoffice.store.purchases import RETRYABLE, ROUTER, ShardRouter, write_order_documents
+from boxoffice.store.allocation import stage_order
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 10.0
-DEFAULT_BACKOFF = Backoff(base_s=0.005, cap_s=0.25)
 SWEEP_LIMIT = 200
 
 
 def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
-
-
-def _retrying(what: str, attempt: Any, deadline_s: float, backoff: Backoff, rng: random.Random | None) -> Any:
-    try:
-        return call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)[0]
-    except RETRYABLE as exc:
-        raise ContentionTimeout(
-            f"could not {what} within {deadline_s:.1f}s because of load; please try again with the same key"
-        ) from exc
 
 
 # --- hold -------------------------------------------------------------------------------------
@@ -104,83 +86,25 @@ def hold_tickets(
     idempotency_key: str,
     *,
     ttl_s: float | None = None,
-    now: datetime | None = None,
     deadline_s: float = DEFAULT_DEADLINE_S,
-    backoff: Backoff = DEFAULT_BACKOFF,
-    rng: random.Random | None = None,
-    router: ShardRouter = ROUTER,
 ) -> Hold:
     """Reserve ``quantity`` tickets for a user until the event's hold time (``hold_minutes``) passes.
 
-    Guarantees: the shards, the user's per-event record and the hold are written in one commit;
-    the same key returns the first hold; the user's bought + held tickets never exceed the
-    per-user limit. ``ttl_s`` overrides the event's hold time (tests, the simulator).
-    Raises like ``purchase_tickets`` (``SoldOut``, ``PerUserLimitExceeded``, ...).
+    The request goes through the event's allocator like a purchase (``services.admission``), so
+    holds and purchases are served in one arrival order. Guarantees: the shards, the user's
+    per-event record, the hold and the answer are written in one commit; the same key returns
+    the first hold; the user's bought + held tickets never exceed the per-user limit. ``ttl_s``
+    overrides the event's hold time (tests, the simulator).
+    Raises like ``purchase_tickets`` (``SoldOut``, ``PerUserLimitExceeded``, ``AnswerPending`` ...).
     """
-    make_request(event_id, user_id, quantity, idempotency_key)  # validates before any read
-    hold_id = hold_id_for(user_id, idempotency_key)
-    rng = rng or random.Random()
-
-    def attempt() -> Hold:
-        refs = [event_ref(db, event_id), hold_ref(db, hold_id), buyer_ref(db, event_id, user_id)]
-        ev, existing, buyer_snap = _get_all(db, refs)
-        if not ev.exists:
-            raise EventNotFound(event_id)
-        event = event_from_doc(event_id, ev.to_dict() or {})
-        if existing.exists:
-            hold = hold_from_doc(hold_id, existing.to_dict() or {})
-            _same_request(hold, event_id, user_id, quantity, idempotency_key)
-            return hold
-        event.require_on_sale()
-        event.validate_quantity(quantity)
-        buyer = buyer_from_doc(event_id, user_id, buyer_snap.to_dict() if buyer_snap.exists else None)
-        event.check_user_limit(buyer.counted, quantity)
-        stocked = list(inventory_col(db, event_id).where(filter=FieldFilter("available", ">", 0)).stream())
-        shards = {s.id: (shard_from_doc(s.id, s.to_dict() or {}), s) for s in stocked}
-        # like a purchase: only shards no other buyer of this process is trying
-        allocations = router.claim_allocation(event_id, [sh for sh, _ in shards.values()], quantity, rng, mine)
-        start = _now(now)
-        ttl = timedelta(seconds=ttl_s) if ttl_s is not None else timedelta(minutes=event.hold_minutes)
-        hold = Hold(
-            id=hold_id, event_id=event_id, user_id=user_id, quantity=quantity, allocations=allocations,
-            expires_at=start + ttl, idempotency_key=idempotency_key, created_at=start,
-        )
-        batch = db.batch()
-        for sid, n in allocations.items():
-            shard, snap = shards[sid]
-            after = shard.hold(n)
-            batch.update(shard_ref(db, event_id, sid), {"available": after.available, "held": after.held},
-                         option=db.write_option(last_update_time=snap.update_time))
-        new_buyer = replace(buyer, held=buyer.held + quantity)
-        if buyer_snap.exists:
-            batch.update(buyer_ref(db, event_id, user_id), buyer_to_doc(new_buyer),
-                         option=db.write_option(last_update_time=buyer_snap.update_time))
-        else:
-            batch.create(buyer_ref(db, event_id, user_id), buyer_to_doc(new_buyer))
-        batch.create(hold_ref(db, hold_id), hold_to_doc(hold))
-        batch.commit()
-        return hold
-
-    def claimed_attempt() -> Hold:
-        try:
-            return attempt()
-        finally:
-            router.release(event_id, mine)
-            mine.clear()
-
-    mine: list[str] = []
-    hold: Hold = _retrying("hold the tickets", claimed_attempt, deadline_s, backoff, rng)
+    request = replace(make_request(event_id, user_id, quantity, idempotency_key, RequestKind.HOLD), hold_ttl_s=ttl_s)
+    asked = ask(db, request, wait_s=deadline_s)
+    if not asked.answer.granted:
+        raise asked.answer.error()
+    hold = get_hold(db, request.id)
     kv(log, logging.INFO, "hold.done", hold_id=hold.id, event_id=event_id, user_id=user_id,
-       quantity=quantity, expires_at=hold.expires_at.isoformat())
+       quantity=quantity, expires_at=hold.expires_at.isoformat(), replayed=asked.replayed)
     return hold
-
-
-def _same_request(hold: Hold, event_id: str, user_id: str, quantity: int, key: str) -> None:
-    if hold.event_id != event_id or hold.quantity != quantity or hold.user_id != user_id:
-        raise IdempotencyConflict(
-            f"idempotency key {key!r} was already used for hold {hold.id} ({hold.quantity} tickets for "
-            f"event {hold.event_id}); use a new key for a new hold"
-        )
 
 
 def _get_all(db: firestore.Client, refs: list[Any]) -> list[Any]:
@@ -236,14 +160,8 @@ def confirm_hold(
         event = event_from_doc(hold.event_id, ev.to_dict() or {})
         if event.status is SaleStatus.CLOSED:
             raise EventNotOnSale(event.id, event.status.value)
-        ticket_ids = ticket_ids_for(order_id, hold.quantity)
-        order = Order(
-            id=order_id, event_id=event.id, user_id=user_id, quantity=hold.quantity, unit_price=event.price,
-            currency=event.currency, allocations=dict(hold.allocations), idempotency_key=f"hold:{hold_id}",
-            ticket_ids=tuple(ticket_ids), hold_id=hold_id,
-        )
-        tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code())
-                   for t in ticket_ids]
+        order, tickets = new_order(order_id=order_id, event=event, user_id=user_id, quantity=hold.quantity,
+                                   allocations=hold.allocations, idempotency_key=f"hold:{hold_id}", hold_id=hold_id)
         batch = db.batch()
         for sid, n in hold.allocations.items():
             batch.update(shard_ref(db, event.id, sid), shard_move(ShardMove.CONFIRM, n))
@@ -256,16 +174,12 @@ def confirm_hold(
             "order_ids": firestore.ArrayUnion([order_id]),
             "updated_at": firestore.SERVER_TIMESTAMP,
         })
-        write_order_documents(db, batch, order, tickets, messages.order_confirmed(order))
+        stage_order(db, batch, order, tickets, messages.order_confirmed(order))
         batch.commit()
         return order, False
 
-    rng = rng or random.Random()
-    try:
-        (order, replayed), attempts = call_with_backoff(
-            attempt, retry_on=RETRYABLE, deadline_s=deadline_s, backoff=backoff, rng=rng)
-    except RETRYABLE as exc:
-        raise ContentionTimeout(f"could not confirm hold {hold_id} within {deadline_s:.1f}s; try again") from exc
+    (order, replayed), attempts = commit_with_retries(f"confirm hold {hold_id}", attempt, deadline_s=deadline_s,
+                                                      backoff=backoff, rng=rng)
     kv(log, logging.INFO, "hold.confirmed", hold_id=hold_id, order_id=order.id, user_id=user_id, replayed=replayed)
     return PurchaseResult(order, replayed, attempts)
 
@@ -308,10 +222,9 @@ def release_hold(
         batch = db.batch()
         _stage_unhold(db, batch, hold, snap, HoldStatus.RELEASED)
         batch.commit()
-        ROUTER.clear(hold.event_id)
         return replace(hold, status=HoldStatus.RELEASED)
 
-    hold: Hold = _retrying("release the hold", attempt, deadline_s, backoff, None)
+    hold, _ = commit_with_retries("release the hold", attempt, deadline_s=deadline_s, backoff=backoff)
     kv(log, logging.INFO, "hold.released", hold_id=hold_id, event_id=hold.event_id, user_id=user_id)
     return hold
 
@@ -345,6 +258,4 @@ def release_expired_holds(db: firestore.Client, now: datetime | None = None, lim
         events.add(hold.event_id)
         kv(log, logging.INFO, "hold.expired", hold_id=hold.id, event_id=hold.event_id, user_id=hold.user_id,
            quantity=hold.quantity)
-    for event_id in events:
-        ROUTER.clear(event_id)
     return released

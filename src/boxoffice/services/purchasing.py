@@ -1,38 +1,31 @@
 """Use case: a buyer purchases tickets.
 
-``purchase_tickets`` is the one entry point. It validates the request before touching the
-database, then makes attempts (``store.purchases``) until one commits, a domain rule says no
-(``SoldOut``, ``PerUserLimitExceeded`` ...) or the deadline passes. A lost race is never shown
-to the buyer: it is retried after a jittered backoff, on another shard.
+``purchase_tickets`` is the one entry point, from any number of app instances at once. It
+validates the request before touching anything, then asks the event's batch allocator
+(``services.admission.ask``): the request joins the event's admission queue in arrival order,
+the allocator decides it with many others in memory and commits them in one atomic batch
+(order, tickets, buyer record, outbox message, shard counts and the answer), and the call
+returns that answer. Nothing here races other buyers: the allocator is the event's one
+writer that takes tickets, fenced by its lease.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from dataclasses import dataclass
 
 from google.cloud import firestore
 
-from boxoffice.domain.errors import ContentionTimeout, InvalidQuantity, InvalidRequest
+from boxoffice.domain.allocation import RequestKind, TicketRequest
+from boxoffice.domain.errors import InvalidQuantity, InvalidRequest, OrderNotFound
 from boxoffice.domain.model import MAX_PER_ORDER, Order, order_id_for
 from boxoffice.log import kv
-from boxoffice.retry import Backoff
-from boxoffice.store.purchases import (
-    ROUTER,
-    RETRYABLE,
-    CommitMode,
-    PurchaseRequest,
-    ShardRouter,
-    attempt_guarded_batch,
-    attempt_transaction,
-)
+from boxoffice.services.admission import DEFAULT_WAIT_S, ask
+from boxoffice.store.documents import order_from_doc, order_ref
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE_S = 10.0
-DEFAULT_BACKOFF = Backoff(base_s=0.005, cap_s=0.25)
+DEFAULT_DEADLINE_S = DEFAULT_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,9 @@ class PurchaseResult:
     attempts: int
 
 
-def make_request(event_id: str, user_id: str, quantity: int, idempotency_key: str) -> PurchaseRequest:
+def make_request(
+    event_id: str, user_id: str, quantity: int, idempotency_key: str, kind: RequestKind = RequestKind.PURCHASE
+) -> TicketRequest:
     """Check what can be checked without the database. Raises ``InvalidRequest``."""
     if not isinstance(event_id, str) or not event_id.strip() or "/" in event_id:
         raise InvalidRequest("event id must be a non-empty string without '/'")
@@ -50,13 +45,10 @@ def make_request(event_id: str, user_id: str, quantity: int, idempotency_key: st
         raise InvalidRequest("user id must be 1-128 characters without '/'")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_PER_ORDER:
         raise InvalidQuantity(f"quantity must be a whole number between 1 and {MAX_PER_ORDER}, got {quantity!r}")
-    return PurchaseRequest(
-        event_id=event_id,
-        user_id=user_id,
-        quantity=quantity,
-        idempotency_key=idempotency_key,
-        order_id=order_id_for(user_id, idempotency_key),
-    )
+    order_id = order_id_for(user_id, idempotency_key)
+    request_id = order_id if kind is RequestKind.PURCHASE else "h_" + order_id[2:]
+    return TicketRequest(id=request_id, kind=kind, event_id=event_id, user_id=user_id, quantity=quantity,
+                         idempotency_key=idempotency_key)
 
 
 def purchase_tickets(
@@ -66,43 +58,29 @@ def purchase_tickets(
     quantity: int,
     idempotency_key: str,
     *,
-    mode: CommitMode = CommitMode.GUARDED_BATCH,
     deadline_s: float = DEFAULT_DEADLINE_S,
-    backoff: Backoff = DEFAULT_BACKOFF,
-    rng: random.Random | None = None,
-    router: ShardRouter = ROUTER,
 ) -> PurchaseResult:
     """Buy ``quantity`` tickets of an event for a user, exactly once per idempotency key.
 
     Guarantees: the inventory update, the order, its tickets, the buyer's per-event record and
     the outbox message are committed together or not at all; no shard goes below zero; the
     buyer's total for the event never exceeds the per-user limit, even under concurrent
-    requests; the same key returns the first order (``replayed=True``).
+    requests; buyers are served in the order the queue received them; the same key returns the
+    first order (``replayed=True``).
 
     Raises ``InvalidRequest``/``InvalidQuantity``, ``EventNotFound``, ``EventNotOnSale``,
     ``PerUserLimitExceeded``, ``SoldOut``/``NotEnoughTickets``, ``IdempotencyConflict``, or
-    ``ContentionTimeout`` when no attempt could commit before ``deadline_s``.
+    ``AnswerPending`` (a ``ContentionTimeout``) when the answer did not come within
+    ``deadline_s``: the request is still queued, and the same key later returns its answer.
     """
     request = make_request(event_id, user_id, quantity, idempotency_key)
-    rng = rng or random.Random()
-    attempt_once = attempt_guarded_batch if mode is CommitMode.GUARDED_BATCH else attempt_transaction
-    give_up_at = time.monotonic() + deadline_s
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            outcome = attempt_once(db, request, rng, router, give_up_at)
-        except RETRYABLE as exc:
-            delay = backoff.delay(attempt, rng)
-            if time.monotonic() + delay >= give_up_at:
-                kv(log, logging.WARNING, "purchase.timeout", order_id=request.order_id,
-                   event_id=event_id, user_id=user_id, attempts=attempt, last_error=type(exc).__name__)
-                raise ContentionTimeout(
-                    f"could not complete the purchase within {deadline_s:.1f}s because of load; "
-                    "nothing was charged, please try again with the same idempotency key"
-                ) from exc
-            time.sleep(delay)
-            continue
-        kv(log, logging.INFO, "purchase.done", order_id=outcome.order.id, event_id=event_id,
-           user_id=user_id, quantity=quantity, replayed=outcome.replayed, attempts=attempt)
-        return PurchaseResult(outcome.order, outcome.replayed, attempt)
+    asked = ask(db, request, wait_s=deadline_s)
+    if not asked.answer.granted:
+        raise asked.answer.error()
+    snap = order_ref(db, request.id).get()
+    if not snap.exists:  # cannot happen: the answer and the order are one commit
+        raise OrderNotFound(request.id)
+    order = order_from_doc(request.id, snap.to_dict() or {})
+    kv(log, logging.INFO, "purchase.done", order_id=order.id, event_id=event_id, user_id=user_id,
+       quantity=quantity, replayed=asked.replayed, waited_s=round(asked.waited_s, 3))
+    return PurchaseResult(order, asked.replayed, request.attempt)

@@ -40,7 +40,7 @@ from boxoffice.domain.model import (
     split_capacity,
 )
 from boxoffice.log import kv
-from boxoffice.retry import Backoff, call_with_backoff
+from boxoffice.retry import Backoff, commit_with_retries
 from boxoffice.services.summary import refresh_summary
 from boxoffice.store.documents import (
     event_from_doc,
@@ -51,7 +51,6 @@ from boxoffice.store.documents import (
     shard_ref,
     shard_to_doc,
 )
-from boxoffice.store.purchases import RETRYABLE, ROUTER
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +104,8 @@ def release_tickets(db: firestore.Client, event_id: str, quantity: int, *, deadl
         batch.commit()
         return replace(event, capacity=capacity, shard_count=shard_count)
 
-    try:
-        event, _ = call_with_backoff(attempt, retry_on=RETRYABLE, deadline_s=deadline_s,
-                                     backoff=Backoff(base_s=0.05, cap_s=0.5))
-    except RETRYABLE as exc:
-        raise ContentionTimeout(f"could not release tickets for {event_id} within {deadline_s:.1f}s") from exc
-    ROUTER.clear(event_id)  # this process's buyers must see the new shards and stock
+    event, _ = commit_with_retries(f"release tickets for {event_id}", attempt, deadline_s=deadline_s,
+                                   backoff=Backoff(base_s=0.05, cap_s=0.5))
     kv(log, logging.INFO, "tickets.released", event_id=event_id, quantity=quantity, capacity=event.capacity,
        shards=event.shard_count)
     return event

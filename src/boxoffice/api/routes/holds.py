@@ -11,9 +11,9 @@ from fastapi import APIRouter, Header, Path, Response
 
 from boxoffice.api.deps import Contactable, Db, SignedIn
 from boxoffice.api.problems import ApiProblem, responses
-from boxoffice.api.routes.purchases import KEY_PATTERN
-from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut
-from boxoffice.domain.errors import HoldNotFound, NotAllowed
+from boxoffice.api.routes.purchases import KEY_PATTERN, RequestId, answer_wait_s, pending, request_out
+from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut, RequestOut
+from boxoffice.domain.errors import AnswerPending, HoldNotFound, NotAllowed
 from boxoffice.domain.model import Hold, hold_id_for
 from boxoffice.services import holds as service
 
@@ -29,7 +29,8 @@ def _own_hold(db: Any, hold_id: str, uid: str) -> Hold:
 
 
 @router.post("", status_code=201, response_model=HoldOut,
-             responses=responses(401, 404, 409, 413, 422, 428, 503))
+             responses={202: {"model": RequestOut, "description": "Queued: poll the Location"},
+                        **responses(401, 404, 409, 413, 422, 428, 503)})
 def create_hold(
     body: HoldIn,
     caller: Contactable,
@@ -39,9 +40,11 @@ def create_hold(
         alias="Idempotency-Key", pattern=KEY_PATTERN,
         description="Required. A new random key per hold; resend the same key to retry safely.",
     )] = None,
-) -> HoldOut:
+) -> Any:
     """Reserve tickets for the signed-in user until the event's hold time runs out.
 
+    201 with the hold when the allocator's answer comes within a few seconds; 202 with
+    `Location: /v1/holds/requests/{id}` when it does not (poll it).
     Held tickets count against the per-user limit and are nobody else's until confirmed,
     released or expired. The same key returns the first hold (`Idempotent-Replayed: true` when
     it existed before this request); the same key with another event or quantity is a 409.
@@ -54,11 +57,21 @@ def create_hold(
         existed = service.get_hold(db, hold_id_for(caller.uid, idempotency_key)) is not None
     except HoldNotFound:
         existed = False
-    hold = service.hold_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key)
+    try:
+        hold = service.hold_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key,
+                                    deadline_s=answer_wait_s())
+    except AnswerPending as exc:
+        return pending(exc.request_id, f"/v1/holds/requests/{exc.request_id}")
     response.headers["Location"] = f"/v1/holds/{hold.id}"
     if existed:
         response.headers["Idempotent-Replayed"] = "true"
     return HoldOut.of(hold)
+
+
+@router.get("/requests/{request_id}", response_model=RequestOut, responses=responses(401, 404, 422))
+def show_hold_request(request_id: RequestId, caller: SignedIn, db: Db) -> RequestOut:
+    """A hold request of the signed-in user: `pending`, or its answer (the hold, or the refusal)."""
+    return request_out(db, request_id, caller.uid)
 
 
 @router.get("/{hold_id}", response_model=HoldOut, responses=responses(401, 404, 422))

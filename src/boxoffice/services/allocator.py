@@ -1,0 +1,342 @@
+"""Use case: the batch allocator of one event. Many requests decided in memory, one atomic commit.
+
+``EventAllocator.step`` is one turn of the allocator's loop:
+
+1. hold the event's lease (``store.leases``), or do nothing while another allocator holds it;
+2. pull the next requests from the event's admission queue, in arrival order
+   (``messaging.admission``; the ordered subscription holds back what follows an
+   unacknowledged batch);
+3. read, in one round trip, the event, the answers already written for these requests (a
+   redelivered request that was answered is skipped), the orders and holds they would create,
+   and the buyers' records; and query the shards with tickets;
+4. decide every request in memory (``domain.allocation.allocate``: arrival order, limits,
+   sold out);
+5. commit one transaction: the lease check (a zombie's batch fails as a whole), the shard
+   increments, every order with its tickets, outbox message and buyer record, every hold, and
+   every request's answer;
+6. acknowledge the messages only after that commit landed: a crash before it loses nothing
+   (the batch is redelivered), a crash after it answers nothing twice (answers exist).
+
+It also keeps the event's availability summary close to the shards: after a batch, at most once
+a second, through the same guarded ``refresh_summary`` as the inventory trigger (monotonic
+``summary.as_of``), so the two writers never undo each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from boxoffice.domain.allocation import (
+    DEFAULT_POOL,
+    Allocation,
+    Decision,
+    Grant,
+    Refusal,
+    RequestKind,
+    Stock,
+    TicketRequest,
+    allocate,
+)
+from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
+from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
+from boxoffice.domain.model import Event, ShardMove
+from boxoffice.log import kv
+from boxoffice.messaging.admission import AdmissionQueue, Delivery
+from boxoffice.services.summary import refresh_summary
+from boxoffice.store.allocation import stage_grant, stage_take
+from boxoffice.store.documents import (
+    buyer_from_doc,
+    buyer_ref,
+    event_from_doc,
+    event_ref,
+    hold_ref,
+    inventory_col,
+    order_ref,
+)
+from boxoffice.store.leases import Lease, LeaseLost, release, require_lease, stage_renewal, try_acquire
+from boxoffice.store.requests import Answer, answer_from_doc, request_ref, stage_answer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 1000  # requests pulled per commit (the emulator hands out at most 100 a pull)
+DEFAULT_LEASE_TTL_S = 5.0
+RENEW_EVERY_S = 1.0  # the lease document takes about one write a second
+COMMIT_RETRIES = 5
+
+
+@dataclass
+class AllocatorStats:
+    batches: int = 0
+    answered: int = 0
+    granted: int = 0
+    skipped: int = 0  # redeliveries already answered, and duplicates within a batch
+    commit_failures: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    commit_s: list[float] = field(default_factory=list)
+    summary_writes: int = 0
+
+
+class EventAllocator:
+    """Decides one event's requests while it holds the event's lease. Not thread-safe: one loop."""
+
+    def __init__(
+        self,
+        db: firestore.Client,
+        queue: AdmissionQueue,
+        event_id: str,
+        holder: str,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        summary_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        write_summary: bool = True,
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.event_id = event_id
+        self.holder = holder
+        self.batch_size = batch_size
+        self.lease_ttl_s = lease_ttl_s
+        self.summary_interval_s = summary_interval_s
+        self.write_summary = write_summary
+        self.lease: Lease | None = None
+        self._renewed_at = 0.0
+        self._summary_due = False
+        self._summary_at = 0.0
+        self._shard_written_at: dict[str, float] = {}
+        self.stats = AllocatorStats()
+
+    # --- the loop's turn ------------------------------------------------------------------
+
+    def step(self, pull_timeout_s: float = 0.5) -> int:
+        """One turn: the number of requests answered (0 when idle or not the lease holder)."""
+        if not self._hold_lease():
+            return 0
+        deliveries = self.queue.pull(self.event_id, self.batch_size, timeout_s=pull_timeout_s)
+        if not deliveries:
+            self._idle_chores()
+            return 0
+        try:
+            answered = self._decide_and_commit(deliveries)
+        except LeaseLost:
+            # Another allocator took over while this batch was in flight: its commit failed as a
+            # whole; the batch is not acknowledged and goes to the new holder.
+            kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
+            self.lease = None
+            return 0
+        self.queue.ack(self.event_id, [d.ack_id for d in deliveries])
+        self._summary_due = self._summary_due or answered > 0
+        self._write_summary_if_due()
+        return answered
+
+    def stop(self) -> None:
+        """Give the lease back (a standby takes over at once instead of after the expiry)."""
+        if self.lease is not None:
+            release(self.db, self.lease)
+            self.lease = None
+
+    # --- lease ----------------------------------------------------------------------------
+
+    def _hold_lease(self) -> bool:
+        if self.lease is not None and time.monotonic() - self._renewed_at < self.lease_ttl_s / 2:
+            return True
+        if self.lease is not None:
+            try:
+                self._renew()
+                return True
+            except LeaseLost:
+                kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
+                self.lease = None
+        lease = try_acquire(self.db, self.event_id, self.holder, self.lease_ttl_s)
+        if lease is None:
+            return False
+        self.lease, self._renewed_at = lease, time.monotonic()
+        self._shard_written_at.clear()
+        kv(log, logging.INFO, "allocator.lease_acquired", event_id=self.event_id, holder=self.holder, epoch=lease.epoch)
+        return True
+
+    def _renew(self) -> None:
+        assert self.lease is not None
+        lease = self.lease
+
+        @firestore.transactional
+        def run(txn: Any) -> Lease:
+            require_lease(self.db, txn, lease)
+            return stage_renewal(self.db, txn, lease, self.lease_ttl_s)
+
+        self.lease = run(self.db.transaction(max_attempts=1))
+        self._renewed_at = time.monotonic()
+
+    def _idle_chores(self) -> None:
+        self._write_summary_if_due()
+
+    # --- one batch ------------------------------------------------------------------------
+
+    def _decide_and_commit(self, deliveries: Sequence[Delivery]) -> int:
+        requests = sorted(
+            (d.request for d in deliveries if d.request is not None and d.request.event_id == self.event_id),
+            key=lambda r: r.arrived_at or datetime.min.replace(tzinfo=UTC),
+        )
+        for attempt in range(1, COMMIT_RETRIES + 1):
+            try:
+                return self._commit_batch(requests)
+            except LeaseLost:
+                raise
+            except (gexc.Aborted, gexc.Conflict, gexc.FailedPrecondition, gexc.ServiceUnavailable,
+                    gexc.DeadlineExceeded, ValueError) as exc:
+                # ValueError: the client's way of saying the transaction could not commit.
+                self.stats.commit_failures += 1
+                kv(log, logging.WARNING, "allocator.commit_failed", event_id=self.event_id, attempt=attempt,
+                   error=f"{type(exc).__name__}: {exc}"[:300])
+                time.sleep(0.05 * attempt)
+        raise RuntimeError(f"allocator of {self.event_id} could not commit a batch of {len(requests)}")
+
+    def _commit_batch(self, requests: list[TicketRequest]) -> int:
+        if not requests:
+            return 0
+        event, answered, versions, existing, counted = self._read(requests)
+        fresh, made, skipped = [], [], 0
+        for r in requests:
+            prior = answered.get(r.id)
+            if prior is not None and prior.attempt >= r.attempt:
+                skipped += 1  # answered before (a redelivery or a repeated key): nothing to do
+            elif r.id in existing:
+                made.append(_answer_existing(r, existing[r.id]))
+            else:
+                fresh.append(r)
+        if event is None:
+            allocation = Allocation([Refusal(r, EventNotFound(self.event_id)) for r in fresh], Stock({}), counted)
+        else:
+            allocation = allocate(event, self._stock(), fresh, counted)
+        decisions = made + allocation.decisions
+        taken = _taken([d for d in decisions if isinstance(d, Grant)])
+        batch_id = secrets.token_hex(4)
+        assert self.lease is not None
+        lease = self.lease
+        now = datetime.now(UTC)
+        renew = time.monotonic() - self._renewed_at >= RENEW_EVERY_S
+
+        @firestore.transactional
+        def run(txn: Any) -> Lease:
+            require_lease(self.db, txn, lease)
+            for move, per_shard in taken.items():
+                stage_take(self.db, txn, self.event_id, per_shard, move)
+            for d in decisions:
+                if isinstance(d, Grant) and d.request.id not in existing:
+                    assert event is not None
+                    stage_grant(self.db, txn, event, d, now)
+                stage_answer(self.db, txn, d, batch=batch_id, epoch=lease.epoch,
+                             prior_update_time=versions.get(d.request.id))
+            return stage_renewal(self.db, txn, lease, self.lease_ttl_s) if renew else lease
+
+        started = time.perf_counter()
+        self.lease = run(self.db.transaction(max_attempts=1))
+        elapsed = time.perf_counter() - started
+        if renew:
+            self._renewed_at = time.monotonic()
+        now_s = time.monotonic()
+        for move in taken.values():
+            for sid in move:
+                self._shard_written_at[sid] = now_s
+        grants = sum(1 for d in decisions if isinstance(d, Grant))
+        self.stats.batches += 1
+        self.stats.answered += len(decisions)
+        self.stats.granted += grants
+        self.stats.skipped += skipped + len(allocation.duplicates)
+        self.stats.batch_sizes.append(len(decisions))
+        self.stats.commit_s.append(elapsed)
+        kv(log, logging.INFO, "allocator.batch", event_id=self.event_id, batch=batch_id, epoch=lease.epoch,
+           requests=len(requests), answered=len(decisions), granted=grants, skipped=skipped,
+           left=allocation.stock.total, commit_ms=round(elapsed * 1000, 1))
+        return len(decisions)
+
+    def _read(
+        self, requests: list[TicketRequest]
+    ) -> tuple[Event | None, dict[str, Answer], dict[str, Any], dict[str, Any], dict[str, int]]:
+        """The event (None if gone), prior answers and their versions, orders or holds already
+        made under the requests' ids, and each user's tickets bought + held."""
+        users = sorted({r.user_id for r in requests})
+        ids = list(dict.fromkeys(r.id for r in requests))
+        refs = [event_ref(self.db, self.event_id)]
+        refs += [request_ref(self.db, i) for i in ids]
+        refs += [order_ref(self.db, r.id) if r.kind is RequestKind.PURCHASE else hold_ref(self.db, r.id)
+                 for r in {r.id: r for r in requests}.values()]
+        refs += [buyer_ref(self.db, self.event_id, u) for u in users]
+        snaps = {s.reference.path: s for s in self.db.get_all(refs)}
+        ev = snaps[refs[0].path]
+        event = event_from_doc(self.event_id, ev.to_dict() or {}) if ev.exists else None
+        answered: dict[str, Answer] = {}
+        versions: dict[str, Any] = {}
+        existing: dict[str, Any] = {}
+        for i in ids:
+            snap = snaps.get(request_ref(self.db, i).path)
+            if snap is not None and snap.exists:
+                answered[i] = answer_from_doc(i, snap.to_dict() or {})
+                versions[i] = snap.update_time
+            for ref in (order_ref(self.db, i), hold_ref(self.db, i)):
+                made = snaps.get(ref.path)
+                if made is not None and made.exists:
+                    existing[i] = made.to_dict() or {}
+        counted = {}
+        for u in users:
+            snap = snaps[buyer_ref(self.db, self.event_id, u).path]
+            counted[u] = buyer_from_doc(self.event_id, u, snap.to_dict() if snap.exists else None).counted
+        return event, answered, versions, existing, counted
+
+    def _stock(self) -> Stock:
+        """Shards with tickets, least recently written by this allocator first (spreads the writes)."""
+        query = inventory_col(self.db, self.event_id).where(filter=FieldFilter("available", ">", 0))
+        shards: dict[str, dict[str, int]] = {}
+        for snap in query.stream():
+            doc = snap.to_dict() or {}
+            shards.setdefault(doc.get("pool") or DEFAULT_POOL, {})[snap.id] = int(doc.get("available", 0))
+        every = [sid for pool in shards.values() for sid in pool]
+        order = sorted(every, key=lambda sid: (self._shard_written_at.get(sid, 0.0), sid))
+        return Stock(shards, order)
+
+    # --- summary --------------------------------------------------------------------------
+
+    def _write_summary_if_due(self) -> None:
+        if not self.write_summary or not self._summary_due or \
+                time.monotonic() - self._summary_at < self.summary_interval_s:
+            return
+        try:
+            outcome = refresh_summary(self.db, self.event_id, min_interval_s=self.summary_interval_s)
+        except (gexc.GoogleAPICallError, EventNotFound) as exc:
+            kv(log, logging.WARNING, "allocator.summary_failed", event_id=self.event_id, error=str(exc)[:200])
+            return
+        self._summary_at = time.monotonic()
+        if outcome.result in ("written", "already_reflected"):
+            self._summary_due = False
+            self.stats.summary_writes += outcome.result == "written"
+
+
+def _taken(grants: list[Grant]) -> dict[ShardMove, dict[str, int]]:
+    out: dict[ShardMove, dict[str, int]] = {}
+    for g in grants:
+        move = ShardMove.SELL if g.request.kind is RequestKind.PURCHASE else ShardMove.HOLD
+        per_shard = out.setdefault(move, {})
+        for sid, n in g.allocations.items():
+            per_shard[sid] = per_shard.get(sid, 0) + n
+    return out
+
+
+def _answer_existing(request: TicketRequest, made: dict[str, Any]) -> Decision:
+    """A request whose order or hold already exists (its answer was lost, or an older path made
+    it) is answered with it and takes nothing; another request under its id is a conflict."""
+    same = (made.get("event_id"), made.get("user_id"), made.get("quantity")) == (
+        request.event_id, request.user_id, request.quantity)
+    if same:
+        return Grant(request, {})
+    return Refusal(request, IdempotencyConflict(
+        f"idempotency key {request.idempotency_key!r} was already used for another request; use a new key"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 
 import pytest
 
@@ -90,3 +91,35 @@ def test_a_single_type_event_still_answers_with_its_one_default_type(http, user,
     ev = event_of(user(organiser=True))
     assert [(t["id"], t["price"], t["pool"]) for t in ev["ticket_types"]] == [("general", 2500, "default")]
     assert not ev["seated"] and ev["availability"]["types"] is None
+
+
+def test_buying_by_type_and_by_seat_returns_priced_lines_and_seated_tickets(http, user, db):
+    org, ann, bob = user(organiser=True), user(), user()
+    ev = http.post("/v1/events", json=TYPED, headers=org.headers).json()
+
+    def buy(who, **body):
+        return http.post("/v1/purchases", json={"event_id": ev["id"], **body},
+                         headers=who.headers | {"Idempotency-Key": uuid.uuid4().hex})
+
+    r = buy(ann, types={"stalls": 2, "standing": 1})
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert [(ln["type_id"], ln["quantity"], ln["amount"]) for ln in order["lines"]] == [
+        ("stalls", 2, 9000), ("standing", 1, 2000)]
+    assert order["amount"] == 11000 and order["quantity"] == 3
+    # Row A has seat 1 blocked: 9 seats 2..10, middle 5.5 -> the pair 5-6.
+    assert order["lines"][0]["seat_ids"] == ["stalls:A:5", "stalls:A:6"]
+    detail = http.get(f"/v1/orders/{order['id']}", headers=ann.headers).json()
+    assert [(t["type_id"], t["section"], t["row"], t["seat"]) for t in detail["tickets"]] == [
+        ("stalls", "stalls", "A", 5), ("stalls", "stalls", "A", 6), ("standing", None, None, None)]
+
+    r = buy(bob, seats=["stalls:A:6"])
+    assert r.status_code == 409 and r.json()["code"] == "seat_unavailable", r.text
+    r = buy(bob, seats=["stalls:A:1"])
+    assert r.status_code == 409 and "blocked" in r.json()["detail"], r.text
+    r = buy(bob, seats=["stalls:Z:1"])
+    assert r.status_code == 422 and r.json()["code"] == "seat_not_in_map", r.text
+    r = buy(bob, types={"boxes": 1})
+    assert r.status_code == 422 and r.json()["code"] == "unknown_ticket_type", r.text
+    r = buy(bob, seats=["balcony:A:1"])  # sold as stalls (the row's "types")
+    assert r.status_code == 201 and r.json()["lines"][0]["type_id"] == "stalls", r.text

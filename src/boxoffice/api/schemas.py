@@ -166,9 +166,29 @@ class EventPage(BaseModel):
     next: str | None = Field(description="Pass as ?after= to get the next page; null on the last page.")
 
 
+SEAT_PATTERN = r"^[A-Za-z0-9_-]{1,20}:[A-Za-z0-9_-]{1,20}:[0-9]{1,5}$"
+
+
 class PurchaseIn(Strict):
+    """``quantity`` tickets of a single-type event; or, by ticket type, ``types`` {type: quantity}
+    (seated types get the best seats available together) or specific ``seats``."""
+
     event_id: str = Field(pattern=ID_PATTERN)
-    quantity: int = Field(ge=1, le=MAX_PER_ORDER)
+    quantity: int | None = Field(default=None, ge=1, le=MAX_PER_ORDER,
+                                 description="Required unless `types` or `seats` say how many.")
+    types: dict[Annotated[str, Field(pattern=TYPE_ID_PATTERN)], Annotated[int, Field(ge=1, le=MAX_PER_ORDER)]] | None = (
+        Field(default=None, max_length=20, description="Tickets per ticket type, e.g. {\"vip\": 2}."))
+    seats: list[Annotated[str, Field(pattern=SEAT_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_PER_ORDER, description="Specific seats, \"section:row:number\".")
+
+
+class OrderLineOut(BaseModel):
+    type_id: str
+    quantity: int
+    unit_price: int
+    amount: int
+    currency: str
+    seat_ids: list[str]
 
 
 class OrderOut(BaseModel):
@@ -185,6 +205,8 @@ class OrderOut(BaseModel):
     status: str
     ticket_ids: list[str]
     idempotency_key: str
+    lines: list[OrderLineOut] = Field(description="By ticket type, at the price sold; empty for a single-type "
+                                                  "event. A mixed-price order has unit_price 0.")
 
     @classmethod
     def of(cls, order: Order) -> OrderOut:
@@ -193,6 +215,8 @@ class OrderOut(BaseModel):
             cancelled_quantity=order.cancelled_quantity, unit_price=order.unit_price,
             amount=order.amount, currency=order.currency, status=order.status.value,
             ticket_ids=list(order.ticket_ids), idempotency_key=order.idempotency_key,
+            lines=[OrderLineOut(type_id=ln.type_id, quantity=ln.quantity, unit_price=ln.unit_price, amount=ln.amount,
+                                currency=ln.currency, seat_ids=list(ln.seat_ids)) for ln in order.lines],
         )
 
 
@@ -200,10 +224,16 @@ class TicketOut(BaseModel):
     id: str
     status: str
     code: str
+    type_id: str | None = None
+    section: str | None = None
+    row: str | None = None
+    seat: int | None = None
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketOut:
-        return cls(id=ticket.id, status=ticket.status.value, code=ticket.code)
+        section, row, seat = ticket.section_row_number or (None, None, None)
+        return cls(id=ticket.id, status=ticket.status.value, code=ticket.code, type_id=ticket.type_id,
+                   section=section, row=row, seat=seat)
 
 
 class OrderDetail(OrderOut):

@@ -34,6 +34,7 @@ from boxoffice.domain.seating import SeatMap
 from boxoffice.domain.ticket_types import (
     DEFAULT_POOL_ID,
     Catalogue,
+    OrderLine,
     Pool,
     TypeSpec,
     default_catalogue,
@@ -379,16 +380,27 @@ def new_order(
     allocations: Mapping[str, int],
     idempotency_key: str,
     hold_id: str | None = None,
+    lines: Sequence[OrderLine] = (),
 ) -> tuple[Order, list[Ticket]]:
-    """An order at the event's current price and its tickets (ids derived from the order id)."""
+    """An order at the event's current price and its tickets (ids derived from the order id).
+
+    With ``lines`` (an event with ticket types), each line keeps its own price, and the tickets
+    follow the lines in order, each with its type and, for seated types, its seat.
+    """
     ticket_ids = ticket_ids_for(order_id, quantity)
+    prices = {line.unit_price for line in lines}
     order = Order(
-        id=order_id, event_id=event.id, user_id=user_id, quantity=quantity, unit_price=event.price,
+        id=order_id, event_id=event.id, user_id=user_id, quantity=quantity,
+        unit_price=(prices.pop() if len(prices) == 1 else 0) if lines else event.price,
         currency=event.currency, allocations=dict(allocations), idempotency_key=idempotency_key,
-        ticket_ids=tuple(ticket_ids), hold_id=hold_id,
+        ticket_ids=tuple(ticket_ids), hold_id=hold_id, lines=tuple(lines),
     )
-    tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code())
-               for t in ticket_ids]
+    kinds: list[tuple[str | None, str | None]] = [
+        (line.type_id, line.seat_ids[i] if line.seat_ids else None)
+        for line in lines for i in range(line.quantity)] or [(None, None)] * quantity
+    tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code(),
+                      type_id=type_id, seat=seat)
+               for t, (type_id, seat) in zip(ticket_ids, kinds, strict=True)]
     return order, tickets
 
 
@@ -412,9 +424,14 @@ class Order:
     cancelled_quantity: int = 0
     created_at: datetime | None = None
     hold_id: str | None = None
+    # Events with ticket types: one line per type, at the price it was sold for. ``unit_price``
+    # is then that price if all lines share it, else 0; ``amount`` adds the lines up.
+    lines: tuple[OrderLine, ...] = ()
 
     @property
     def amount(self) -> int:
+        if self.lines:
+            return sum(line.amount for line in self.lines)
         return self.unit_price * self.quantity
 
     @property
@@ -440,6 +457,15 @@ class Ticket:
     user_id: str
     code: str
     status: TicketStatus = TicketStatus.VALID
+    type_id: str | None = None  # events with ticket types
+    seat: str | None = None  # reserved seating: "section:row:number"
+
+    @property
+    def section_row_number(self) -> tuple[str, str, int] | None:
+        if self.seat is None:
+            return None
+        section, row, number = self.seat.split(":")
+        return section, row, int(number)
 
 
 @dataclass(frozen=True)
@@ -451,6 +477,7 @@ class BuyerRecord:
     tickets: int = 0
     order_ids: tuple[str, ...] = field(default_factory=tuple)
     held: int = 0  # tickets in this user's live holds for the event
+    types: Mapping[str, int] = field(default_factory=dict)  # tickets bought, per ticket type
 
     @property
     def counted(self) -> int:

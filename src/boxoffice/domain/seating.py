@@ -310,6 +310,25 @@ class SeatBook:
             self.taken.add(s)
             self._free[(self._row_of[s], self._seats[s].type_id)] -= 1
 
+    def copy(self) -> SeatBook:
+        """An independent book with the same seats taken (the layout is shared: it never changes)."""
+        other = SeatBook.__new__(SeatBook)
+        other.map, other._seats, other._row_of = self.map, self._seats, self._row_of
+        other.taken, other._free = set(self.taken), dict(self._free)
+        return other
+
+    def section_view(self, section: str) -> dict[str, object]:
+        """What a client shows of one section: its taken seats and what is free of each type."""
+        free: dict[str, int] = {}
+        for i, row in enumerate(self.map.rows):
+            if row.section == section:
+                for (ri, type_id), n in self._free.items():
+                    if ri == i:
+                        free[type_id] = free.get(type_id, 0) + n
+        taken = sorted(s for s in self.taken if self.map.section_of(s) == section)
+        return {"taken": taken, "free": free, "blocked": sorted(b for b in self.map.blocked
+                                                                if self.map.section_of(b) == section)}
+
     def taken_by_section(self) -> dict[str, int]:
         out = {section.id: 0 for section in self.map.sections}
         for s in self.taken:
@@ -399,3 +418,4 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Malformed(f"{what} must be a whole number, got {value!r}")
     return value
+

@@ -11,6 +11,8 @@
     refunds/{refundId}                     money owed back for cancelled tickets
     events/{eventId}/waitlist/{userId}     a user waiting for tickets of a sold-out event
     trigger_failures/{changeId}            inventory changes whose handler failed every attempt
+    events/{eventId}/seats/{seatId}        a sold seat: order, ticket, type (reserved seating)
+    events/{eventId}/sections/{sectionId}  taken seats of one section, for clients to listen to
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from google.cloud import firestore
 
 from boxoffice.domain.messages import OutboxMessage
 from boxoffice.domain.seating import seat_map_from_json, seat_map_to_json
-from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, Catalogue, Pool, TicketType
+from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, Catalogue, OrderLine, Pool, TicketType
 from boxoffice.domain.model import (
     BuyerRecord,
     Event,
@@ -50,6 +52,8 @@ HOLDS = "holds"
 REFUNDS = "refunds"
 WAITLIST = "waitlist"
 TRIGGER_FAILURES = "trigger_failures"
+SEATS = "seats"
+SECTIONS = "sections"
 
 
 def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:
@@ -94,6 +98,21 @@ def refund_ref(db: firestore.Client, refund_id: str) -> firestore.DocumentRefere
 
 def waitlist_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
     return event_ref(db, event_id).collection(WAITLIST)
+
+
+def seats_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
+    return event_ref(db, event_id).collection(SEATS)
+
+
+def seat_ref(db: firestore.Client, event_id: str, seat: str) -> firestore.DocumentReference:
+    """``events/{e}/seats/{section:row:number}``: exists while the seat is sold (created, never
+    overwritten, by the allocator in the commit that sells it)."""
+    return seats_col(db, event_id).document(seat)
+
+
+def section_ref(db: firestore.Client, event_id: str, section: str) -> firestore.DocumentReference:
+    """``events/{e}/sections/{section}``: the display copy of a section's taken seats."""
+    return event_ref(db, event_id).collection(SECTIONS).document(section)
 
 
 def trigger_failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
@@ -204,7 +223,9 @@ def order_to_doc(order: Order) -> dict[str, Any]:
         "created_at": order.created_at or firestore.SERVER_TIMESTAMP,
         # Commit time as the database saw it: the clock that delivery lags are measured against.
         "committed_at": firestore.SERVER_TIMESTAMP,
-    }
+    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+                     "currency": ln.currency, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
+         if order.lines else {})
 
 
 def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
@@ -223,6 +244,8 @@ def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
         cancelled_quantity=doc.get("cancelled_quantity", 0),
         created_at=created,
         hold_id=doc.get("hold_id"),
+        lines=tuple(OrderLine(ln["type_id"], ln["quantity"], ln["unit_price"], ln["currency"],
+                              tuple(ln.get("seat_ids", ()))) for ln in doc.get("lines", ())),
     )
 
 
@@ -234,7 +257,9 @@ def ticket_to_doc(ticket: Ticket) -> dict[str, Any]:
         "code": ticket.code,
         "status": ticket.status.value,
         "created_at": firestore.SERVER_TIMESTAMP,
-    }
+    } | ({"type_id": ticket.type_id} if ticket.type_id else {}) | (
+        dict(zip(("section", "row", "seat_number"), ticket.section_row_number, strict=True)) | {"seat": ticket.seat}
+        if ticket.section_row_number else {})
 
 
 def ticket_from_doc(ticket_id: str, doc: dict[str, Any]) -> Ticket:
@@ -245,6 +270,8 @@ def ticket_from_doc(ticket_id: str, doc: dict[str, Any]) -> Ticket:
         user_id=doc["user_id"],
         code=doc["code"],
         status=TicketStatus(doc["status"]),
+        type_id=doc.get("type_id"),
+        seat=doc.get("seat"),
     )
 
 
@@ -257,6 +284,7 @@ def buyer_from_doc(event_id: str, user_id: str, doc: dict[str, Any] | None) -> B
         tickets=doc.get("tickets", 0),
         order_ids=tuple(doc.get("order_ids", ())),
         held=doc.get("held", 0),
+        types=dict(doc.get("types") or {}),
     )
 
 

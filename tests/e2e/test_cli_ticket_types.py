@@ -24,6 +24,15 @@ def test_an_event_is_created_from_the_example_types_and_seat_map_files(stack, db
     assert shown["inventory"]["types"]["early"]["available"] == 50
     assert shown["inventory"]["types"]["standing"]["available"] == 200
 
+    bought = run(stack, "buy", event["id"], "--user", "ann", "--type", "stalls=2", "--type", "early=1", "--json")
+    assert bought.returncode == 0, bought.stdout + bought.stderr
+    lines = json.loads(bought.stdout)["order"]["lines"]
+    # Row A: seats 2..19 (1 and 20 blocked, no 11): the pair nearest the middle (10.5) is 9-10.
+    assert [(ln["type_id"], ln["seat_ids"]) for ln in lines] == [("stalls", ["stalls:A:9", "stalls:A:10"]),
+                                                                   ("early", [])]
+    taken = run(stack, "buy", event["id"], "--user", "bob", "--seat", "stalls:A:10", "--json")
+    assert taken.returncode == 4 and json.loads(taken.stdout)["error"] == "seat_unavailable"
+
 
 def test_a_types_file_that_contradicts_the_seat_map_exits_2_and_writes_nothing(stack, db, tmp_path):
     types = json.loads((EXAMPLES / "theatre-types.json").read_text())

@@ -128,3 +128,14 @@ def test_no_seat_is_sold_twice_across_processes_and_an_allocator_crash(db, stack
     assert audit_inventory(db, event.id, check_summary=False) == []
     seat_docs = {s.id for s in db.collection("events").document(event.id).collection("seats").stream()}
     assert seat_docs == set(sold)
+    # The section documents clients listen to catch up with the seats sold (written at most once
+    # a second each, so allow the allocator a few idle turns).
+    sections = db.collection("events").document(event.id).collection("sections")
+    give_up = time.monotonic() + 20
+    while time.monotonic() < give_up:
+        views = {s.id: s.to_dict() for s in sections.stream()}
+        if sorted(t for v in views.values() for t in v["taken"]) == sorted(sold):
+            break
+        time.sleep(0.5)
+    assert sorted(t for v in views.values() for t in v["taken"]) == sorted(sold)
+    assert views["back"]["free"] == {"back": 0} and all(t.startswith("back:") for t in views["back"]["taken"])

@@ -47,7 +47,9 @@ def order_json(order: Order) -> dict[str, Any]:
         "ticket_ids": list(order.ticket_ids),
         "allocations": dict(order.allocations),
         "idempotency_key": order.idempotency_key,
-    }
+    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+                     "amount": ln.amount, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
+         if order.lines else {})
 
 
 def hold_json(hold: Hold) -> dict[str, Any]:

@@ -221,6 +221,25 @@ def test_a_small_mixed_sale_with_the_worker_stays_consistent(db):
         loop.stop()
 
 
+def test_a_listener_that_stops_hearing_makes_the_trigger_report_itself_dead(db, monkeypatch):
+    # After a network partition a Firestore listener can stay "active" and deliver nothing
+    # more; the trigger's probe (a document its own listener should hear) catches that, and the
+    # part's process then exits for the supervisor to restart it.
+    import boxoffice.runtime.inventory_loop as inventory_loop
+
+    monkeypatch.setattr(inventory_loop, "LISTENER_PROBE_S", 0.5)
+    healthy, deaf = InventoryTriggerLoop(db), InventoryTriggerLoop(db)
+    deaf._probe_ref = db.collection("ops").document("heard-by-no-listener")  # noqa: SLF001
+    for loop in (healthy, deaf):
+        loop.start()
+    try:
+        assert wait_until(lambda: not deaf.status()["alive"], 15)
+        assert healthy.status()["alive"] and healthy._probe_seen >= 1  # noqa: SLF001
+    finally:
+        for loop in (healthy, deaf):
+            loop.stop()
+
+
 def _burst_then_silence(db, event, n):
     """n purchases as fast as possible, then nothing: the burst's last change lands inside the
     coalescing interval of an earlier write, so only a scheduled trailing update can show it."""

@@ -72,6 +72,8 @@ def simulate(
                                "tickets); most buyers want 2 cheap. Reports sales per type."),
     seated: bool = typer.Option(False, "--seated", help="Like --types, each type a section of a seat map: reports "
                                 "seats sold and the share of multi-seat orders seated together."),
+    open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
+                                   "serve` in a browser (its URL is printed anyway); turns --worker on."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -82,7 +84,12 @@ def simulate(
     from boxoffice.loadtest.report import print_report, write_json, write_plot
     from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
     from boxoffice.runtime import emulators as em
+    from boxoffice.runtime.storefront import announce_dashboard
 
+    watch = announce_dashboard(open_page)
+    if watch:
+        err.print(watch)
+    worker = worker or open_page
     try:
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,

@@ -16,18 +16,18 @@ what the bench measures it against:
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain import messages
-from boxoffice.domain.errors import ContentionTimeout, EventNotFound
+from boxoffice.domain.errors import EventNotFound
 from boxoffice.domain.model import Order, new_order, plan_allocation
-from boxoffice.retry import RETRYABLE, Backoff
+from boxoffice.retry import Backoff, commit_with_retries
 from boxoffice.services.purchasing import make_request
 from boxoffice.store.allocation import stage_order
 from boxoffice.store.documents import (
@@ -68,23 +68,17 @@ def purchase_directly(
     """
     request = make_request(event_id, user_id, quantity, idempotency_key)
     rng = rng or random.Random()
-    give_up = time.monotonic() + deadline_s
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            if mode is CommitMode.GUARDED_BATCH:
-                batch = db.batch()
-                order = _attempt(db, request, rng, batch, db.get_all, lambda q: q.stream(), guarded=True)
-                if order.created_at is None:
-                    batch.commit()
-                return order, attempt
-            return _in_transaction(db, request, rng), attempt
-        except RETRYABLE as exc:
-            delay = BACKOFF.delay(attempt, rng)
-            if time.monotonic() + delay >= give_up:
-                raise ContentionTimeout(f"no commit within {deadline_s:.1f}s") from exc
-            time.sleep(delay)
+
+    def attempt() -> Order:
+        if mode is CommitMode.TRANSACTION:
+            return _in_transaction(db, request, rng)
+        batch = db.batch()
+        order = _attempt(db, request, rng, batch, db.get_all, lambda q: q.stream(), guarded=True)
+        if order.created_at is None:  # not a replay
+            batch.commit()
+        return order
+
+    return commit_with_retries("buy", attempt, deadline_s=deadline_s, backoff=BACKOFF, rng=rng)
 
 
 def _in_transaction(db: firestore.Client, request: Any, rng: random.Random) -> Order:
@@ -96,8 +90,6 @@ def _in_transaction(db: firestore.Client, request: Any, rng: random.Random) -> O
         order: Order = run(db.transaction(max_attempts=1))
         return order
     except ValueError as exc:  # the client's "could not commit" is a lost race like any other
-        from google.api_core import exceptions as gexc
-
         raise gexc.Aborted(str(exc)) from exc
 
 

@@ -31,6 +31,7 @@ import os
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from boxoffice.runtime.worker import PeriodicLoop, register_loop
 from boxoffice.services.summary import DEFERRED, WRITTEN
 from boxoffice.services.holds import release_expired_holds
 from boxoffice.store.documents import INVENTORY
+from boxoffice.store.messaging import OPS
 from boxoffice.triggers.inventory import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF,
@@ -55,6 +57,9 @@ from boxoffice.triggers.inventory import (
 )
 
 log = logging.getLogger(__name__)
+
+# How often the trigger checks that its listener still hears (an environment setting: tests).
+LISTENER_PROBE_S = float(os.environ.get("BOXOFFICE_LISTENER_PROBE_S", "15"))
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -100,6 +105,13 @@ class InventoryTriggerLoop:
         self.lags_s: list[float] = []
         self.write_times: dict[str, list[datetime]] = {}
         self.initial_snapshot = threading.Event()
+        # The listener's health check: a probe document in a collection named like the shards'
+        # (so this very listener sees it), rewritten every ``LISTENER_PROBE_S``.
+        self._probe_ref = (db.collection(OPS).document("listener-probe").collection(INVENTORY)
+                           .document(uuid.uuid4().hex))
+        self._probe_written: tuple[int, float] | None = None  # (nonce, monotonic time of the write)
+        self._probe_seen = -1
+        self.deaf = False
 
     # --- listener --------------------------------------------------------------------------
 
@@ -108,6 +120,10 @@ class InventoryTriggerLoop:
             for change in changes:
                 doc = change.document
                 ref = doc.reference
+                if ref.path.startswith(f"{OPS}/"):
+                    if ref.id == self._probe_ref.id:
+                        self._probe_seen = max(self._probe_seen, int((doc.to_dict() or {}).get("nonce", -1)))
+                    continue
                 event_id = ref.parent.parent.id
                 after = None if change.type.name == "REMOVED" else (doc.to_dict() or {})
                 before = self._last_seen.get(ref.path)
@@ -206,6 +222,31 @@ class InventoryTriggerLoop:
                 if change.change_time is not None and change.change_time <= write_time:
                     self.lags_s.append((write_time - change.change_time).total_seconds())
 
+    # --- listener health ---------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Detect a deaf listener. After a network partition a Firestore listener can stay
+        "active" and never deliver again (seen with the emulator behind a cut connection). A
+        probe that was written but not heard within ``LISTENER_PROBE_S`` marks the loop not
+        alive: its process exits and the supervisor restarts it, and the new listener's first
+        snapshot catches up on everything missed. A write that fails (Firestore away) is not
+        held against the listener."""
+        nonce = 0
+        while not self._stop.wait(LISTENER_PROBE_S):
+            written = self._probe_written
+            if written and self._probe_seen < written[0] and time.monotonic() - written[1] > LISTENER_PROBE_S:
+                self.deaf = True
+                kv(log, logging.ERROR, "inventory.listener_deaf", waited_s=round(time.monotonic() - written[1], 1))
+                return
+            if written and self._probe_seen < written[0]:
+                continue  # still waiting for the last one
+            nonce += 1
+            try:
+                self._probe_ref.set({"nonce": nonce})
+                self._probe_written = (nonce, time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - Firestore away: nothing to judge the listener by
+                kv(log, logging.WARNING, "inventory.probe_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
     # --- loop interface --------------------------------------------------------------------
 
     def start(self) -> None:
@@ -215,6 +256,7 @@ class InventoryTriggerLoop:
         for thread in self._threads:
             thread.start()
         self._watch = self.db.collection_group(INVENTORY).on_snapshot(self._on_snapshot)
+        threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True).start()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._watch is not None:
@@ -226,6 +268,10 @@ class InventoryTriggerLoop:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        try:
+            self._probe_ref.delete(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort: a leftover probe is one tiny document
+            pass
 
     def idle(self) -> bool:
         """Nothing pending or in flight: every change seen so far is reflected."""
@@ -236,7 +282,7 @@ class InventoryTriggerLoop:
         # The listener recovers from transient errors by itself; one that gave up (is_active
         # false) makes the part "not alive", and its process exits for the supervisor to restart.
         listening = self._watch is None or bool(getattr(self._watch, "is_active", True))
-        alive = bool(self._threads) and all(t.is_alive() for t in self._threads) and listening
+        alive = bool(self._threads) and all(t.is_alive() for t in self._threads) and listening and not self.deaf
         return {"alive": alive, "pending_events": len(self._pending) + len(self._inflight),
                 "threads": len(self._threads)} | self.stats()
 

@@ -11,7 +11,7 @@
    and the buyers' records; and query the shards with tickets;
 4. decide every request in memory (``domain.allocation.allocate``: arrival order, limits,
    sold out);
-5. commit one transaction: the lease check (a zombie's batch fails as a whole), the shard
+5. commit one batch: the lease fence first (a zombie's batch fails as a whole), the shard
    increments, every order with its tickets, outbox message and buyer record, every hold, and
    every request's answer;
 6. acknowledge the messages only after that commit landed: a crash before it loses nothing
@@ -66,14 +66,13 @@ from boxoffice.store.documents import (
     section_ref,
     seats_col,
 )
-from boxoffice.store.leases import Lease, LeaseLost, release, require_lease, stage_renewal, try_acquire
+from boxoffice.store.leases import Lease, LeaseLost, landed, release, renew, stage_fence, still_ours, try_acquire
 from boxoffice.store.requests import Answer, answer_from_doc, request_ref, stage_answer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # requests pulled per commit (the emulator hands out at most 100 a pull)
 DEFAULT_LEASE_TTL_S = 5.0
-RENEW_EVERY_S = 1.0  # the lease document takes about one write a second
 COMMIT_RETRIES = 5
 
 
@@ -177,14 +176,7 @@ class EventAllocator:
 
     def _renew(self) -> None:
         assert self.lease is not None
-        lease = self.lease
-
-        @firestore.transactional
-        def run(txn: Any) -> Lease:
-            require_lease(self.db, txn, lease)
-            return stage_renewal(self.db, txn, lease, self.lease_ttl_s)
-
-        self.lease = run(self.db.transaction(max_attempts=1))
+        self.lease = renew(self.db, self.lease, self.lease_ttl_s)
         self._renewed_at = time.monotonic()
 
     def _idle_chores(self) -> None:
@@ -205,8 +197,8 @@ class EventAllocator:
                 raise
             except (gexc.Aborted, gexc.Conflict, gexc.FailedPrecondition, gexc.ServiceUnavailable,
                     gexc.DeadlineExceeded, ValueError) as exc:
-                # ValueError: the client's way of saying the transaction could not commit.
                 self.stats.commit_failures += 1
+                self._book = None  # a seat created meanwhile (ALREADY_EXISTS): re-read the seats
                 kv(log, logging.WARNING, "allocator.commit_failed", event_id=self.event_id, attempt=attempt,
                    error=f"{type(exc).__name__}: {exc}"[:300])
                 time.sleep(0.05 * attempt)
@@ -241,30 +233,32 @@ class EventAllocator:
         assert self.lease is not None
         lease = self.lease
         now = datetime.now(UTC)
-        renew = time.monotonic() - self._renewed_at >= RENEW_EVERY_S
-
-        @firestore.transactional
-        def run(txn: Any) -> Lease:
-            require_lease(self.db, txn, lease)
-            for move, per_shard in taken.items():
-                stage_take(self.db, txn, self.event_id, per_shard, move)
-            for d in decisions:
-                if isinstance(d, Grant) and d.request.id not in existing:
-                    assert event is not None
-                    stage_grant(self.db, txn, event, d, now)
-                stage_answer(self.db, txn, d, batch=batch_id, epoch=lease.epoch,
-                             prior_update_time=versions.get(d.request.id))
-            return stage_renewal(self.db, txn, lease, self.lease_ttl_s) if renew else lease
-
+        # One batch, its first write the lease fence (which also renews the lease): a zombie's
+        # batch fails as a whole, and no lock outlives a killed allocator (store/leases.py).
+        batch = self.db.batch()
+        staged = stage_fence(self.db, batch, lease, self.lease_ttl_s)
+        for move, per_shard in taken.items():
+            stage_take(self.db, batch, self.event_id, per_shard, move)
+        for d in decisions:
+            if isinstance(d, Grant) and d.request.id not in existing:
+                assert event is not None
+                stage_grant(self.db, batch, event, d, now)
+            stage_answer(self.db, batch, d, batch=batch_id, epoch=lease.epoch,
+                         prior_update_time=versions.get(d.request.id))
         started = time.perf_counter()
-        self.lease = run(self.db.transaction(max_attempts=1))
+        try:
+            results = batch.commit()
+        except gexc.FailedPrecondition:
+            if not still_ours(self.db, lease):
+                raise LeaseLost(f"lease of {self.event_id} changed hands") from None
+            raise
+        self.lease = landed(staged, results)
         elapsed = time.perf_counter() - started
         if event is not None and event.seat_map is not None:
             self._book = book
             self._sections_due.update(event.seat_map.section_of(s) for g in allocation.grants
                                       for line in g.lines for s in line.seat_ids)
-        if renew:
-            self._renewed_at = time.monotonic()
+        self._renewed_at = time.monotonic()
         now_s = time.monotonic()
         for move in taken.values():
             for sid in move:

@@ -8,11 +8,10 @@ B=.venv/bin/boxoffice
 mkdir -p reports
 run() { echo "== $*"; "$@"; echo "exit $?"; }
 
-# Purchasing: the uncontended ceiling, sharded, and both single-document baselines, one emulator.
-run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --json reports/bench.json
-# The shard router: one app instance vs every buyer on its own (no local coordination).
-run $B simulate --buyers 300 --tickets 100 --shards 10 --seed 1 --json reports/router-one-instance.json
-run $B simulate --buyers 300 --tickets 100 --shards 10 --seed 1 --instances 300 --json reports/router-no-coordination.json
+# Purchasing (issue 8): the uncontended one-purchase-per-commit ceiling, the queued sale (admission
+# queue + batch allocator) at 1, 8 and 40 app instances (OS processes), and the direct-sharded
+# baseline, one emulator, one run; add --single-document for the naive baselines (slow).
+run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --instances 1,8,40 --json reports/bench.json
 # Real-time inventory: 20% cancellations, the trigger's lag and event-document writes per second.
 run $B simulate --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/inventory.json
 # Messaging: messages handled per second, commit-to-email lag, raw consume rate of the emulator.
@@ -23,3 +22,5 @@ run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --jso
 run $B simulate --pipeline --pipeline-workers 2 --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-2-workers.json
 # API: the purchase endpoint side by side with the library.
 run $B simulate --via-api --compare-library --buyers 5000 --tickets 1000 --concurrency 100 --json reports/via-api.json
+# API with 4 worker processes vs the library with 4 instances, concurrency 200 (issue 8's API figure).
+run $B simulate --via-api --compare-library --api-workers 4 --buyers 5000 --tickets 1000 --concurrency 200 --json reports/via-api-4.json

@@ -50,3 +50,20 @@ def test_the_dashboard_counts_emails_and_dead_letters_of_its_event_for_its_organ
     assert http.get(f"/v1/events/{event['id']}/dashboard", headers=stranger.headers).json()["code"] == "not_event_organiser"
     assert http.get(f"/v1/events/{event['id']}/dashboard", headers=buyer.headers).status_code == 403
     assert http.get("/v1/events/nope/dashboard", headers=owner.headers).status_code == 404
+
+
+def test_the_dashboard_reports_queue_answers_and_their_latency_from_the_answer_documents(http, db, user, event_of):
+    from datetime import UTC, datetime, timedelta
+
+    owner = user(organiser=True)
+    event = event_of(owner)
+    now = datetime.now(UTC)
+    for i, wait_ms in enumerate([100, 200, 300, 4000]):
+        arrived = now - timedelta(seconds=5)
+        db.document(f"requests/r{i}").set({"event_id": event["id"], "arrived_at": arrived,
+                                           "answered_at": arrived + timedelta(milliseconds=wait_ms)})
+    db.document("requests/old").set({"event_id": event["id"], "arrived_at": now - timedelta(minutes=5),
+                                     "answered_at": now - timedelta(minutes=4)})
+    queue = http.get(f"/v1/events/{event['id']}/dashboard", headers=owner.headers).json()["queue"]
+    assert queue["answered"] == 4 and queue["window_s"] == 30
+    assert queue["answer_p50_ms"] in (200.0, 300.0) and queue["answer_p99_ms"] == 4000.0

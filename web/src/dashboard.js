@@ -97,10 +97,13 @@ function renderFigures(f) {
   $('fig-emails').textContent = `${f.emails.sent}${f.emails.pending ? ` (+${f.emails.pending} queued)` : ''}`;
   $('fig-dead').textContent = f.dead_letters.messages + f.dead_letters.inventory_changes;
   if (f.queue) {
-    $('fig-queue').textContent = f.queue.length;
+    const q = f.queue;
+    $('fig-queue').textContent = q.length != null ? q.length : `${q.answered} answered${q.window_s ? ` / ${q.window_s} s` : ''}`;
     const ms = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
-    $('fig-latency').textContent = `${ms(f.queue.answer_p50_ms)} / ${ms(f.queue.answer_p99_ms)}`;
-    $('board-note').textContent = '';
+    $('fig-latency').textContent = `${ms(q.answer_p50_ms)} / ${ms(q.answer_p99_ms)}`;
+    $('board-note').textContent = q.length == null
+      ? 'Queue length: not measurable on the Pub/Sub emulator (no backlog metric); answers and their latency are read from the answer documents.'
+      : '';
   } else {
     $('fig-queue').textContent = 'n/a';
     $('fig-latency').textContent = 'n/a';
@@ -146,6 +149,7 @@ function drawChart(canvas, points) {
 
 function onUser(user, claims) {
   const organiser = Boolean(user && claims.organiser);
+  if (fb.config.demo_organiser) $('demo-hint').hidden = Boolean(user);
   $('board').hidden = !organiser;
   if (user && !organiser) say('This account is not an organiser: the dashboard is for organisers only.');
   else say('');

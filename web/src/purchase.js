@@ -3,9 +3,11 @@
 // after a network error, or a reload while queued all ask for the same order.
 //
 // Answers: 201 with the order; 202 with `Location: /v1/purchases/{id}` when the request is queued
-// (the admission queue): the page then polls that location, honouring Retry-After, and reports
-// each state (place in line) until the answer is an order or a refusal.
+// (the admission queue): the page listens to its answer document `requests/{id}` and asks that
+// location again when it appears (or after Retry-After at the latest), reporting the request's
+// state until the answer is an order or a refusal.
 
+import { doc, onSnapshot } from 'firebase/firestore';
 import { ApiError, callApi, sleep } from './client.js';
 
 const storageKey = (uid, eventId) => `boxoffice.purchase.${uid}.${eventId}`;
@@ -44,22 +46,35 @@ export function purchaseKey(uid, eventId, quantity) {
 
 const isOrder = (body) => body && Array.isArray(body.ticket_ids) && typeof body.status === 'string';
 
-/** What a queued request's body says: {state, position}. Tolerates the fields' likely names. */
+/** What a queued request's body says: {state, position}. The API's RequestOut has `status`
+ *  (pending | order | refused) and, if the queue ever reports it, a place in line. */
 export function queueState(body) {
-  const request = body?.request ?? body ?? {};
   return {
-    state: request.state ?? request.status ?? 'queued',
-    position: request.position ?? request.place ?? request.ahead ?? null,
+    state: body?.status ?? 'pending',
+    position: body?.position ?? body?.place ?? null,
   };
 }
 
+/** Waits until `requests/{id}` exists (the allocator's answer; a buyer may listen to their own
+ *  under firestore.rules) or `ms` pass, whichever is first. */
+function answerOrTimeout(db, requestId, ms) {
+  return new Promise((resolve) => {
+    let stop = () => {};
+    const timer = setTimeout(() => { stop(); resolve(false); }, ms);
+    stop = onSnapshot(doc(db, 'requests', requestId), (snap) => {
+      if (snap.exists()) { clearTimeout(timer); stop(); resolve(true); }
+    }, () => {}); // refused or offline: the poll still answers
+  });
+}
+
 /**
- * Buy `quantity` tickets of `eventId`. `onQueued({state, position})` is called while the request
- * waits in the admission queue. Resolves the order; throws ApiError (with `.retryable`).
+ * Buy `quantity` tickets of `eventId`. `onQueued({state, position, waitedMs})` is called while
+ * the request waits in the admission queue. Resolves the order; throws ApiError (`.retryable`).
  */
-export async function buy(auth, eventId, quantity, { onQueued = () => {}, maxWaitMs = 120_000 } = {}) {
+export async function buy({ auth, db }, eventId, quantity, { onQueued = () => {}, maxWaitMs = 120_000 } = {}) {
   const uid = auth.currentUser.uid;
   const pending = purchaseKey(uid, eventId, quantity);
+  const started = Date.now();
   try {
     let answer;
     if (pending.location) {
@@ -71,25 +86,32 @@ export async function buy(auth, eventId, quantity, { onQueued = () => {}, maxWai
         body: { event_id: eventId, quantity },
       });
     }
-    const deadline = Date.now() + maxWaitMs;
     while (!isOrder(answer.body) && !isOrder(answer.body?.order)) {
-      const location = answer.headers.get('Location') || pending.location;
+      const body = answer.body ?? {};
+      if (body.status === 'refused' || body.error) {
+        const error = body.error ?? {};
+        throw new ApiError(409, { code: error.code, detail: error.message }, null);
+      }
+      const location = pending.location || answer.headers.get('Location') || (body.id && `/v1/purchases/${body.id}`);
       if (!location) throw new ApiError(502, { detail: 'the server queued the purchase without saying where to ask' });
-      if (location !== pending.location) keep(uid, eventId, { ...pending, location });
-      pending.location = location;
-      const refusal = answer.body?.problem ?? (answer.body?.code && answer.body?.status >= 400 ? answer.body : null);
-      if (refusal) throw new ApiError(refusal.status ?? 409, refusal, null);
-      onQueued(queueState(answer.body));
-      if (Date.now() > deadline) throw new ApiError(504, { detail: 'still queued; the page will keep asking when reloaded' });
-      const wait = Number(answer.headers.get('Retry-After')) || 1;
-      await sleep(Math.min(Math.max(wait, 0.5), 5) * 1000);
+      if (location !== pending.location) {
+        pending.location = location;
+        keep(uid, eventId, pending);
+      }
+      onQueued({ ...queueState(body), waitedMs: Date.now() - started });
+      if (Date.now() - started > maxWaitMs) {
+        throw new ApiError(504, { detail: 'still queued; reload the page later and it will ask again' });
+      }
+      const wait = Math.min(Math.max(Number(answer.headers.get('Retry-After')) || 1, 0.5), 5) * 1000;
+      if (body.id) await answerOrTimeout(db, body.id, wait);
+      else await sleep(wait);
       answer = await callApi(auth, location);
     }
     forget(uid, eventId);
     return isOrder(answer.body) ? answer.body : answer.body.order;
   } catch (err) {
-    // A refusal is final for this key (nothing was written); anything else keeps the key so that
-    // trying again cannot buy twice.
+    // A refusal is final for this key (nothing was bound to it); anything else keeps the key so
+    // that trying again cannot buy twice.
     if (!(err instanceof ApiError) || !err.retryable) forget(uid, eventId);
     throw err;
   }

@@ -78,6 +78,7 @@ function renderEvents() {
     updateCard(card, event);
   }
   for (const card of [...list.children]) if (!seen.has(card.dataset.eventId)) card.remove();
+  $('no-events').textContent = 'No events on sale yet.';
   $('no-events').hidden = state.events.size > 0;
 }
 
@@ -158,12 +159,11 @@ async function purchase(eventId) {
   updateCard(card, state.events.get(eventId));
   say(message, 'Buying…');
   try {
-    const order = await buy(fb.auth, eventId, quantity, {
-      onQueued: ({ state: where, position }) => {
+    const order = await buy(fb, eventId, quantity, {
+      onQueued: ({ state: where, position, waitedMs }) => {
         record.queued = true;
-        say(message, position != null
-          ? `In the queue: ${position} ahead of you (${where}). Keep this page open.`
-          : `In the queue (${where}). Keep this page open.`, 'queued');
+        const place = position != null ? `number ${position} in line` : where;
+        say(message, `In the queue (${place}, ${Math.round(waitedMs / 1000)} s). Keep this page open: your answer is on its way.`, 'queued');
       },
     });
     record.answered = performance.now();

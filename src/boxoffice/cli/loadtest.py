@@ -5,31 +5,42 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
 from boxoffice.domain import errors
 from boxoffice.loadtest.baselines import CommitMode
+from boxoffice.loadtest.bench import ROW_HEADERS, rows, run_bench
+from boxoffice.loadtest.report import print_report, write_json, write_plot
+from boxoffice.loadtest.sale_pipeline import SalePipeline
+from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
+from boxoffice.loadtest.via_api import simulate_via_api
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.storefront import announce_dashboard
 
-if TYPE_CHECKING:
-    from boxoffice.loadtest.simulator import SimulationConfig
 
 
-def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
-    from boxoffice.runtime import emulators as em
+def _stack(project: str, pubsub: bool = True):  # type: ignore[no-untyped-def]
+    """The emulators for a run. Pub/Sub always: purchases go through the admission queue. A
+    SIGTERM ends the run like Ctrl-C, so the emulators and processes it started are stopped."""
+    import signal
+    import sys
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return em.running_stack(project, pubsub=pubsub)
 
 
 def _sale_pipeline(stack, enabled: bool, workers: int = 1):  # type: ignore[no-untyped-def]
     from contextlib import nullcontext
 
-    from boxoffice.loadtest.sale_pipeline import SalePipeline
-    from boxoffice.runtime import emulators as em
 
     return SalePipeline(em.firestore_client(stack), workers=workers) if enabled else nullcontext()
 
@@ -59,8 +70,8 @@ def simulate(
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of latencies and sales over time."),
     project: str = typer.Option("demo-boxoffice", help="Emulator project id."),
     via_api: bool = typer.Option(False, "--via-api", help="Buy through the HTTP API (served for the run, "
-                                 "with the Auth emulator) instead of calling the library. Both runs then use one shard "
-                                 "router per API worker (not --instances) and the API's 10 s deadline."),
+                                 "with the Auth emulator) instead of calling the library. Both runs then use one app "
+                                 "instance per API worker (not --instances) and the library's 10 s deadline."),
     compare_library: bool = typer.Option(False, "--compare-library", help="With --via-api: run the same sale "
                                          "with the library first and print both side by side with the overhead."),
     api_workers: int = typer.Option(1, min=1, max=8, help="--via-api: uvicorn worker processes."),
@@ -81,10 +92,6 @@ def simulate(
     some, else starts its own and stops them after. Exit 0 when the audit is clean and no
     buyer got an error; 7 otherwise.
     """
-    from boxoffice.loadtest.report import print_report, write_json, write_plot
-    from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
-    from boxoffice.runtime import emulators as em
-    from boxoffice.runtime.storefront import announce_dashboard
 
     watch = announce_dashboard(open_page)
     if watch:
@@ -108,7 +115,7 @@ def simulate(
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
 
-    with _stack(project, pubsub=pipeline) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
+    with _stack(project) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),
@@ -141,7 +148,6 @@ def simulate(
 
 def _simulate_via_api(config: SimulationConfig, project: str, compare_library: bool, api_workers: int,
                       json_path: Path | None) -> None:
-    from boxoffice.loadtest.via_api import simulate_via_api
 
     try:
         figures = simulate_via_api(config, project=project, compare_library=compare_library,
@@ -169,9 +175,6 @@ def bench(
     """Measure the queued sale at several instance counts against the uncontended
     one-purchase-per-commit ceiling (and baselines), side by side in one run on one emulator.
     Prints every figure, the batch size and commit rate behind it, and the ratios."""
-    from boxoffice.loadtest.bench import ROW_HEADERS, rows, run_bench
-    from boxoffice.loadtest.report import write_json
-    from boxoffice.runtime import emulators as em
 
     try:
         counts = tuple(int(n) for n in instances.split(",") if n.strip())

@@ -14,8 +14,20 @@ import typer
 from rich.table import Table
 
 from boxoffice import log as blog
-from boxoffice.cli.output import EXIT_BUSY, EXIT_REFUSED, JsonOpt, client, emit, err, money
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, measure_raw_consume_rate
+from boxoffice.cli.output import (
+    EXIT_BUSY,
+    EXIT_REFUSED,
+    JsonOpt,
+    client,
+    emit,
+    err,
+    money,
+)
+from boxoffice.loadtest.pipeline_checks import (
+    audit_pipeline,
+    drain,
+    measure_raw_consume_rate,
+)
 from boxoffice.messaging import email
 from boxoffice.messaging.analytics import read_stats
 from boxoffice.messaging.deadletter import list_dead_letters, replay
@@ -26,7 +38,7 @@ from boxoffice.messaging.topology import (
     publisher_client,
     subscriber_client,
 )
-from boxoffice.runtime import devstack
+from boxoffice.runtime import devstack, root
 from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 
@@ -35,9 +47,9 @@ mail_app = typer.Typer(help="The local mailbox of the dev stack's SMTP server.",
 dlq_app = typer.Typer(help="Dead letters: messages subscribers gave up on.", no_args_is_help=True)
 
 
-def _topology(suffix: str = "") -> Any:
-    devstack.use_recorded_pubsub()
-    return default_topology(suffix=suffix)
+def _topology() -> Any:
+    """The dev stack's topology (not created: `messaging topology` and `dev up` create it)."""
+    return root.local_topology(create=False) or default_topology()
 
 
 @messaging_app.command("topology")
@@ -68,7 +80,7 @@ def run_cmd(
     settings = SubscriberSettings.from_env()
     if batch:
         settings = dataclasses.replace(settings, batch=batch)
-    mailer = email.Mailer(email.SmtpSettings.from_env(devstack.smtp_address()), settings.smtp_connections)
+    mailer = email.Mailer(root.smtp_settings() or email.SmtpSettings.from_env(), settings.smtp_connections)
     loops = build_loops(client(), topo, mailer, relay=not no_relay, settings=settings).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -7,6 +7,10 @@ import os
 import typer
 
 from boxoffice.cli.output import EXIT_INPUT, EXIT_NO_EMULATOR
+from boxoffice.runtime import auth_emulator
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.emulator_users import emulator_token, set_claims
+from boxoffice.runtime.emulator_users import mint_tokens as mint
 
 
 def serve(
@@ -20,8 +24,6 @@ def serve(
     or the emulator variables set; OpenAPI at /docs and /openapi.json."""
     import uvicorn
 
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime import emulators as em
 
     if not production:
         rec = em.recorded_stack()
@@ -79,14 +81,11 @@ def mint_tokens(
     organiser: bool = typer.Option(False, help="Also create one organiser, printed first as PREFIX-org."),
 ) -> None:
     """Create users in the dev Auth emulator and print `uid<TAB>ID token` lines (emulator only)."""
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime.emulator_users import emulator_token, mint_tokens as mint, set_claims
 
     host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
     if not host:
         typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
         raise typer.Exit(EXIT_NO_EMULATOR)
-    from boxoffice.runtime import emulators as em
 
     rec = em.recorded_stack()
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (rec.project if rec else "demo-boxoffice")

@@ -204,6 +204,7 @@ def screenshots(out: Path) -> list[Path]:
             raise
         written.append(_shot(page, out / "storefront.png"))
         phone = open_page(browser, site, width=390, height=844)
+        phone.locator(f"#event-{opera['id']} .badge").filter(has_text="Sold out").wait_for(timeout=60_000)
         written.append(_shot(phone, out / "storefront-phone.png"))
 
         board = open_page(browser, site, "/app/dashboard.html", width=1100, height=900)
@@ -216,7 +217,12 @@ def screenshots(out: Path) -> list[Path]:
         try:
             board.wait_for_function("window.boxoffice.points.length > 3 && window.boxoffice.points.at(-1).sold > 0",
                                     timeout=180_000)
-            time.sleep(4)
+            deadline = time.monotonic() + 120
+            while sale.poll() is None and time.monotonic() < deadline:  # most of the sale on the chart
+                if board.evaluate("window.boxoffice.points.at(-1).sold") >= 300:
+                    break
+                time.sleep(1)
+            time.sleep(2)
             written.append(_shot(board, out / "dashboard.png"))
         finally:
             sale.wait(timeout=600)
@@ -288,8 +294,11 @@ def figures(buyers: int, tickets: int, click_buyers: int, clicks: int) -> dict[s
         sale = subprocess.run(boxoffice("simulate", "--buyers", str(buyers), "--tickets", str(tickets), "--json",
                                         str(_report_path("browser-sale.json"))),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
-        if sale.returncode != 0:
+        # Exit 7 (buyers with errors, e.g. timeouts on a starved machine) still sold what it sold:
+        # the staleness of those commits is what the page saw. Anything else is a failure.
+        if sale.returncode not in (0, 7):
             raise RuntimeError(f"simulate failed: {sale.stderr[-2000:]}")
+        sale_report = json.loads(_report_path("browser-sale.json").read_text())
         event_id = next(iter(_event_ids(site) - before), None)
         time.sleep(5)  # the last summary write and its snapshot
         snaps = [s for s in page.evaluate("window.boxoffice.snapshots") if s["event_id"] == event_id]
@@ -297,6 +306,7 @@ def figures(buyers: int, tickets: int, click_buyers: int, clicks: int) -> dict[s
         stale = summary_staleness(snaps, commits)
         result["staleness"] = {
             "buyers": buyers, "tickets": tickets, "event_id": event_id, "sale_s": round(time.monotonic() - started, 1),
+            "simulate_exit": sale.returncode, "sold": sale_report.get("tickets_sold"), "errors": sale_report.get("errors"),
             "orders": len(commits), "covered": len(stale), "snapshots": len(snaps),
             "p50_ms": _round(_pct(stale, 0.5)), "p99_ms": _round(_pct(stale, 0.99)), "max_ms": _round(max(stale, default=None)),
         }
@@ -361,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     figs.add_argument("--buyers", type=int, default=5000)
     figs.add_argument("--tickets", type=int, default=1000)
     figs.add_argument("--click-buyers", type=int, default=1000)
-    figs.add_argument("--clicks", type=int, default=30)
+    figs.add_argument("--clicks", type=int, default=20)
     figs.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     why = missing()

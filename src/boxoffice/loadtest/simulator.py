@@ -38,6 +38,7 @@ from boxoffice.domain.availability import is_reflected
 from boxoffice.domain.model import order_id_for
 from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.loadtest.sale_audit import Audit, audit_sale
+from boxoffice.runtime import emulators as em
 from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
@@ -625,7 +626,6 @@ def _start_worker(run: str, pipeline: SalePipeline | None) -> Supervisor:
     the hold sweeper and, with ``pipeline``, the relay and subscribers, each an OS process of its
     own beside the buyers' process. Returns once every part is up, so the sale does not race
     the parts' start-up."""
-    from boxoffice.runtime import emulators as em
 
     env = dict(os.environ, BOXOFFICE_HOLD_SWEEP_S=SIM_HOLD_SWEEP_S)
     parts = list(INVENTORY_PARTS)

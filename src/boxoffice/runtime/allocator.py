@@ -1,4 +1,5 @@
-"""The allocator process: `boxoffice worker --only allocator` (a part of `boxoffice worker`).
+"""The allocator process: `boxoffice worker --only allocator` (a part of `boxoffice worker`,
+built by the composition root, runtime/root.py).
 
 ``AllocatorLoop`` finds the events whose requests need deciding (on sale or paused: a paused
 sale's requests are answered "not on sale") and runs one ``EventAllocator`` thread per event.
@@ -19,7 +20,6 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.log import kv
 from boxoffice.messaging.admission import admission_queue
-from boxoffice.runtime.worker import register_loop
 from boxoffice.services.allocator import DEFAULT_BATCH, DEFAULT_LEASE_TTL_S, EventAllocator
 from boxoffice.store.documents import EVENTS
 from boxoffice.store.requests import new_instance_id
@@ -30,8 +30,11 @@ DISCOVER_EVERY_S = 0.5
 STANDBY_POLL_S = 0.5
 
 
+ALLOCATOR = "allocator"
+
+
 class AllocatorLoop:
-    name = "allocator"
+    name = ALLOCATOR
 
     def __init__(
         self,
@@ -125,7 +128,7 @@ class AllocatorLoop:
                 time.sleep(0.5)
 
 
-def _from_settings(db: firestore.Client) -> AllocatorLoop:
+def allocator_from_settings(db: firestore.Client) -> AllocatorLoop:
     """The loop with its settings from the environment (a Cloud Run service's configuration):
     BOXOFFICE_ALLOCATOR_BATCH (requests per commit), BOXOFFICE_ALLOCATOR_LEASE_TTL_S, and
     BOXOFFICE_ALLOCATOR_SUMMARY=off when something else keeps the event summary (tests of the
@@ -139,8 +142,6 @@ def _from_settings(db: firestore.Client) -> AllocatorLoop:
         summary=os.environ.get("BOXOFFICE_ALLOCATOR_SUMMARY", "on") != "off",
     )
 
-
-register_loop("allocator", _from_settings)
 
 
 class AllocatorProcesses:

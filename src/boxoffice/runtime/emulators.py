@@ -635,7 +635,7 @@ def load_rules(host: str, project: str, rules: Path = RULES_FILE) -> None:
     body = json.dumps({"rules": {"files": [{"name": "firestore.rules", "content": rules.read_text()}]}}).encode()
     url = f"http://{host}/emulator/v1/projects/{project}:securityRules"
     req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=120) as resp:  # a cold emulator compiles rules slowly
         if resp.status != 200:
             raise RuntimeError(f"PUT {url} returned {resp.status}")
 

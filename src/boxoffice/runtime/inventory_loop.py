@@ -41,9 +41,7 @@ from google.cloud import firestore
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
-from boxoffice.runtime.worker import PeriodicLoop, register_loop
 from boxoffice.services.summary import DEFERRED, WRITTEN
-from boxoffice.services.holds import release_expired_holds
 from boxoffice.store.documents import INVENTORY
 from boxoffice.store.messaging import OPS
 from boxoffice.triggers.inventory import (
@@ -317,10 +315,3 @@ class InventoryTriggerLoop:
             "summary_min_gap_s": min_gap,
         }
 
-
-# An environment setting: the simulator's holds live seconds, so it sweeps more often.
-HOLD_SWEEP_INTERVAL_S = float(os.environ.get("BOXOFFICE_HOLD_SWEEP_S", "2.0"))
-
-register_loop("inventory-trigger", lambda db: InventoryTriggerLoop(db))
-register_loop("hold-sweeper",
-              lambda db: PeriodicLoop("hold-sweeper", lambda: release_expired_holds(db), HOLD_SWEEP_INTERVAL_S))

@@ -1,7 +1,7 @@
 """The messaging loops of one process: the outbox relay and the email and analytics subscribers.
 
 Each loop has ``name``, ``start()``, ``stop(timeout)`` and ``status()``, so the worker
-(runtime/worker.py, via runtime/messaging_loops.py) can host them; ``boxoffice messaging run`` and the
+(runtime/root.py builds them as the worker's parts) can host them; ``boxoffice messaging run`` and the
 simulator (loadtest/sale_pipeline.py) run them on their own.
 """
 
@@ -19,6 +19,7 @@ from boxoffice.messaging import analytics, email
 from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 from boxoffice.messaging.subscribers import PullingSubscriber, StreamingSubscriber, Subscription
 from boxoffice.messaging.topology import ANALYTICS, EMAIL, Topology, publisher_client
+from boxoffice.store.messaging import PROCESSED
 
 
 @dataclass
@@ -83,7 +84,6 @@ def subscriber_for(sub: Subscription, *, threads: int = 8, max_outstanding: int 
 
 def firestore_probe(db: firestore.Client) -> Callable[[], None]:
     """Raises unless Firestore answers a one-document read within 5 s."""
-    from boxoffice.store.messaging import PROCESSED
 
     return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
 

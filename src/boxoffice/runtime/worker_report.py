@@ -20,7 +20,11 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from boxoffice.domain.availability import is_reflected
+from boxoffice.loadtest.pipeline_checks import backlog
 from boxoffice.runtime.part_status import WorkerView, read_workers
+from boxoffice.store.documents import event_ref, inventory_col
+from boxoffice.store.messaging import FAILURES
 
 TRIGGER = "inventory-trigger"
 
@@ -44,8 +48,6 @@ def parts_rows(workers: list[WorkerView], now: float | None = None) -> list[dict
 def backlog_report(db: Any, topology: Any) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from boxoffice.loadtest.pipeline_checks import backlog
-    from boxoffice.store.messaging import FAILURES
 
     try:
         unpublished, per_sub = backlog(db, topology)
@@ -71,8 +73,6 @@ def event_summary_lag(db: Any, event_id: str) -> dict[str, Any]:
     """How far ``event_id``'s summary is behind its newest shard commit (0: it reflects it)."""
     from datetime import datetime
 
-    from boxoffice.domain.availability import is_reflected
-    from boxoffice.store.documents import event_ref, inventory_col
 
     try:
         summary = (event_ref(db, event_id).get().to_dict() or {}).get("summary") or {}

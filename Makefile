@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit bench up down clean serve functions-vendor
+.PHONY: install demo test unit bench up down clean serve functions-vendor web
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "boxoffice needs Python 3.11"'
@@ -13,12 +13,21 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) node_modules
+install: $(STAMP) node_modules web
 
 ## firebase-tools (the Auth emulator) from the npm registry, pinned by package-lock.json.
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch node_modules
+
+## The storefront and dashboard pages: esbuild bundles web/src (Firebase Web SDK from node_modules)
+## into web/public/dist, which `boxoffice serve` serves at /app/.
+WEB_DIST := web/public/dist/.built
+$(WEB_DIST): node_modules web/build.mjs $(wildcard web/src/*.js)
+	node web/build.mjs
+	touch $@
+
+web: $(WEB_DIST)
 
 ## A flash sale on the local emulators: 5,000 buyers for 1,000 tickets, report + plot in reports/.
 ## `make demo API=1`: the same sale also through the HTTP API (served for the run, with the Auth
@@ -34,7 +43,7 @@ endif
 
 ## Every test: unit tests, then integration and end-to-end tests on the real emulators
 ## (started by the test session itself, stopped at its end).
-test: $(STAMP) node_modules
+test: $(STAMP) node_modules web
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -47,8 +56,9 @@ bench: $(STAMP)
 up: $(STAMP) node_modules
 	$(BIN)/boxoffice dev up
 
-## The HTTP API on http://127.0.0.1:8080 against the dev stack (started if needed); docs at /docs.
-serve: up
+## The HTTP API on http://127.0.0.1:8080 against the dev stack (started if needed); docs at /docs,
+## the storefront at /app/, the organiser dashboard at /app/dashboard.html.
+serve: up web
 	$(BIN)/boxoffice serve --port 8080
 
 down: $(STAMP)

@@ -17,5 +17,9 @@ run $B simulate --buyers 300 --tickets 100 --shards 10 --seed 1 --instances 300 
 run $B simulate --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/inventory.json
 # Messaging: messages handled per second, commit-to-email lag, raw consume rate of the emulator.
 run $B simulate --pipeline --buyers 5000 --tickets 1000 --json reports/pipeline.json
+# The worker's scale-out: the same sale with one worker, then two side by side (each part its own
+# process; compare handled_per_s and the lags of the two reports).
+run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-1-worker.json
+run $B simulate --pipeline --pipeline-workers 2 --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-2-workers.json
 # API: the purchase endpoint side by side with the library.
 run $B simulate --via-api --compare-library --buyers 5000 --tickets 1000 --concurrency 100 --json reports/via-api.json

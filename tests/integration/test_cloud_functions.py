@@ -46,15 +46,13 @@ def main() -> ModuleType:
 def fresh_functions(stack, monkeypatch):
     """Each test starts like a cold function instance: no cached clients or mailer."""
     from boxoffice.messaging import pipeline_functions as messaging_cf
-    from boxoffice.triggers import inventory_functions as triggers_cf
 
-    monkeypatch.setattr(messaging_cf, "_state", {})
-    monkeypatch.setattr(triggers_cf, "_state", {})
+    from boxoffice.runtime import root
+
+    root.reset_cloud()
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", stack.project)
     yield messaging_cf
-    mailer = messaging_cf._state.get("mailer")
-    if mailer is not None:
-        mailer.close()
+    root.reset_cloud()
 
 
 def test_main_exports_every_deployable_function(main):

@@ -219,3 +219,100 @@ def test_a_small_mixed_sale_with_the_worker_stays_consistent(db):
         assert stats["summary_writes_max_in_1s"] <= 1 and (stats["summary_min_gap_s"] or 1.0) >= 0.999
     finally:
         loop.stop()
+
+
+def test_a_listener_that_stops_hearing_makes_the_trigger_report_itself_dead(db, monkeypatch):
+    # After a network partition a Firestore listener can stay "active" and deliver nothing
+    # more; the trigger's probe (a document its own listener should hear) catches that, and the
+    # part's process then exits for the supervisor to restart it.
+    import boxoffice.runtime.inventory_loop as inventory_loop
+
+    monkeypatch.setattr(inventory_loop, "LISTENER_PROBE_S", 0.5)
+    healthy, deaf = InventoryTriggerLoop(db), InventoryTriggerLoop(db)
+    deaf._probe_ref = db.collection("ops").document("heard-by-no-listener")  # noqa: SLF001
+    for loop in (healthy, deaf):
+        loop.start()
+    try:
+        assert wait_until(lambda: not deaf.status()["alive"], 15)
+        assert healthy.status()["alive"] and healthy._probe_seen >= 1  # noqa: SLF001
+    finally:
+        for loop in (healthy, deaf):
+            loop.stop()
+
+
+def _burst_then_silence(db, event, n):
+    """n purchases as fast as possible, then nothing: the burst's last change lands inside the
+    coalescing interval of an earlier write, so only a scheduled trailing update can show it."""
+    for i in range(n):
+        purchase_tickets(db, event.id, f"b{i}", 1, "k")
+    return max(s.update_time for s in db.collection("events").document(event.id).collection("inventory").stream())
+
+
+def test_the_last_change_of_a_burst_is_written_later_with_nothing_else_happening(db):
+    event = make_event(db, capacity=40, shards=4, per_order_max=1, per_user_limit=1)
+    loop = InventoryTriggerLoop(db, backoff=FAST, min_interval_s=1.0)
+    loop.start()
+    try:
+        assert wait_until(loop.initial_snapshot.is_set, 10)
+        last_change = _burst_then_silence(db, event, 12)
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 12, 20)
+        doc = summary(db, event.id)
+        stats = loop.stats()
+    finally:
+        loop.stop()
+    assert doc["as_of"] >= last_change
+    assert writes(db, event.id) >= 2  # the first write came during the burst, the trailing one after it
+    assert stats["summary_writes_max_in_1s"] <= 1
+
+
+def test_a_trailing_change_whose_delivery_fails_every_attempt_is_retried_until_written(db):
+    """The dead letter is recorded, and the worker keeps the change: the summary still converges
+    with no further shard change, and the dead letter is marked resolved."""
+    event = make_event(db, capacity=40, shards=4, per_order_max=1, per_user_limit=1)
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if 2 <= calls["n"] <= 4:  # after the first write: every attempt of the next delivery fails
+            raise RuntimeError("firestore hiccup")
+        return handle_inventory_change(*args, **kwargs)
+
+    loop = InventoryTriggerLoop(db, backoff=FAST, min_interval_s=1.0, handler=flaky, attempts=3, retry_dead_s=0.5,
+                                threads=1)
+    loop.start()
+    try:
+        assert wait_until(loop.initial_snapshot.is_set, 10)
+        purchase_tickets(db, event.id, "first", 1, "k")
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 1, 10)
+        purchase_tickets(db, event.id, "second", 1, "k")
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 2, 20)
+        assert wait_until(lambda: list_failures(db) == [], 10)
+    finally:
+        loop.stop()
+    assert loop.dead_letters == 1
+    assert list_failures(db, include_resolved=True)[0]["resolved"] is True
+
+
+def test_many_events_are_summarised_side_by_side_not_one_after_another(db):
+    """A handler that takes 1 s per call: eight events changed at once are all reflected in about
+    one handler time with the default threads, where one thread would need eight."""
+    import time as _time
+
+    events = [make_event(db, capacity=10, shards=2, per_order_max=1, per_user_limit=1) for _ in range(8)]
+
+    def slow(*args, **kwargs):
+        _time.sleep(1.0)
+        return handle_inventory_change(*args, **kwargs)
+
+    loop = InventoryTriggerLoop(db, backoff=FAST, handler=slow)
+    loop.start()
+    try:
+        assert wait_until(loop.initial_snapshot.is_set, 10)
+        assert wait_until(loop.idle, 60)  # the initial snapshot's summaries
+        for i, event in enumerate(events):
+            purchase_tickets(db, event.id, f"u{i}", 1, "k")
+        assert wait_until(lambda: all(summary(db, e.id)["sold"] == 1 for e in events), 30)
+        in_flight_at_once = loop.max_inflight
+    finally:
+        loop.stop()
+    assert in_flight_at_once >= 4

@@ -212,20 +212,21 @@ def test_emails_are_handled_in_parallel_and_a_cancellation_email_never_precedes_
     in_flight, peak = [0], [0]
     lock = threading.Lock()
 
-    def slow_confirmations(d):
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-        try:
-            if d.type == "order.confirmed":
-                time.sleep(0.3)  # the cancellation of the same order is pulled meanwhile
-            return email.handle_email(db, mailer, d)
-        finally:
+    class SlowConfirmations(email.Mailer):
+        def send(self, msg):
             with lock:
-                in_flight[0] -= 1
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            try:
+                if msg["X-Boxoffice-Kind"] == "order_confirmed":
+                    time.sleep(0.3)  # the cancellation of the same order is pulled meanwhile
+                super().send(msg)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
 
-    loops = build_loops(db, topology, mailer, relay=False, subscriptions=(EMAIL, ANALYTICS), threads=8)
-    loops.subscribers[0].sub.handler = slow_confirmations
+    slow = SlowConfirmations(mailer.settings, connections=8)
+    loops = build_loops(db, topology, slow, relay=False, subscriptions=(EMAIL, ANALYTICS))
     loops.start()
     try:
         time.sleep(0.5)
@@ -234,7 +235,8 @@ def test_emails_are_handled_in_parallel_and_a_cancellation_email_never_precedes_
     finally:
         loops.stop()
     assert report.drained, report
-    assert peak[0] > 1  # handled in parallel, not one after another
+    slow.close()
+    assert peak[0] > 1  # sent in parallel over the pool, not one after another
     assert loops.subscribers[0].stats.outcomes["deferred"] >= 1
     items = smtp.mailbox.items()  # in the order the SMTP server received them
     for o in cancelled:
@@ -275,12 +277,12 @@ def test_a_cancellation_whose_confirmation_is_stuck_is_sent_after_the_causality_
 
 def test_a_relay_restart_loses_nothing_and_the_audit_passes(db, topology, smtp, mailer):
     event = _event(db)
-    loops = build_loops(db, topology, mailer, relay_idle_s=0.05).start()
+    loops = build_loops(db, topology, mailer).start()
     try:
         orders = _buy(db, event, 10)
         loops.relay.stop()  # the relay dies mid-sale...
         orders += [purchase_tickets(db, event.id, f"u{i:03d}", 1, f"k2-{i}").order for i in range(10)]
-        loops.relay = OutboxRelay(db, topology, idle_s=0.05).start()  # ...and a new one starts
+        loops.relay = OutboxRelay(db, topology).start()  # ...and a new one starts
         report = drain(db, topology, timeout_s=60, poll_s=0.2)
     finally:
         loops.stop()
@@ -309,3 +311,120 @@ def test_a_user_without_email_is_skipped_and_acked(db, topology, smtp, mailer):
     _pull_until(subs[EMAIL], subscriber, 1, db)
     assert subs[EMAIL].stats.outcomes["skipped"] == 1
     assert smtp.mailbox.items() == []
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def _delivered(db, *types):
+    out = []
+    for snap in db.collection(OUTBOX).order_by("created_at").stream():
+        doc = snap.to_dict()
+        if not types or doc["type"] in types:
+            data, attrs = wire.encode(snap.id, doc)
+            out.append(wire.decode(data, attrs))
+    return out
+
+
+def test_an_analytics_batch_is_one_commit_per_event_and_a_redelivered_message_changes_nothing(db):
+    a, b = _event(db), _event(db)
+    _buy(db, a, 5, register=False)
+    purchase_tickets(db, b.id, "zed", 2, "kz")
+    messages = _delivered(db, "order.confirmed")
+    assert analytics.handle_analytics(db, messages[0]) == "counted"  # counted earlier, redelivered now
+    outcomes = analytics.handle_analytics_batch(db, messages)
+    assert outcomes[messages[0].message_id] == "duplicate"
+    assert sorted(v for k, v in outcomes.items() if k != messages[0].message_id) == ["counted"] * 5
+    assert (analytics.read_stats(db, a.id).orders, analytics.read_stats(db, a.id).tickets_sold) == (5, 5)
+    assert (analytics.read_stats(db, b.id).orders, analytics.read_stats(db, b.id).revenue) == (1, 5000)
+    # One commit per event: the batch's processed records of an event share one commit time.
+    for event in (a, b):
+        times = {s.get("processed_at") for s in db.collection("processed_messages")
+                 .where(filter=FieldFilter("event_id", "==", event.id)).stream()
+                 if s.id != f"analytics--{messages[0].message_id}"}
+        assert len(times) == 1, (event.id, times)
+    assert set(analytics.handle_analytics_batch(db, messages).values()) == {"duplicate"}
+    assert analytics.read_stats(db, a.id).orders == 5
+
+
+def test_a_message_counted_by_another_worker_after_the_read_is_left_out_and_the_rest_counted(db, monkeypatch):
+    event = _event(db)
+    _buy(db, event, 6, register=False)
+    messages = _delivered(db, "order.confirmed")
+    real = analytics._already_counted
+    stale = iter([set()])  # the first read happens before the other worker's commit
+
+    def read(db_, batch):
+        try:
+            return next(stale)
+        except StopIteration:
+            return real(db_, batch)
+
+    assert analytics.handle_analytics(db, messages[2]) == "counted"  # the other worker
+    monkeypatch.setattr(analytics, "_already_counted", read)
+    outcomes = analytics.handle_analytics_batch(db, messages)
+    assert outcomes[messages[2].message_id] == "duplicate"
+    assert list(outcomes.values()).count("counted") == 5
+    stats = analytics.read_stats(db, event.id)
+    assert (stats.orders, stats.tickets_sold, stats.revenue) == (6, 6, 15000)
+
+
+def test_two_workers_folding_the_same_batch_at_once_count_each_message_once(db):
+    event = _event(db)
+    _buy(db, event, 40, register=False)
+    messages = _delivered(db, "order.confirmed")
+    barrier = threading.Barrier(2)
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(analytics.handle_analytics_batch(db, messages))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for mid in (m.message_id for m in messages):
+        assert sorted(r[mid] for r in results) == ["counted", "duplicate"], mid
+    assert analytics.read_stats(db, event.id).orders == 40
+
+
+def test_an_email_batch_sends_each_email_once_and_a_cancellation_after_its_confirmation(db, smtp, mailer):
+    event = _event(db)
+    orders = _buy(db, event, 6)
+    cancel_order(db, orders[0].id, orders[0].user_id)
+    messages = _delivered(db, "order.confirmed", "order.cancelled")
+    messages.sort(key=lambda d: d.type != "order.cancelled")  # the cancellation first in the batch
+    assert email.handle_email(db, mailer, messages[-1]) == "sent"  # sent earlier, redelivered now
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = email.handle_email_batch(db, mailer, messages, run=pool.map)
+    assert outcomes[messages[-1].message_id] == "duplicate"
+    assert list(outcomes.values()).count("sent") == 6
+    items = smtp.mailbox.items()
+    assert len(items) == 7 and len({i.message_id for i in items}) == 7
+    kinds = [i.kind for i in items if i.order_id == orders[0].id]
+    assert kinds == ["order_confirmed", "order_cancelled"]
+    assert set(email.handle_email_batch(db, mailer, messages).values()) == {"duplicate"}
+    assert len(smtp.mailbox.items()) == 7
+
+
+def test_two_workers_with_the_same_email_batch_send_each_email_once(db, smtp, mailer):
+    event = _event(db)
+    _buy(db, event, 20)
+    messages = _delivered(db, "order.confirmed")
+    barrier = threading.Barrier(2)
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(email.handle_email_batch(db, mailer, messages))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    items = smtp.mailbox.items()
+    assert len(items) == 20 and len({i.message_id for i in items}) == 20
+    for mid in (m.message_id for m in messages):
+        outcomes = [r[mid] for r in results]
+        assert [o for o in outcomes if o == "sent"] == ["sent"], (mid, outcomes)

@@ -35,6 +35,7 @@ def rules(stack, db):
     db.document("outbox/m1").set({"topic": "orders", "published_at": None})
     db.document("analytics/daily").set({"sold": 1})
     db.document("users/alice").set({"email": "alice@example.com"})
+    db.document("events/pub/waitlist/alice").set({"user_id": "alice", "status": "offered"})
     return Client(stack)
 
 
@@ -77,13 +78,33 @@ def test_nobody_reads_draft_events_or_lists_unfiltered(rules):
 
 def test_a_user_reads_only_their_own_orders_tickets_and_holds(rules):
     for path in ("orders/o_alice", "tickets/o_alice-t01", "holds/h_alice", "users/alice",
-                 "events/pub/buyers/alice"):
+                 "events/pub/buyers/alice", "events/pub/waitlist/alice"):
         assert rules.get(path, "alice") == 200, path
         assert rules.get(path, "bob") == 403, path
         assert rules.get(path) == 403, path
     assert rules.query("orders", "user_id", "alice", "alice") == 200
     assert rules.query("orders", "user_id", "alice", "bob") == 403
     assert rules.query("tickets", "user_id", "alice", "bob") == 403
+
+
+def test_the_storefront_lists_published_events_with_an_in_filter(rules):
+    """The page's query: status in [on_sale, paused, closed]; a list that could include drafts is refused."""
+    def in_query(values: list[str]) -> int:
+        q = {"structuredQuery": {"from": [{"collectionId": "events"}], "where": {"fieldFilter": {
+            "field": {"fieldPath": "status"}, "op": "IN",
+            "value": {"arrayValue": {"values": [{"stringValue": v} for v in values]}}}}}}
+        return httpx.post(f"{rules.base}:runQuery", json=q, timeout=30).status_code
+
+    assert in_query(["on_sale", "paused", "closed"]) == 200
+    assert in_query(["on_sale", "draft"]) == 403
+
+
+def test_a_user_gets_their_own_waitlist_place_but_nobody_lists_the_waitlist(rules):
+    q = {"structuredQuery": {"from": [{"collectionId": "waitlist"}]}}
+    headers = rules._headers("alice")
+    listed = httpx.post(f"{rules.base}/events/pub:runQuery", json=q, headers=headers, timeout=30)
+    assert listed.status_code == 403
+    assert rules.get("events/pub/waitlist/alice", "alice") == 200
 
 
 def test_clients_read_no_inventory_outbox_or_analytics(rules):
@@ -95,7 +116,7 @@ def test_clients_read_no_inventory_outbox_or_analytics(rules):
 def test_no_client_writes_anything(rules):
     paths = ("events/pub", "events/new", "events/pub/inventory/s000", "events/pub/buyers/alice",
              "orders/o_alice", "orders/o_new", "tickets/o_alice-t01", "holds/h_new", "outbox/m2",
-             "analytics/daily", "users/alice")
+             "analytics/daily", "users/alice", "events/pub/waitlist/alice")
     for path in paths:
         assert rules.write(path, "alice") == 403, path
         assert rules.write(path) == 403, path

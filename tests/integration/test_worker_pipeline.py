@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from boxoffice.messaging import analytics
-from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV, worker_topology
+from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, build_worker, local_topology
 from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import delete_topology
-from boxoffice.runtime.worker import build_worker, wait_until
+from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
@@ -34,7 +34,7 @@ def worker_env(stack, smtp, monkeypatch):
     monkeypatch.setenv("BOXOFFICE_SMTP_HOST", smtp.address)
     monkeypatch.setenv(TOPOLOGY_SUFFIX_ENV, f".w{uuid.uuid4().hex[:8]}")
     yield
-    topology = worker_topology()
+    topology = local_topology()
     if topology is not None:
         delete_topology(topology)
 
@@ -50,7 +50,7 @@ def test_the_worker_runs_the_whole_pipeline_from_purchase_to_email_and_analytics
     with worker:
         orders = [purchase_tickets(db, event.id, u, 2, f"k-{u}").order for u in users]
         cancel_order(db, orders[0].id, orders[0].user_id)
-        report = drain(db, worker_topology(), timeout_s=60, poll_s=0.3, event_id=event.id)
+        report = drain(db, local_topology(), timeout_s=60, poll_s=0.3, event_id=event.id)
         summary_ok = wait_until(
             lambda: (event_ref(db, event.id).get().to_dict() or {}).get("summary", {}).get("sold") == 6, 30)
         status = worker.status()
@@ -61,7 +61,7 @@ def test_the_worker_runs_the_whole_pipeline_from_purchase_to_email_and_analytics
     assert kinds == ["order_cancelled"] + ["order_confirmed"] * 4
     stats = analytics.read_stats(db, event.id)
     assert (stats.orders, stats.tickets_sold, stats.tickets_cancelled, stats.revenue) == (4, 8, 2, 20000)
-    assert audit_pipeline(db, event.id, smtp.mailbox, topology=worker_topology()) == []
+    assert audit_pipeline(db, event.id, smtp.mailbox, topology=local_topology()) == []
 
 
 def test_simulate_with_the_pipeline_audits_emails_and_analytics_and_reports_the_figures(db):

@@ -8,6 +8,7 @@ orders, nothing unpublished, no dead letter) must still come out clean after dra
 from __future__ import annotations
 
 import os
+import time
 import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -212,4 +213,118 @@ def test_while_smtp_is_away_emails_wait_and_none_is_dead_lettered(db, smtp, topo
     email_down = next(p for p in view_down.parts if p.name == "subscriber-email")
     assert email_down.last_error and "dependency_down" in email_down.last_error, email_down
     assert all(p.restarts == 0 for p in view.parts)
+    assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
+
+
+class TcpProxy:
+    """A loopback TCP proxy the test can cut (every connection dropped, new ones refused at
+    once) and restore: a network partition between the worker and one dependency, with no
+    data lost on the other side."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+        import threading
+
+        self.target = target.rsplit(":", 1)[0], int(target.rsplit(":", 1)[1])
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._cut = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: set = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        import socket
+
+        self._cut.set()
+        with self._lock:
+            for s in self._sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.cut()
+        self._listener.close()
+
+
+def test_cut_off_from_firestore_the_worker_waits_and_catches_up_when_it_is_back(
+        db, stack, smtp, topology, worker_env, tmp_path):
+    from boxoffice.domain.availability import is_reflected
+    from boxoffice.runtime.worker_report import worker_report
+    from boxoffice.store.documents import event_ref, inventory_col
+
+    proxy = TcpProxy(stack.firestore_host)
+    env = dict(worker_env, FIRESTORE_EMULATOR_HOST=proxy.address, BOXOFFICE_LISTENER_PROBE_S="3")
+    event = _event(db)
+    first, second = _users(db, "i", 10), _users(db, "j", 10)
+    sup = Supervisor(PIPELINE_PARTS + ["inventory-trigger"], state_dir=tmp_path / "state", env=env)
+    try:
+        with sup:
+            _buy(db, event, first, cancel_every=5)
+            assert drain(db, topology, timeout_s=60, poll_s=0.5, event_id=event.id).drained
+            proxy.cut()  # the worker loses Firestore; the buyers (direct) keep buying
+            _buy(db, event, second, cancel_every=5)
+            cut_at = time.time()
+            time.sleep(10)
+            # The partition took effect, and the status shows it: the relay made no progress since
+            # the cut while the outbox backlog grew.
+            report_down = worker_report(tmp_path / "state", db, topology)
+            relay_down = next(p for p in sup.view().parts if p.name == "outbox-relay")
+            proxy.restore()
+            report = drain(db, topology, timeout_s=120, poll_s=0.5, event_id=event.id)
+
+            def summary_caught_up() -> bool:
+                summary = (event_ref(db, event.id).get().to_dict() or {}).get("summary")
+                return is_reflected(summary, max(s.update_time for s in inventory_col(db, event.id).stream()))
+
+            caught_up = wait_until(summary_caught_up, 60)
+    finally:
+        proxy.close()
+    assert report_down["backlog"]["outbox_unpublished"] > 0, report_down
+    assert relay_down.alive and (relay_down.last_progress_at or 0) < cut_at, relay_down
+    assert report.drained, report
+    assert caught_up
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []

@@ -3,7 +3,7 @@
 Entry points stay thin: parse and check the request (pydantic), find the caller (a verified
 Firebase ID token, ``auth``), call one service function, map its result or named error to a
 response (``problems``). Each resource is one router module under ``routes/``; a new one is one
-line in ``ROUTERS``.
+line in ``ROUTERS``. The storefront and dashboard pages are static files served at /app/ (``web``).
 
 Run it: ``boxoffice serve`` (dev stack), or ``uvicorn boxoffice.api.app:create_app --factory``
 (Cloud Run: GOOGLE_CLOUD_PROJECT set, no emulator variables).
@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from boxoffice.api import problems
+from boxoffice.api import problems, web
 from boxoffice.api.auth import FirebaseTokenVerifier, TokenVerifier
-from boxoffice.api.routes import events, holds, orders, purchases, sales, waitlist
+from boxoffice.api.routes import dashboard, events, holds, orders, purchases, sales, waitlist
 
 ROUTERS = [
     events.router,
@@ -28,6 +28,7 @@ ROUTERS = [
     holds.router,
     waitlist.router,
     sales.router,
+    dashboard.router,
 ]
 
 MAX_BODY_BYTES = 16 * 1024  # the largest valid body (an event) is well under 1 KiB
@@ -102,6 +103,8 @@ def create_app(db: Any = None, verify_token: TokenVerifier | None = None,
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+
+    web.install(app, project)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -275,3 +275,20 @@ def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:
         sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
         live=False, types=summary.get("types"),
     )
+
+
+class SaleFiguresOut(BaseModel):
+    """An organiser's live figures of one sale (availability is on the event's summary)."""
+
+    event_id: str
+    emails: dict[str, int] = Field(description="sent, skipped (no address), failed, pending (being sent)")
+    dead_letters: dict[str, int] = Field(
+        description="messages: subscriber dead letters; inventory_changes: unresolved trigger failures")
+    queue: dict[str, Any] | None = Field(
+        description="Admission queue: length, answer_p50_ms, answer_p99_ms; null when there is none.")
+    queue_note: str | None
+    tickets_sold: int = Field(description="Counted by the analytics subscriber (lags the summary).")
+    tickets_cancelled: int
+    orders: int
+    revenue: int
+    per_minute: dict[str, int] = Field(description="Tickets sold per minute (UTC), from analytics.")

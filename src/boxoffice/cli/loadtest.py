@@ -7,11 +7,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
 from boxoffice.domain import errors
+from boxoffice.loadtest.bench import run_bench
+from boxoffice.loadtest.report import print_report, write_json, write_plot
+from boxoffice.loadtest.sale_pipeline import SalePipeline
+from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
+from boxoffice.loadtest.via_api import simulate_via_api
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.storefront import announce_dashboard
 from boxoffice.store.purchases import CommitMode
 
 if TYPE_CHECKING:
@@ -19,7 +32,6 @@ if TYPE_CHECKING:
 
 
 def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
-    from boxoffice.runtime import emulators as em
 
     return em.running_stack(project, pubsub=pubsub)
 
@@ -27,8 +39,6 @@ def _stack(project: str, pubsub: bool = False):  # type: ignore[no-untyped-def]
 def _sale_pipeline(stack, enabled: bool, workers: int = 1):  # type: ignore[no-untyped-def]
     from contextlib import nullcontext
 
-    from boxoffice.loadtest.sale_pipeline import SalePipeline
-    from boxoffice.runtime import emulators as em
 
     return SalePipeline(em.firestore_client(stack), workers=workers) if enabled else nullcontext()
 
@@ -63,6 +73,8 @@ def simulate(
                                   "and the inventory worker during the sale; drain, audit and measure it after."),
     pipeline_workers: int = typer.Option(1, min=1, max=4, help="--pipeline: workers running the relay and "
                                          "subscribers side by side (each part its own process)."),
+    open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
+                                   "serve` in a browser (its URL is printed anyway); turns --worker on."),
 ) -> None:
     """Run a flash sale against the emulators and audit the database afterwards.
 
@@ -70,10 +82,11 @@ def simulate(
     some, else starts its own and stops them after. Exit 0 when the audit is clean and no
     buyer got an error; 7 otherwise.
     """
-    from boxoffice.loadtest.report import print_report, write_json, write_plot
-    from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
-    from boxoffice.runtime import emulators as em
 
+    watch = announce_dashboard(open_page)
+    if watch:
+        err.print(watch)
+    worker = worker or open_page
     try:
         config = SimulationConfig(
             buyers=buyers, tickets=tickets, concurrency=concurrency, max_quantity=max_quantity,
@@ -124,7 +137,6 @@ def simulate(
 
 def _simulate_via_api(config: SimulationConfig, project: str, compare_library: bool, api_workers: int,
                       json_path: Path | None) -> None:
-    from boxoffice.loadtest.via_api import simulate_via_api
 
     try:
         figures = simulate_via_api(config, project=project, compare_library=compare_library,
@@ -147,9 +159,6 @@ def bench(
 ) -> None:
     """Measure sharded purchases against the uncontended ceiling and the single-document
     baselines, side by side in one run on one emulator. Prints every figure and ratio."""
-    from boxoffice.loadtest.bench import run_bench
-    from boxoffice.loadtest.report import write_json
-    from boxoffice.runtime import emulators as em
 
     with _stack(project) as stack:
         db = em.firestore_client(stack)

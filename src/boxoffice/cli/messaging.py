@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -13,8 +14,20 @@ import typer
 from rich.table import Table
 
 from boxoffice import log as blog
-from boxoffice.cli.output import EXIT_BUSY, EXIT_REFUSED, JsonOpt, client, emit, err, money
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, measure_raw_consume_rate
+from boxoffice.cli.output import (
+    EXIT_BUSY,
+    EXIT_REFUSED,
+    JsonOpt,
+    client,
+    emit,
+    err,
+    money,
+)
+from boxoffice.loadtest.pipeline_checks import (
+    audit_pipeline,
+    drain,
+    measure_raw_consume_rate,
+)
 from boxoffice.messaging import email
 from boxoffice.messaging.analytics import read_stats
 from boxoffice.messaging.deadletter import list_dead_letters, replay
@@ -25,18 +38,18 @@ from boxoffice.messaging.topology import (
     publisher_client,
     subscriber_client,
 )
-from boxoffice.runtime import devstack
+from boxoffice.runtime import devstack, root
 from boxoffice.runtime.mailbox import Mailbox
-from boxoffice.runtime.messaging_runner import build_loops
+from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 
 messaging_app = typer.Typer(help="Outbox relay, Pub/Sub topology and subscribers.", no_args_is_help=True)
 mail_app = typer.Typer(help="The local mailbox of the dev stack's SMTP server.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: messages subscribers gave up on.", no_args_is_help=True)
 
 
-def _topology(suffix: str = "") -> Any:
-    devstack.use_recorded_pubsub()
-    return default_topology(suffix=suffix)
+def _topology() -> Any:
+    """The dev stack's topology (not created: `messaging topology` and `dev up` create it)."""
+    return root.local_topology(create=False) or default_topology()
 
 
 @messaging_app.command("topology")
@@ -57,15 +70,18 @@ def topology_cmd(
 def run_cmd(
     duration: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
     no_relay: bool = typer.Option(False, "--no-relay", help="Run only the subscribers."),
-    threads: int = typer.Option(8, help="Handler threads per subscriber."),
+    batch: int = typer.Option(0, help="Messages per pull (0: the default or BOXOFFICE_PULL_BATCH)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the outbox relay and the email and analytics subscribers in the foreground."""
     blog.configure(logging.INFO)
     topo = _topology()
     ensure_topology(topo)
-    mailer = email.Mailer(email.SmtpSettings.from_env(devstack.smtp_address()))
-    loops = build_loops(client(), topo, mailer, relay=not no_relay, threads=threads).start()
+    settings = SubscriberSettings.from_env()
+    if batch:
+        settings = dataclasses.replace(settings, batch=batch)
+    mailer = email.Mailer(root.smtp_settings() or email.SmtpSettings.from_env(), settings.smtp_connections)
+    loops = build_loops(client(), topo, mailer, relay=not no_relay, settings=settings).start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

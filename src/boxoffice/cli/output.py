@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from boxoffice.domain import errors
+from boxoffice.runtime import root
 
 out = Console()
 err = Console(stderr=True)
@@ -81,21 +82,9 @@ def money(amount: int, currency: str) -> str:
 
 
 def client() -> Any:
-    """A Firestore client: the emulator named in the environment or the `dev up` stack, else production."""
-    import os
-
-    from google.cloud import firestore
-
-    from boxoffice.runtime import emulators as em
-
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        recorded = em.recorded_stack()
-        if recorded is not None:
-            return em.firestore_client(recorded)
-        if not os.environ.get("GOOGLE_CLOUD_PROJECT"):
-            err.print(
-                "No emulator found: run `boxoffice dev up` first (or set FIRESTORE_EMULATOR_HOST, "
-                "or GOOGLE_CLOUD_PROJECT to use a real project)."
-            )
-            raise typer.Exit(EXIT_NO_EMULATOR)
-    return firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "demo-boxoffice"))
+    """The Firestore client of the environment (runtime/root.py); exit 6 when there is none."""
+    try:
+        return root.firestore_client(require_target=True)
+    except root.NoFirestore as exc:
+        err.print(str(exc))
+        raise typer.Exit(EXIT_NO_EMULATOR) from exc

@@ -7,6 +7,10 @@ import os
 import typer
 
 from boxoffice.cli.output import EXIT_INPUT, EXIT_NO_EMULATOR
+from boxoffice.runtime import auth_emulator
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.emulator_users import emulator_token, set_claims
+from boxoffice.runtime.emulator_users import mint_tokens as mint
 
 
 def serve(
@@ -20,8 +24,6 @@ def serve(
     or the emulator variables set; OpenAPI at /docs and /openapi.json."""
     import uvicorn
 
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime import emulators as em
 
     if not production:
         rec = em.recorded_stack()
@@ -41,11 +43,36 @@ def serve(
     elif not os.environ.get("GOOGLE_CLOUD_PROJECT"):
         typer.echo("--production needs GOOGLE_CLOUD_PROJECT", err=True)
         raise typer.Exit(EXIT_INPUT)
-    typer.echo(f"boxoffice API on http://{host}:{port} (project {os.environ['GOOGLE_CLOUD_PROJECT']}, "
+    project = os.environ["GOOGLE_CLOUD_PROJECT"]
+    if not production:
+        _prepare_local_pages(project)
+    typer.echo(f"boxoffice API on http://{host}:{port} (project {project}, "
                f"auth {'emulator ' + os.environ[auth_emulator.ENV] if not production else 'Firebase'})",
                err=True)
-    uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+    typer.echo(f"storefront: http://{host}:{port}/app/   dashboard: http://{host}:{port}/app/dashboard.html",
+               err=True)
+    from boxoffice.runtime import storefront
+
+    storefront.record_url(f"http://{host}:{port}")
+    try:
+        uvicorn.run("boxoffice.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    finally:
+        storefront.forget_url()
+
+
+def _prepare_local_pages(project: str) -> None:
+    """What the pages need from the local emulators: firestore.rules enforced for them, and the
+    demo organiser account the dashboard page names."""
+    from boxoffice.api.web import DEMO_ORGANISER, web_dir
+    from boxoffice.runtime import auth_emulator
+    from boxoffice.runtime.emulator_users import ensure_organiser
+    from boxoffice.runtime.emulators import load_rules
+
+    load_rules(os.environ["FIRESTORE_EMULATOR_HOST"], project)
+    ensure_organiser(os.environ[auth_emulator.ENV], project, DEMO_ORGANISER["email"], DEMO_ORGANISER["password"])
+    if not (web_dir() / "dist").is_dir():
+        typer.echo("The storefront is not built: run `make web` first (it needs `npm ci`).", err=True)
 
 
 def mint_tokens(
@@ -54,14 +81,11 @@ def mint_tokens(
     organiser: bool = typer.Option(False, help="Also create one organiser, printed first as PREFIX-org."),
 ) -> None:
     """Create users in the dev Auth emulator and print `uid<TAB>ID token` lines (emulator only)."""
-    from boxoffice.runtime import auth_emulator
-    from boxoffice.runtime.emulator_users import emulator_token, mint_tokens as mint, set_claims
 
     host = os.environ.get(auth_emulator.ENV) or getattr(auth_emulator.recorded_auth_emulator(), "host", None)
     if not host:
         typer.echo("No Auth emulator: run `boxoffice dev up` (or set FIREBASE_AUTH_EMULATOR_HOST).", err=True)
         raise typer.Exit(EXIT_NO_EMULATOR)
-    from boxoffice.runtime import emulators as em
 
     rec = em.recorded_stack()
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (rec.project if rec else "demo-boxoffice")

@@ -13,6 +13,13 @@ from rich.table import Table
 from boxoffice.cli import output as c
 from boxoffice.cli.output import JsonOpt
 from boxoffice.domain import errors
+from boxoffice.log import configure
+from boxoffice.messaging.topology import default_topology
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.devstack import use_recorded_pubsub
+from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, part_names
+from boxoffice.runtime.supervisor import Supervisor
+from boxoffice.runtime.worker_report import worker_report
 
 worker_app = typer.Typer(help="The background parts: run them, or see how they are doing.",
                          invoke_without_command=True)
@@ -20,9 +27,6 @@ worker_app = typer.Typer(help="The background parts: run them, or see how they a
 
 def stack_env() -> None:
     """Name the `dev up` emulators in the environment, so the parts' processes inherit them."""
-    from boxoffice.runtime.devstack import use_recorded_pubsub
-    from boxoffice.runtime import emulators as em
-
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
         recorded = em.recorded_stack()
         if recorded is not None:
@@ -44,15 +48,10 @@ def worker(
     repair), each in its own process, restarted when it dies, until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
         return
-    from boxoffice.log import configure
-    from boxoffice.runtime import emulators as em
-    from boxoffice.runtime.supervisor import Supervisor
-    from boxoffice.runtime.worker import registered_loops
-
     configure("INFO")
     c.client()  # fails with the usual message when there is no Firestore to work on
     stack_env()
-    known = registered_loops()
+    known = part_names()
     parts = list(only) if only else known
     unknown = [p for p in parts if p not in known]
     if unknown:
@@ -109,11 +108,6 @@ def status(
 ) -> None:
     """Each running worker's parts (state, pid, restarts, last error, last progress) and the
     backlog: outbox unpublished, undelivered per subscription, dead letters, summary lag."""
-    from boxoffice.runtime.messaging_loops import TOPOLOGY_SUFFIX_ENV
-    from boxoffice.messaging.topology import default_topology
-    from boxoffice.runtime import emulators as em
-    from boxoffice.runtime.worker_report import worker_report
-
     report = worker_report(em.default_state_dir(), c.client(),
                            default_topology(suffix=os.environ.get(TOPOLOGY_SUFFIX_ENV, "")),
                            event_id=event_id, include_stopped=all_)

@@ -10,7 +10,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,8 +20,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.messaging import deadletter
 from boxoffice.messaging.analytics import read_stats
+from boxoffice.messaging.topology import (
+    Topology,
+    default_topology,
+    publisher_client,
+    subscriber_client,
+)
 from boxoffice.runtime.mailbox import Mailbox
-from boxoffice.messaging.topology import Topology, default_topology, subscriber_client
 from boxoffice.store.documents import ORDERS, OUTBOX
 from boxoffice.store.messaging import EMAILS, FAILURES, PROCESSED
 
@@ -234,7 +239,6 @@ def measure_raw_consume_rate(n: int, *, project: str | None = None, ordered: boo
     from google.cloud import pubsub_v1
     from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
-    from boxoffice.messaging.topology import publisher_client
 
     project = project or default_topology().project
     tag = uuid.uuid4().hex[:8]

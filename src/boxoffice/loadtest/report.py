@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from boxoffice.loadtest.sale_pipeline import pipeline_rows
 from boxoffice.loadtest.simulator import Answer, SimulationResult
 
 
@@ -39,7 +40,6 @@ def summary_table(report: dict[str, Any]) -> Table:
                       f"{trigger['summary_writes']} event-document writes, at most {trigger['summary_writes_max_in_1s']} "
                       f"in any second, mean {trigger['summary_writes_per_s_mean'] or 0:.2f}/s")
     if report.get("pipeline"):
-        from boxoffice.loadtest.sale_pipeline import pipeline_rows
 
         for name, value in pipeline_rows(report["pipeline"]):
             table.add_row(name, value)

@@ -41,13 +41,32 @@ from typing import TYPE_CHECKING, Any
 
 from google.cloud import firestore
 
-from boxoffice.log import kv
 from boxoffice.loadtest.pipeline_checks import (
-    audit_pipeline, drain, measure_raw_consume_rate, pipeline_figures, unpublished_count,
+    audit_pipeline,
+    drain,
+    measure_raw_consume_rate,
+    pipeline_figures,
+    unpublished_count,
 )
+from boxoffice.log import kv
+from boxoffice.messaging.topology import (
+    EMAIL,
+    Topology,
+    default_topology,
+    delete_topology,
+    ensure_topology,
+)
+from boxoffice.runtime import devstack
+from boxoffice.runtime import emulators as em
 from boxoffice.runtime import mailbox as mbox
-from boxoffice.runtime.messaging_loops import ANALYTICS_LOOP, EMAIL_LOOP, RELAY, TOPOLOGY_SUFFIX_ENV
-from boxoffice.messaging.topology import EMAIL, Topology, default_topology, delete_topology, ensure_topology
+from boxoffice.runtime.devstack import use_recorded_pubsub
+from boxoffice.runtime.root import (
+    ANALYTICS_LOOP,
+    EMAIL_LOOP,
+    RELAY,
+    TOPOLOGY_SUFFIX_ENV,
+)
+from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.services.users import register_users
 
 if TYPE_CHECKING:
@@ -75,7 +94,6 @@ class SalePipeline:
 
     def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
                  workers: int = 1) -> None:
-        from boxoffice.runtime.devstack import use_recorded_pubsub
 
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
@@ -94,8 +112,6 @@ class SalePipeline:
         self.smtp_address, self.mailbox = self._smtp()
 
     def _smtp(self) -> tuple[str, mbox.Mailbox]:
-        from boxoffice.runtime import devstack
-        from boxoffice.runtime import emulators as em
 
         state = em.read_state() or {}
         if state.get("smtp_host") and state.get("mailbox_dir") and _answers(state["smtp_host"]):
@@ -121,8 +137,6 @@ class SalePipeline:
         if self.unpublished_before:
             kv(log, logging.WARNING, "simulate.outbox_backlog", unpublished=self.unpublished_before,
                note="older runs' messages are published and handled too")
-        from boxoffice.runtime import emulators as em
-        from boxoffice.runtime.supervisor import Supervisor
 
         for i in range(1, self.workers):
             extra = Supervisor(self.parts, state_dir=em.default_state_dir(),

@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 from google.cloud import firestore
 
 from boxoffice.domain import errors
+from boxoffice.domain.availability import is_reflected
 from boxoffice.domain.model import order_id_for
 from boxoffice.loadtest.sale_audit import Audit, audit_sale
+from boxoffice.runtime import emulators as em
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds
 from boxoffice.services.purchasing import PurchaseResult, purchase_tickets
-from boxoffice.domain.availability import is_reflected
 from boxoffice.store.documents import event_ref, inventory_col, order_ref
 from boxoffice.store.purchases import CommitMode, ShardRouter
 
@@ -360,7 +361,6 @@ def _start_worker(run: str, pipeline: SalePipeline | None) -> Supervisor:
     the hold sweeper and, with ``pipeline``, the relay and subscribers, each an OS process of its
     own beside the buyers' process. Returns once every part is up, so the sale does not race
     the parts' start-up."""
-    from boxoffice.runtime import emulators as em
 
     env = dict(os.environ, BOXOFFICE_HOLD_SWEEP_S=SIM_HOLD_SWEEP_S)
     parts = list(INVENTORY_PARTS)

@@ -37,11 +37,20 @@ import httpx
 from google.cloud import firestore
 
 import boxoffice
-from boxoffice.loadtest.api_client import ApiReply, purchase_via_api
 from boxoffice.domain import errors
 from boxoffice.domain.model import Order, OrderStatus
-from boxoffice.loadtest.simulator import BuyerResult, SimulationConfig, SimulationResult, Strategy, run_simulation
+from boxoffice.loadtest.api_client import ApiReply, purchase_via_api
+from boxoffice.loadtest.report import write_json
+from boxoffice.loadtest.simulator import (
+    BuyerResult,
+    SimulationConfig,
+    SimulationResult,
+    Strategy,
+    run_simulation,
+)
 from boxoffice.log import kv
+from boxoffice.runtime import emulators as em
+from boxoffice.runtime.auth_emulator import running_auth_emulator
 from boxoffice.runtime.emulator_users import mint_tokens
 from boxoffice.runtime.emulators import default_state_dir
 from boxoffice.services.purchasing import DEFAULT_DEADLINE_S, PurchaseResult
@@ -345,12 +354,15 @@ def simulate_via_api(config: SimulationConfig, *, project: str, compare_library:
     """What `boxoffice simulate --via-api [--compare-library]` does: find or start the
     emulators (Firestore, Auth), serve the API, run, print the figures side by side."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
 
-    from boxoffice.loadtest.report import write_json
-    from boxoffice.runtime import emulators as em
-    from boxoffice.runtime.auth_emulator import running_auth_emulator
 
     out, err = Console(), Console(stderr=True)
     with em.running_stack(project, pubsub=False) as stack, running_auth_emulator(project) as auth, \

@@ -7,6 +7,14 @@ precondition and the whole commit is refused, so nothing is counted twice; no lo
 concurrent handlers never wait on each other. Counters live in ``ANALYTICS_SHARD_COUNT`` shards
 (chosen by a hash of the message id) and are summed on read.
 
+Batches (``handle_analytics_batch``, what the worker runs): a pulled batch is folded into one
+commit per event (up to ``max_per_commit`` messages): a ``create`` of every message's processed
+record plus the summed increments on one counter shard. Because one failing ``create`` refuses
+the whole commit, the processed records are read first (one ``get_all``) and the messages
+already counted are left out as duplicates; if a commit is still refused (another worker counted
+one of them meanwhile), nothing of it was applied: the records are read again and the commit
+is retried without the newly found duplicates.
+
 Semantics of the payloads (shared with the inventory branch):
 - ``order.confirmed``: quantity tickets sold, amount (minor units) of revenue, one order;
 - ``order.cancelled``: quantity tickets cancelled, amount refunded (if absent: quantity x
@@ -16,6 +24,7 @@ The minute of a sale is the minute of its outbox commit (the ``created_at`` attr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -74,32 +83,92 @@ def _int(v: Any) -> int:
         return 0
 
 
-def handle_analytics(db: firestore.Client, d: Delivered) -> str:
-    """Count one message. Returns "counted", "duplicate" or "ignored"."""
-    if d.type not in HANDLED:
-        return "ignored"
-    p = d.payload
-    qty = _int(p.get("quantity"))
-    amount = _int(p["amount"]) if "amount" in p else qty * _int(p.get("unit_price"))
-    inc = firestore.Increment
-    if d.type == MessageType.ORDER_CONFIRMED:
-        counters: dict[str, Any] = {"orders": inc(1), "tickets_sold": inc(qty), "revenue": inc(amount),
-                                    "per_minute": {_minute_key(d.created_at): inc(qty)}}
-    else:
-        counters = {"cancellations": inc(1), "tickets_cancelled": inc(qty), "refunds": inc(amount)}
-    if p.get("currency"):
-        counters["currency"] = p["currency"]
+def _fold(messages: Iterable[Delivered]) -> dict[str, Any]:
+    """The counter increments of some messages of one event, summed."""
+    totals: dict[str, int] = {}
+    per_minute: dict[str, int] = {}
+    currency = None
+    for d in messages:
+        p = d.payload
+        qty = _int(p.get("quantity"))
+        amount = _int(p["amount"]) if "amount" in p else qty * _int(p.get("unit_price"))
+        if d.type == MessageType.ORDER_CONFIRMED:
+            adds = {"orders": 1, "tickets_sold": qty, "revenue": amount}
+            minute = _minute_key(d.created_at)
+            per_minute[minute] = per_minute.get(minute, 0) + qty
+        else:
+            adds = {"cancellations": 1, "tickets_cancelled": qty, "refunds": amount}
+        for k, v in adds.items():
+            totals[k] = totals.get(k, 0) + v
+        currency = currency or p.get("currency")
+    counters: dict[str, Any] = {k: firestore.Increment(v) for k, v in totals.items()}
+    if per_minute:
+        counters["per_minute"] = {m: firestore.Increment(n) for m, n in per_minute.items()}
+    if currency:
+        counters["currency"] = currency
+    return counters
+
+
+def _commit(db: firestore.Client, event_id: str, messages: list[Delivered]) -> None:
+    """One commit: every message's processed record (``create``) and their summed counters on
+    one counter shard (a stable hash of the first message id)."""
     batch = db.batch()
-    batch.create(processed_ref(db, SUBSCRIPTION, d.message_id), {
-        "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
-        "processed_at": firestore.SERVER_TIMESTAMP, "outcome": "counted",
-    })
-    batch.set(analytics_shard_ref(db, d.event_id, d.message_id), counters, merge=True)
-    try:
-        batch.commit()
-    except gexc.AlreadyExists:
-        return "duplicate"
-    return "counted"
+    for d in messages:
+        batch.create(processed_ref(db, SUBSCRIPTION, d.message_id), {
+            "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
+            "processed_at": firestore.SERVER_TIMESTAMP, "outcome": "counted",
+        })
+    batch.set(analytics_shard_ref(db, event_id, messages[0].message_id), _fold(messages), merge=True)
+    batch.commit()
+
+
+def _already_counted(db: firestore.Client, messages: list[Delivered]) -> set[str]:
+    refs = [processed_ref(db, SUBSCRIPTION, d.message_id) for d in messages]
+    by_path = {ref.path: d.message_id for ref, d in zip(refs, messages)}
+    return {by_path[snap.reference.path] for snap in db.get_all(refs) if snap.exists}
+
+
+def handle_analytics_batch(db: firestore.Client, messages: list[Delivered], *,
+                           max_per_commit: int = 500, attempts: int = 3) -> dict[str, str | BaseException]:
+    """Count a batch of distinct messages: "counted", "duplicate" or "ignored" per message id
+    (or the error of its event's commit, to be retried). See the module docstring."""
+    out: dict[str, str | BaseException] = {d.message_id: "ignored" for d in messages if d.type not in HANDLED}
+    todo = [d for d in messages if d.type in HANDLED]
+    counted = _already_counted(db, todo) if todo else set()
+    by_event: dict[str, list[Delivered]] = {}
+    for d in todo:
+        if d.message_id in counted:
+            out[d.message_id] = "duplicate"
+        else:
+            by_event.setdefault(d.event_id, []).append(d)
+    for event_id, group in by_event.items():
+        for i in range(0, len(group), max_per_commit):
+            chunk = group[i:i + max_per_commit]
+            for attempt in range(attempts):
+                try:
+                    _commit(db, event_id, chunk)
+                    out.update({d.message_id: "counted" for d in chunk})
+                    break
+                except gexc.AlreadyExists as exc:  # another worker counted one of them: nothing applied
+                    again = _already_counted(db, chunk)
+                    out.update({d.message_id: "duplicate" for d in chunk if d.message_id in again})
+                    chunk = [d for d in chunk if d.message_id not in again]
+                    if not chunk:
+                        break
+                    if attempt == attempts - 1:
+                        out.update({d.message_id: exc for d in chunk})
+                except Exception as exc:  # noqa: BLE001 - this commit's messages are retried (nack)
+                    out.update({d.message_id: exc for d in chunk})
+                    break
+    return out
+
+
+def handle_analytics(db: firestore.Client, d: Delivered) -> str:
+    """Count one message (the Cloud Function path). Returns "counted", "duplicate" or "ignored"."""
+    result = handle_analytics_batch(db, [d])[d.message_id]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def read_stats(db: firestore.Client, event_id: str) -> EventStats:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -42,7 +44,7 @@ from boxoffice.log import kv
 from boxoffice.messaging.subscribers import RetryLater
 from boxoffice.messaging.topology import EMAIL, EMAIL_TYPES
 from boxoffice.messaging.wire import Delivered
-from boxoffice.services.users import get_user
+from boxoffice.services.users import User, get_user, get_users
 from boxoffice.store.messaging import email_ref, processed_ref
 
 log = logging.getLogger(__name__)
@@ -121,11 +123,16 @@ class SmtpSettings:
 
 
 class Mailer:
-    """Sends over SMTP, one kept-open connection per thread (reconnects when it dropped)."""
+    """Sends over SMTP on a pool of at most ``connections`` kept-open connections, each used by
+    one sender at a time (smtplib connections are not thread-safe); a dropped connection is
+    replaced once per send."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, connections: int = 8) -> None:
         self.settings = settings
-        self._local = threading.local()
+        self.connections = connections
+        self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(connections)
+        self._lock = threading.Lock()
         self.sent = 0
 
     def _connect(self) -> smtplib.SMTP:
@@ -138,18 +145,28 @@ class Mailer:
         return conn
 
     def send(self, msg: EmailMessage) -> None:
-        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
-        for attempt in (1, 2):
-            if conn is None:
-                conn = self._local.conn = self._connect()
+        with self._slots:
             try:
-                conn.send_message(msg)
-                self.sent += 1
-                return
-            except (smtplib.SMTPServerDisconnected, ConnectionError, OSError):
-                self._local.conn = conn = None  # stale kept-open connection: once more on a new one
-                if attempt == 2:
+                conn: smtplib.SMTP | None = self._idle.get_nowait()
+            except queue.Empty:
+                conn = None
+            for attempt in (1, 2):
+                if conn is None:
+                    conn = self._connect()
+                try:
+                    conn.send_message(msg)
+                except (smtplib.SMTPServerDisconnected, ConnectionError, OSError):
+                    conn = None  # stale kept-open connection: once more on a new one
+                    if attempt == 2:
+                        raise
+                    continue
+                except Exception:
+                    _quit(conn)  # the connection's state is unknown after an error: not reused
                     raise
+                self._idle.put(conn)
+                with self._lock:
+                    self.sent += 1
+                return
 
     def probe(self) -> None:
         """Raises unless the SMTP server accepts a connection and answers NOOP."""
@@ -163,13 +180,18 @@ class Mailer:
                 pass
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        while True:
             try:
-                conn.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            self._local.conn = None
+                _quit(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
 
 
 def message_id_header(message_id: str) -> str:
@@ -295,3 +317,162 @@ def handle_email(db: firestore.Client, mailer: Mailer, d: Delivered) -> str:
     _finish(db, d, "sent", to=user.email, message_id_header=msg["Message-ID"])
     kv(log, logging.DEBUG, "email.sent", message_id=d.message_id, kind=kind, to=user.email)
     return "sent"
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+Outcomes = dict[str, "str | BaseException"]
+MARK_CHUNK = 200  # messages per marking commit (two writes each)
+
+
+def _age_s(d: Delivered) -> float:
+    return (datetime.now(timezone.utc) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
+
+
+def _claim_fields(d: Delivered, kind: str) -> dict[str, Any]:
+    return {"status": "sending", "claimed_at": firestore.SERVER_TIMESTAMP, "claimed_at_local": datetime.now(timezone.utc),
+            "message_id": d.message_id, "kind": kind, "event_id": d.event_id, "order_id": d.payload.get("order_id"),
+            "user_id": d.payload.get("user_id"), "committed_at": d.created_at, "attempts": 1}
+
+
+def _claim_batch(db: firestore.Client, messages: list[Delivered], records: dict[str, Any], out: Outcomes) -> list[Delivered]:
+    """Claim the emails of ``messages`` (records: their snapshots, read before). Returns the ones
+    claimed; the others get their outcome in ``out`` (duplicate, in flight, or an error)."""
+    new: list[Delivered] = []
+    claimed: list[Delivered] = []
+    for d in messages:
+        snap = records.get(d.message_id)
+        if snap is None or not snap.exists:
+            new.append(d)
+            continue
+        doc = snap.to_dict() or {}
+        if doc.get("status") in ("sent", "skipped"):
+            out[d.message_id] = "duplicate"
+            continue
+        try:  # in flight elsewhere (young claim), or taken over (failed / lease expired)
+            if _claim(db, d, KINDS[d.type]):
+                claimed.append(d)
+            else:
+                out[d.message_id] = "duplicate"
+        except Exception as exc:  # noqa: BLE001 - RetryLater or a Firestore error, per message
+            out[d.message_id] = exc
+    if new:
+        batch = db.batch()
+        for d in new:
+            batch.create(email_ref(db, d.message_id), _claim_fields(d, KINDS[d.type]))
+        try:
+            batch.commit()
+            claimed.extend(new)
+        except gexc.AlreadyExists:  # another worker claimed one meanwhile: nothing applied, one by one
+            for d in new:
+                try:
+                    if _claim(db, d, KINDS[d.type]):
+                        claimed.append(d)
+                    else:
+                        out[d.message_id] = "duplicate"
+                except Exception as exc:  # noqa: BLE001
+                    out[d.message_id] = exc
+        except Exception as exc:  # noqa: BLE001 - none claimed: every one is retried
+            out.update({d.message_id: exc for d in new})
+    return claimed
+
+
+def _mark(db: firestore.Client, done: list[tuple[Delivered, str, dict[str, Any]]], out: Outcomes) -> None:
+    """Write sent/skipped with the processed records, in batched commits."""
+    for i in range(0, len(done), MARK_CHUNK):
+        chunk = done[i:i + MARK_CHUNK]
+        batch = db.batch()
+        for d, status, extra in chunk:
+            batch.update(email_ref(db, d.message_id), {"status": status, "sent_at": firestore.SERVER_TIMESTAMP,
+                                                       "sent_at_local": datetime.now(timezone.utc), **extra})
+            batch.set(processed_ref(db, SUBSCRIPTION, d.message_id), {
+                "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
+                "processed_at": firestore.SERVER_TIMESTAMP, "outcome": status,
+            })
+        try:
+            batch.commit()
+            out.update({d.message_id: status for d, status, _ in chunk})
+        except Exception as exc:  # noqa: BLE001 - left "sending": the lease resends (same Message-ID)
+            out.update({d.message_id: exc for d, _, _ in chunk})
+
+
+def _send_claimed(db: firestore.Client, mailer: Mailer, claimed: list[Delivered], out: Outcomes,
+                  run: Callable[..., Any]) -> None:
+    users = get_users(db, (str(d.payload.get("user_id") or "") for d in claimed))
+    done: list[tuple[Delivered, str, dict[str, Any]]] = []
+    to_send: list[tuple[Delivered, User, EmailMessage]] = []
+    for d in claimed:
+        user = users.get(str(d.payload.get("user_id") or ""))
+        if user is None or not user.email:
+            done.append((d, "skipped", {"reason": "no_email"}))
+            kv(log, logging.INFO, "email.skipped", message_id=d.message_id, user_id=d.payload.get("user_id"),
+               reason="no_email")
+        else:
+            to_send.append((d, user, compose(KINDS[d.type], d, user.email, user.name, mailer.settings.sender)))
+
+    def send(item: tuple[Delivered, User, EmailMessage]) -> BaseException | None:
+        try:
+            mailer.send(item[2])
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported per message
+            return exc
+
+    failed = db.batch()
+    n_failed = 0
+    for (d, user, msg), error in zip(to_send, run(send, to_send)):
+        if error is None:
+            done.append((d, "sent", {"to": user.email, "message_id_header": msg["Message-ID"]}))
+        else:
+            # Release the claim so the retry (nack -> redelivery with backoff) can send at once.
+            failed.update(email_ref(db, d.message_id), {"status": "failed", "last_error": repr(error)[:500]})
+            n_failed += 1
+            out[d.message_id] = error
+    if n_failed:
+        try:
+            failed.commit()
+        except Exception:  # noqa: BLE001 - the lease covers this case too
+            pass
+    _mark(db, done, out)
+
+
+def handle_email_batch(db: firestore.Client, mailer: Mailer, messages: list[Delivered], *,
+                       run: Callable[..., Any] = map) -> Outcomes:
+    """Send the emails a batch of distinct messages calls for, each once (see the module
+    docstring). Per message id: "sent", "skipped", "duplicate", "ignored", or the exception
+    (``RetryLater`` to wait, anything else to retry). ``run(fn, items)`` maps the SMTP sends
+    (an executor's ``map`` sends them in parallel)."""
+    out: Outcomes = {d.message_id: "ignored" for d in messages if d.type not in KINDS}
+    todo = [d for d in messages if d.type in KINDS]
+    if not todo:
+        return out
+    waits = {d.message_id: confirmation_message_id(str(d.payload["order_id"])) for d in todo
+             if d.type == "order.cancelled" and d.payload.get("order_id")}
+    ids = list(dict.fromkeys([d.message_id for d in todo] + list(waits.values())))
+    records = {snap.id: snap for snap in db.get_all([email_ref(db, i) for i in ids])}
+
+    def confirmation_done(conf_id: str) -> bool:
+        if out.get(conf_id) in ("sent", "skipped", "duplicate"):
+            return True
+        snap = records.get(conf_id)
+        return snap is not None and snap.exists and (snap.to_dict() or {}).get("status") in ("sent", "skipped")
+
+    in_batch = {d.message_id for d in todo}
+    first = [d for d in todo if waits.get(d.message_id) not in in_batch]
+    after = [d for d in todo if waits.get(d.message_id) in in_batch]  # their confirmation goes first
+    for phase in (first, after):
+        ready = []
+        for d in phase:
+            conf = waits.get(d.message_id)
+            if conf and not confirmation_done(conf):
+                age = _age_s(d)
+                if age < CAUSALITY_WAIT_S:
+                    out[d.message_id] = ConfirmationNotSentYet(f"order {d.payload.get('order_id')}: "
+                                                               "confirmation email not sent yet")
+                    continue
+                kv(log, logging.WARNING, "email.causality_timeout", message_id=d.message_id,
+                   order_id=d.payload.get("order_id"), waited_s=round(age, 1))
+            ready.append(d)
+        claimed = _claim_batch(db, ready, records, out)
+        if claimed:
+            _send_claimed(db, mailer, claimed, out, run)
+    return out

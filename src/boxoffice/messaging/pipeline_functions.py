@@ -18,35 +18,15 @@ Imported by functions/main.py; importing this module needs firebase_functions (d
 from __future__ import annotations
 
 import base64
-import os
 from typing import Any
 
 from firebase_functions import firestore_fn, pubsub_fn, scheduler_fn
 
+from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
 from boxoffice.messaging import analytics, email, relay, repair
 from boxoffice.messaging.subscribers import Subscription, Verdict, process
-from boxoffice.messaging.topology import ANALYTICS, EMAIL, default_topology, publisher_client
-from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
-
-_state: dict[str, Any] = {}
-
-
-def _db() -> Any:
-    if "db" not in _state:
-        from google.cloud import firestore
-
-        _state["db"] = firestore.Client()
-    return _state["db"]
-
-
-def _publisher() -> Any:
-    if "publisher" not in _state:
-        _state["publisher"] = publisher_client()
-    return _state["publisher"]
-
-
-def _topology() -> Any:
-    return default_topology(os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT"), emulator=False)
+from boxoffice.messaging.topology import ANALYTICS, EMAIL
+from boxoffice.runtime import root
 
 
 @firestore_fn.on_document_created(document="outbox/{messageId}")
@@ -56,33 +36,35 @@ def publish_outbox(event: firestore_fn.Event[firestore_fn.DocumentSnapshot | Non
         return
     doc = snap.to_dict() or {}
     if doc.get("published_at") is None:
-        relay.publish_one(_db(), _publisher(), _topology(), snap.id, doc)
+        clients = root.cloud()
+        relay.publish_one(clients.firestore(), clients.publisher(), clients.topology(), snap.id, doc)
 
 
 @scheduler_fn.on_schedule(schedule="every 1 minutes")
 def sweep_outbox(event: scheduler_fn.ScheduledEvent) -> None:
-    while relay.sweep(_db(), _publisher(), _topology()).full:
+    clients = root.cloud()
+    while relay.sweep(clients.firestore(), clients.publisher(), clients.topology()).full:
         pass
 
 
 @scheduler_fn.on_schedule(schedule="every 5 minutes")
 def repair_outbox(event: scheduler_fn.ScheduledEvent) -> None:
-    while repair.repair(_db(), _topology()).full:
+    clients = root.cloud()
+    while repair.repair(clients.firestore(), clients.topology()).full:
         pass
 
 
 def _deliver(name: str, event: Any) -> None:
     msg = event.data.message
     data = base64.b64decode(msg.data or "")
-    topo = _topology()
+    clients = root.cloud()
+    db, topo = clients.firestore(), clients.topology()
     if name == EMAIL:
-        if "mailer" not in _state:
-            _state["mailer"] = email.Mailer(email.SmtpSettings.from_env())
-        mailer = _state["mailer"]
-        handler = lambda d: email.handle_email(_db(), mailer, d)  # noqa: E731
+        mailer = clients.mailer()
+        handler = lambda d: email.handle_email(db, mailer, d)  # noqa: E731
     else:
-        handler = lambda d: analytics.handle_analytics(_db(), d)  # noqa: E731
-    sub = Subscription(_db(), topo, topo.spec(name), handler, _publisher())
+        handler = lambda d: analytics.handle_analytics(db, d)  # noqa: E731
+    sub = Subscription(db, topo, topo.spec(name), handler, clients.publisher())
     if process(sub, data, dict(msg.attributes or {})) is Verdict.NACK:
         raise RuntimeError(f"{name}: message {msg.attributes.get('message_id')} failed; retried by Pub/Sub")
 

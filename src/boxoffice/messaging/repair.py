@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -92,7 +92,7 @@ def repair(db: firestore.Client, topology: Topology, *, now: datetime | None = N
     """Find published outbox messages that a subscription never handled and mark them for the
     relay to publish again. ``since`` overrides the watermark (an operator reaching further
     back); ``dry_run`` reports without changing anything."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     end = now - timedelta(seconds=grace_s)
     floor = now - timedelta(seconds=lookback_s)
     state = repair_state_ref(db).get().to_dict() or {}
@@ -125,7 +125,7 @@ def repair(db: firestore.Client, topology: Topology, *, now: datetime | None = N
         batch.update(snap.reference, {"published_at": None, "republished": firestore.Increment(1),
                                       "republished_at": firestore.SERVER_TIMESTAMP, "repaired_for": missing})
     if snaps and result.full:
-        last = snaps[-1].to_dict()["created_at"]
+        last = (snaps[-1].to_dict() or {})["created_at"]
         result.watermark = min(unsettled, default=last)
     else:
         result.watermark = min(unsettled, default=end)

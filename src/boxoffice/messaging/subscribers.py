@@ -52,12 +52,9 @@ from boxoffice.store.messaging import message_failure_ref
 log = logging.getLogger(__name__)
 
 Handler = Callable[[wire.Delivered], str]
-
-
-class RetryLater(Exception):
-    """Raised by a handler for a message that cannot be handled YET (not a failure): nacked,
-    redelivered after the retry backoff, never dead-lettered for it. The handler must make
-    sure the wait ends (a lease, a deadline)."""
+# A batch handler gets a pulled batch (distinct message ids, types of its subscription) and
+# returns, per message id, the outcome or the exception that message's handling raised.
+BatchHandler = Callable[[list[wire.Delivered]], dict[str, "str | BaseException"]]
 
 
 # Errors that say a dependency is away, not that the message is bad.
@@ -69,6 +66,12 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
+
+
+class RetryLater(Exception):
+    """Raised by a handler for a message that cannot be handled YET (not a failure): nacked,
+    redelivered after the retry backoff, never dead-lettered for it. The handler must make
+    sure the wait ends (a lease, a deadline)."""
 
 
 class Verdict(StrEnum):
@@ -100,6 +103,7 @@ class Subscription:
     handler: Handler
     publisher: Any  # for dead letters
     stats: SubscriberStats = field(default_factory=SubscriberStats)
+    batch_handler: BatchHandler | None = None  # handles a pulled batch at once (PullingSubscriber)
 
     @property
     def path(self) -> str:
@@ -117,50 +121,96 @@ def _record_failure(sub: Subscription, message_id: str, event_id: str, exc: Base
     return int((ref.get().to_dict() or {}).get("failures", 1))
 
 
-def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery_attempt: int = 0) -> Verdict:
-    """Handle one delivery; never raises."""
+def _verdict(sub: Subscription, data: bytes, attributes: dict[str, str], result: "str | BaseException") -> Verdict:
+    """Ack or nack one message given its handler's outcome (or error); never raises."""
     message_id = attributes.get("message_id", "?")
-    try:
-        d = wire.decode(data, attributes, delivery_attempt)
-        outcome = sub.handler(d) if d.type in sub.spec.types else "unknown_type"
-        sub.stats.add(outcome)
-        if outcome == "unknown_type":
+    if not isinstance(result, BaseException):
+        sub.stats.add(result)
+        if result == "unknown_type":
             kv(log, logging.INFO, "message.unknown_type", subscription=sub.spec.name, message_id=message_id,
                type=attributes.get("type"))
         return Verdict.ACK
-    except RetryLater as exc:
+    exc = result
+    if isinstance(exc, RetryLater):
         sub.stats.add("deferred")
         kv(log, logging.DEBUG, "message.deferred", subscription=sub.spec.name, message_id=message_id,
            reason=str(exc))
         return Verdict.NACK
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a nack or a dead letter
-        if is_unavailable(exc):
-            sub.stats.add("unavailable")
-            kv(log, logging.WARNING, "message.dependency_unavailable", subscription=sub.spec.name,
-               message_id=message_id, error=repr(exc)[:300])
-            return Verdict.NACK
+    if is_unavailable(exc):
+        sub.stats.add("unavailable")
+        kv(log, logging.WARNING, "message.dependency_unavailable", subscription=sub.spec.name,
+           message_id=message_id, error=repr(exc)[:300])
+        return Verdict.NACK
+    try:
+        attempts = _record_failure(sub, message_id, attributes.get("event_id", ""), exc)
+    except Exception:  # noqa: BLE001 - Firestore down too: let Pub/Sub count (native policy)
+        kv(log, logging.ERROR, "message.failure_unrecorded", subscription=sub.spec.name, message_id=message_id)
+        sub.stats.add("failed")
+        return Verdict.NACK
+    if attempts >= sub.spec.max_delivery_attempts:
         try:
-            attempts = _record_failure(sub, message_id, attributes.get("event_id", ""), exc)
-        except Exception:  # noqa: BLE001 - Firestore down too: let Pub/Sub count (native policy)
-            kv(log, logging.ERROR, "message.failure_unrecorded", subscription=sub.spec.name, message_id=message_id)
+            deadletter.publish_dead_letter(sub.publisher, sub.topology, data, attributes, sub.spec.name,
+                                           repr(exc), attempts)
+            message_failure_ref(sub.db, sub.spec.name, message_id).update({"dead_lettered": True})
+        except Exception:  # noqa: BLE001 - try again on the next delivery
             sub.stats.add("failed")
             return Verdict.NACK
-        if attempts >= sub.spec.max_delivery_attempts:
-            try:
-                deadletter.publish_dead_letter(sub.publisher, sub.topology, data, attributes, sub.spec.name,
-                                               repr(exc), attempts)
-                message_failure_ref(sub.db, sub.spec.name, message_id).update({"dead_lettered": True})
-            except Exception:  # noqa: BLE001 - try again on the next delivery
-                sub.stats.add("failed")
-                return Verdict.NACK
-            sub.stats.add("dead_lettered")
-            kv(log, logging.ERROR, "message.dead_lettered", subscription=sub.spec.name, message_id=message_id,
-               attempts=attempts, error=repr(exc))
-            return Verdict.ACK
-        sub.stats.add("failed")
-        kv(log, logging.WARNING, "message.failed", subscription=sub.spec.name, message_id=message_id,
+        sub.stats.add("dead_lettered")
+        kv(log, logging.ERROR, "message.dead_lettered", subscription=sub.spec.name, message_id=message_id,
            attempts=attempts, error=repr(exc))
-        return Verdict.NACK
+        return Verdict.ACK
+    sub.stats.add("failed")
+    kv(log, logging.WARNING, "message.failed", subscription=sub.spec.name, message_id=message_id,
+       attempts=attempts, error=repr(exc))
+    return Verdict.NACK
+
+
+def process(sub: Subscription, data: bytes, attributes: dict[str, str], delivery_attempt: int = 0) -> Verdict:
+    """Handle one delivery; never raises."""
+    result: str | BaseException
+    try:
+        d = wire.decode(data, attributes, delivery_attempt)
+        result = sub.handler(d) if d.type in sub.spec.types else "unknown_type"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a nack or a dead letter
+        result = exc
+    return _verdict(sub, data, attributes, result)
+
+
+Received = tuple[bytes, dict[str, str], int]  # data, attributes, delivery attempt
+
+
+def process_batch(sub: Subscription, received: list[Received]) -> list[Verdict]:
+    """Handle a pulled batch with the subscription's batch handler (one call for the batch: it
+    folds database round trips); per message the same verdicts as ``process``. A message id
+    that appears twice in the batch (a redelivery) is handed over once; the copy is a duplicate.
+    Never raises."""
+    if sub.batch_handler is None:
+        return [process(sub, data, attrs, attempt) for data, attrs, attempt in received]
+    results: list[str | BaseException | None] = [None] * len(received)
+    handled: dict[str, wire.Delivered] = {}
+    first: dict[str, int] = {}
+    for i, (data, attrs, attempt) in enumerate(received):
+        try:
+            d = wire.decode(data, attrs, attempt)
+        except Exception as exc:  # noqa: BLE001 - a poison message: failure path
+            results[i] = exc
+            continue
+        if d.type not in sub.spec.types:
+            results[i] = "unknown_type"
+        elif d.message_id in first:
+            results[i] = "duplicate"
+        else:
+            first[d.message_id] = i
+            handled[d.message_id] = d
+    if handled:
+        try:
+            outcomes = sub.batch_handler(list(handled.values()))
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: each message is retried
+            outcomes = {mid: exc for mid in handled}
+        for mid, i in first.items():
+            results[i] = outcomes.get(mid, RuntimeError(f"batch handler gave no outcome for {mid}"))
+    return [_verdict(sub, data, attrs, result if result is not None else RuntimeError("unhandled"))
+            for (data, attrs, _), result in zip(received, results)]
 
 
 
@@ -245,44 +295,55 @@ class PullingSubscriber:
     Why not streaming pull there: the Python client hands a callback the next message of an
     ordering key only after the previous one was acked, whatever the subscription's ordering
     setting, and every message here carries the event id as ordering key, so a streaming
-    subscriber handles one event's messages one at a time. Pulling batches and handling them on
-    ``threads`` threads lets analytics (whose counters commute) run in parallel."""
+    subscriber handles one event's messages one at a time.
+
+    ``pullers`` loops pull at the same time (so the next batch is being handled while a slow one
+    finishes), each up to ``batch`` messages (flow control: at most ``pullers x batch`` messages
+    held unacked). With a batch handler a pulled batch is handled in one call (analytics: one
+    commit per event; email: batched reads and writes, SMTP sends in parallel); without one,
+    its messages are handled on ``threads`` threads. Acks and nacks go in one call per batch."""
 
     def __init__(self, sub: Subscription, *, subscriber: Any = None, batch: int = 100, threads: int = 8,
-                 idle_s: float = 0.1, probe: Callable[[], None] | None = None) -> None:
+                 pullers: int = 1, idle_s: float = 0.1, probe: Callable[[], None] | None = None) -> None:
         from boxoffice.messaging.topology import subscriber_client
 
         self.sub = sub
+        self.name = f"subscriber-{sub.spec.name}"
+        self.subscriber = subscriber or subscriber_client()
+        self.batch = batch
+        self.threads = threads
+        self.pullers = pullers
+        self.idle_s = idle_s
+        self.pulls = 0  # non-empty pulls, and the messages they brought (mean batch = pulled / pulls)
+        self.pulled = 0
         # Raises while a dependency of the handler (Firestore, SMTP) is down: after a batch with
         # "unavailable" messages, pulling waits until it passes, so that an outage does not
         # spend the messages' delivery attempts (the native dead-letter policy counts them).
         self.probe = probe
         self.topology_recreated = 0
         self.outages = 0
-        self.name = f"subscriber-{sub.spec.name}"
-        self.subscriber = subscriber or subscriber_client()
-        self.batch = batch
-        self.threads = threads
-        self.idle_s = idle_s
-        self.pulls = 0  # non-empty pulls, and the messages they brought (mean batch = pulled / pulls)
-        self.pulled = 0
+        self._count_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._pool: Any = None
 
     @property
     def stats(self) -> SubscriberStats:
         return self.sub.stats
 
-    def run_once(self, pool: Any) -> int:
+    def run_once(self, pool: Any = None) -> int:
         resp = unary_pull(self.subscriber, self.sub.path, self.batch)
         received = list(resp.received_messages)
         if not received:
             return 0
-        self.pulls += 1
-        self.pulled += len(received)
-        verdicts = list(pool.map(
-            lambda rm: process(self.sub, bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt),
-            received))
+        with self._count_lock:
+            self.pulls += 1
+            self.pulled += len(received)
+        items = [(bytes(rm.message.data), dict(rm.message.attributes), rm.delivery_attempt) for rm in received]
+        if self.sub.batch_handler is not None or pool is None:
+            verdicts = process_batch(self.sub, items)
+        else:
+            verdicts = list(pool.map(lambda item: process(self.sub, *item), items))
         acks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.ACK]
         nacks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.NACK]
         if acks:
@@ -320,38 +381,45 @@ class PullingSubscriber:
         return healed
 
     def _run(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         failures = 0
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name) as pool:
-            while not self._stop.is_set():
-                try:
-                    unavailable = self.stats.outcomes["unavailable"]
-                    if self.run_once(pool) == 0:
-                        self._stop.wait(self.idle_s)
-                    elif self.stats.outcomes["unavailable"] > unavailable:
-                        self._wait_for_dependencies()
-                    failures = 0
-                except Exception as exc:  # noqa: BLE001 - the loop survives an emulator hiccup
-                    failures += 1
-                    kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name,
-                       error=repr(exc)[:300])
-                    if self._heal(exc):
-                        continue
-                    self._stop.wait(min(10.0, 0.25 * 2 ** failures))
+        while not self._stop.is_set():
+            try:
+                unavailable = self.stats.outcomes["unavailable"]
+                if self.run_once(self._pool) == 0:
+                    self._stop.wait(self.idle_s)
+                elif self.stats.outcomes["unavailable"] > unavailable:
+                    self._wait_for_dependencies()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the loop survives an emulator hiccup
+                failures += 1
+                kv(log, logging.WARNING, "subscriber.pull_failed", subscription=self.sub.spec.name,
+                   error=repr(exc)[:300])
+                if self._heal(exc):
+                    continue
+                self._stop.wait(min(10.0, 0.25 * 2 ** failures))
 
     def start(self) -> "PullingSubscriber":
+        from concurrent.futures import ThreadPoolExecutor
+
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        if self.sub.batch_handler is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name)
+        self._threads = [threading.Thread(target=self._run, name=f"{self.name}-pull{i}", daemon=True)
+                         for i in range(max(1, self.pullers))]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def status(self) -> dict[str, Any]:
-        return {"alive": bool(self._thread and self._thread.is_alive()), "pulls": self.pulls, "pulled": self.pulled,
+        alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return {"alive": alive, "pulls": self.pulls, "pulled": self.pulled, "pullers": len(self._threads),
                 "topology_recreated": self.topology_recreated, "outages": self.outages, **self.stats.outcomes}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

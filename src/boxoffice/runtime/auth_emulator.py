@@ -85,7 +85,9 @@ def _free_port() -> int:
 
 
 def start_auth_emulator(project: str = "demo-boxoffice", *, state_dir: Path | None = None,
-                        timeout: float = 60.0) -> AuthEmulator:
+                        timeout: float = 180.0) -> AuthEmulator:
+    # 180 s: node loads some thousands of files of firebase-tools first; on a machine whose disk
+    # is busy with other work that alone was measured at 25 s, and the start at 99 s.
     node = shutil.which("node")
     if node is None:
         raise EmulatorNotFound(f"node is not on PATH: {INSTALL_HINT}")

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from boxoffice.runtime import mailbox
+from boxoffice.messaging.topology import default_topology, ensure_topology
 from boxoffice.runtime import emulators as em
+from boxoffice.runtime import mailbox
 
 
 def mailbox_dir(state: dict[str, Any] | None = None) -> Path:
@@ -59,7 +60,6 @@ def use_recorded_pubsub() -> str | None:
 
 def ensure_dev_topology(stack: em.Stack) -> list[str]:
     """Create the topology on the stack's Pub/Sub emulator (used by `dev up`)."""
-    from boxoffice.messaging.topology import default_topology, ensure_topology
 
     if not stack.pubsub_host:
         return []

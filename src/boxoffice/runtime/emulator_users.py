@@ -50,6 +50,19 @@ def set_claims(host: str, project: str, uid: str, claims: dict[str, Any]) -> Non
     r.raise_for_status()
 
 
+def ensure_organiser(host: str, project: str, email: str, password: str) -> str:
+    """An account with the ``organiser`` claim (created if missing); returns its uid."""
+    r = httpx.post(_url(host, "accounts:signUp"),
+                   json={"email": email, "password": password, "returnSecureToken": True}, timeout=30)
+    if r.status_code == 400 and "EMAIL_EXISTS" in r.text:
+        r = httpx.post(_url(host, "accounts:signInWithPassword"),
+                       json={"email": email, "password": password, "returnSecureToken": True}, timeout=30)
+    r.raise_for_status()
+    uid = str(r.json()["localId"])
+    set_claims(host, project, uid, {"organiser": True})
+    return uid
+
+
 def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
 

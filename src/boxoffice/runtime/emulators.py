@@ -14,6 +14,7 @@ Public API::
     stop_stack(stack)          stop the processes the Stack says we started
     running_stack(...)         context manager: reuse from env / `boxoffice dev up`, else start+stop
     clear_firestore(s, proj)   delete every document in the emulator for a project
+    load_rules(host, proj)     make the emulator enforce firestore.rules for web clients
     firestore_client(stack)    google.cloud.firestore.Client bound to the emulator
 
 Environment knobs:
@@ -53,6 +54,7 @@ __all__ = [
     "stop_stack",
     "running_stack",
     "clear_firestore",
+    "load_rules",
     "firestore_client",
     "default_state_dir",
     "state_file",
@@ -621,6 +623,21 @@ def clear_firestore(stack_or_host: Stack | str, project: str | None = None) -> N
     with urllib.request.urlopen(req, timeout=30) as resp:
         if resp.status != 200:
             raise RuntimeError(f"DELETE {url} returned {resp.status}")
+
+
+RULES_FILE = Path(__file__).resolve().parents[3] / "firestore.rules"
+
+
+def load_rules(host: str, project: str, rules: Path = RULES_FILE) -> None:
+    """Make the emulator enforce ``firestore.rules`` for ``project``'s clients (web pages with
+    ID tokens); without it the emulator lets every client read and write anything. The server
+    SDKs' ``Bearer owner`` bypasses rules either way."""
+    body = json.dumps({"rules": {"files": [{"name": "firestore.rules", "content": rules.read_text()}]}}).encode()
+    url = f"http://{host}/emulator/v1/projects/{project}:securityRules"
+    req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"PUT {url} returned {resp.status}")
 
 
 def firestore_client(stack: Stack) -> "firestore.Client":

@@ -32,6 +32,7 @@ from typing import Any
 
 from boxoffice.log import configure, kv
 from boxoffice.runtime.part_status import write_status
+from boxoffice.runtime.root import build_part, firestore_client
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +62,6 @@ class LastError(logging.Handler):
         self.at = record.created
 
 
-def firestore_from_env() -> Any:
-    """The Firestore client of the environment: FIRESTORE_EMULATOR_HOST, else the `dev up`
-    stack, else the project of the credentials (production)."""
-    from google.cloud import firestore
-
-    from boxoffice.runtime import emulators as em
-
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        recorded = em.recorded_stack()
-        if recorded is not None:
-            return em.firestore_client(recorded)
-    return firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-boxoffice")
-
-
-def build_part(db: Any, name: str) -> Any:
-    from boxoffice.runtime.worker import build_worker
-
-    return build_worker(db, [name]).loops[0]
-
-
 class PartProcess:
     def __init__(self, name: str, directory: Path) -> None:
         self.name = name
@@ -108,7 +89,7 @@ class PartProcess:
             signal.signal(sig, lambda *_: self.done.set())
         parent = os.getppid()
         try:
-            part = build_part(firestore_from_env(), self.name)
+            part = build_part(firestore_client(), self.name)
         except Exception as exc:  # noqa: BLE001 - recorded, then the supervisor restarts us
             kv(log, logging.ERROR, "part.build_failed", part=self.name, error=f"{type(exc).__name__}: {exc}")
             self.write({"alive": False}, traceback=traceback.format_exc()[-2000:])

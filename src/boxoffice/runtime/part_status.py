@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from boxoffice.runtime.emulators import pid_alive as alive
+
 SUPERVISOR = "supervisor"
 WORKERS_DIR = "workers"
 # A part that has not written its heartbeat for this long is reported as stale.
@@ -50,7 +52,6 @@ def read_status(path: Path) -> dict[str, Any] | None:
 
 
 def pid_alive(pid: int | None) -> bool:
-    from boxoffice.runtime.emulators import pid_alive as alive
 
     return bool(pid) and alive(int(pid))  # type: ignore[arg-type]
 

@@ -35,7 +35,13 @@ from typing import Any
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.runtime.part_process import EXIT_SKIPPED
-from boxoffice.runtime.part_status import SUPERVISOR, WorkerView, read_worker, workers_dir, write_status
+from boxoffice.runtime.part_status import (
+    SUPERVISOR,
+    WorkerView,
+    read_worker,
+    workers_dir,
+    write_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +152,7 @@ class Supervisor:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         """Start every part and a thread that watches them; returns at once."""
         with self._lock:
             for part in self.parts.values():
@@ -198,7 +204,7 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,10 +1,9 @@
-"""`boxoffice worker`: one local process hosting named background loops.
+"""Background loops and a worker that hosts several of them in one process.
 
-Production runs each of these as a Cloud Function or a Pub/Sub subscriber; locally one worker
-process runs them side by side: the inventory trigger, the hold sweeper, and (registered by
-the messaging work) the outbox relay and subscribers. A loop is anything with a ``name``,
-``start()``, ``stop(timeout)`` and ``status()``; ``register_loop`` adds a factory under a name
-so ``boxoffice worker`` (or ``--only NAME``) builds it.
+A loop is anything with a ``name``, ``start()``, ``stop(timeout)`` and ``status()``. Which loops
+(the worker's parts) exist and how each is built is said in one place, runtime/root.py
+(``PARTS``); `boxoffice worker` runs each part in an OS process of its own
+(runtime/supervisor.py), tests may host several in one ``Worker``.
 """
 
 from __future__ import annotations
@@ -30,31 +29,6 @@ class BackgroundLoop(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-
-LoopFactory = Callable[[Any], BackgroundLoop]  # given a firestore.Client
-_FACTORIES: dict[str, LoopFactory] = {}
-
-
-def register_loop(name: str, factory: LoopFactory) -> None:
-    """Make ``factory(db)`` one of the loops a worker runs (last registration of a name wins)."""
-    _FACTORIES[name] = factory
-
-
-def registered_loops() -> list[str]:
-    _load_builtin_loops()
-    return list(_FACTORIES)
-
-
-def _load_builtin_loops() -> None:
-    # Importing a loop's module registers it; a module that is absent is simply not run.
-    import importlib
-
-    for module in ("boxoffice.runtime.inventory_loop", "boxoffice.runtime.messaging_loops"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 class PeriodicLoop:
@@ -135,16 +109,6 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def build_worker(db: Any, names: Iterable[str] | None = None) -> Worker:
-    """A worker with the registered loops (all, or only ``names``)."""
-    _load_builtin_loops()
-    wanted = list(names) if names else list(_FACTORIES)
-    unknown = [n for n in wanted if n not in _FACTORIES]
-    if unknown:
-        raise ValueError(f"unknown loops {unknown}; known: {sorted(_FACTORIES)}")
-    return Worker(_FACTORIES[n](db) for n in wanted)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) -> bool:

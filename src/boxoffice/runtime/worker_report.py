@@ -16,10 +16,15 @@ A dependency that does not answer is reported as such (``error``), not raised.
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from boxoffice.domain.availability import is_reflected
+from boxoffice.loadtest.pipeline_checks import backlog
 from boxoffice.runtime.part_status import WorkerView, read_workers
+from boxoffice.store.documents import event_ref, inventory_col
+from boxoffice.store.messaging import FAILURES
 
 TRIGGER = "inventory-trigger"
 
@@ -43,8 +48,6 @@ def parts_rows(workers: list[WorkerView], now: float | None = None) -> list[dict
 def backlog_report(db: Any, topology: Any) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from boxoffice.loadtest.pipeline_checks import backlog
-    from boxoffice.store.messaging import FAILURES
 
     try:
         unpublished, per_sub = backlog(db, topology)
@@ -68,10 +71,8 @@ def summary_report(db: Any, workers: list[WorkerView], event_id: str | None) -> 
 
 def event_summary_lag(db: Any, event_id: str) -> dict[str, Any]:
     """How far ``event_id``'s summary is behind its newest shard commit (0: it reflects it)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from boxoffice.domain.availability import is_reflected
-    from boxoffice.store.documents import event_ref, inventory_col
 
     try:
         summary = (event_ref(db, event_id).get().to_dict() or {}).get("summary") or {}
@@ -81,7 +82,7 @@ def event_summary_lag(db: Any, event_id: str) -> dict[str, Any]:
     if newest is None or is_reflected(summary, newest):
         return {"event_id": event_id, "reflected": True, "behind_s": 0.0}
     return {"event_id": event_id, "reflected": False,
-            "behind_s": round((datetime.now(timezone.utc) - newest).total_seconds(), 2)}
+            "behind_s": round((datetime.now(UTC) - newest).total_seconds(), 2)}
 
 
 def worker_report(state_dir: Path, db: Any, topology: Any, *, event_id: str | None = None,

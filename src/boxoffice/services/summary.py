@@ -12,7 +12,11 @@ waitlist offers, all guarded by the event document's ``update_time``:
   guideline is about one sustained write a second per document); a change that arrives
   sooner is deferred, and the next write (which reads all shards) includes it;
 - no lost update: two writers that read the same event version race on the precondition,
-  and the loser re-reads (usually finding its change already reflected).
+  and the loser re-reads (usually finding its change already reflected);
+- monotonic: ``as_of`` never goes back. Any writer of the summary (this trigger, or an
+  allocator that writes it in its own commit) must write an ``as_of`` that covers every shard
+  commit it counts, guard its write by the event's ``update_time`` and respect ``written_at``
+  (at most one write per ``min_interval_s``).
 
 Notices and offers are in the same commit as the summary they are derived from, with ids
 derived from that summary's ``as_of``: a summary written once announces once.
@@ -119,6 +123,10 @@ def _write(
     if not snaps:
         raise EventNotFound(event_id)
     as_of = max(s.read_time for s in snaps)
+    if isinstance(previous.get("as_of"), datetime) and previous["as_of"] >= as_of:
+        # Monotonic: another writer (e.g. a batch allocator writing the summary in its own
+        # commit) already published a summary at least this recent; never step back to ours.
+        return SummaryOutcome(REFLECTED, previous, previous.get("written_at"))
     source_time = max(s.update_time for s in snaps)
     summary = compute_summary((shard_from_doc(s.id, s.to_dict() or {}) for s in snaps),
                               event.status, event.low_stock_threshold, event.catalogue)

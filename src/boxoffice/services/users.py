@@ -68,3 +68,14 @@ def get_user(db: firestore.Client, user_id: str) -> User | None:
         return None
     doc = snap.to_dict() or {}
     return User(user_id, doc.get("email") or None, doc.get("name"))
+
+
+def get_users(db: firestore.Client, user_ids: Iterable[str]) -> dict[str, User]:
+    """The users that exist among ``user_ids``, read in one round trip."""
+    refs = [user_ref(db, uid) for uid in dict.fromkeys(u for u in user_ids if u)]
+    out: dict[str, User] = {}
+    for snap in db.get_all(refs) if refs else []:
+        if snap.exists:
+            doc = snap.to_dict() or {}
+            out[snap.id] = User(snap.id, doc.get("email") or None, doc.get("name"))
+    return out

@@ -5,6 +5,8 @@
     emails/{messageId}                              one email per message: claim, send, sent
     message_failures/{subscription}--{messageId}    a handler's last error and attempt count
     analytics/{eventId}/shards/{NN}                 sharded sales counters of one event
+    relay_leases/{group}.p{NN}                      which relay publishes outbox partition NN now
+    relay_members/{group}.{relayId}                 a running relay's heartbeat (fair shares)
     ops/outbox-repair                               the repair's watermark and last run (repair.py)
 
 The message id is the outbox document id (stable: derived from what happened), so a message
@@ -22,6 +24,8 @@ EMAILS = "emails"
 FAILURES = "message_failures"
 ANALYTICS = "analytics"
 ANALYTICS_SHARDS = "shards"
+RELAY_LEASES = "relay_leases"
+RELAY_MEMBERS = "relay_members"
 OPS = "ops"
 # Counters are spread over shards so that a flash sale does not hammer one document
 # (Firestore sustains about one write a second per document).
@@ -54,5 +58,11 @@ def analytics_shards_col(db: firestore.Client, event_id: str) -> firestore.Colle
     return db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS)
 
 
+def relay_lease_ref(db: firestore.Client, group: str, partition: int) -> firestore.DocumentReference:
+    return db.collection(RELAY_LEASES).document(f"{group}.p{partition:02d}")
+
+
+def relay_members_col(db: firestore.Client) -> firestore.CollectionReference:
+    return db.collection(RELAY_MEMBERS)
 def repair_state_ref(db: firestore.Client) -> firestore.DocumentReference:
     return db.collection(OPS).document("outbox-repair")

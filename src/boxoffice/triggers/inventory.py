@@ -163,12 +163,20 @@ def reconcile_event(db: firestore.Client, event_id: str) -> SummaryOutcome:
     function of the shards, so reconciling twice gives the same result.
     """
     outcome = refresh_summary(db, event_id, force=True)
-    failures = (db.collection(TRIGGER_FAILURES).where(filter=FieldFilter("event_id", "==", event_id))
-                .where(filter=FieldFilter("resolved", "==", False)).stream())
-    for snap in failures:
-        snap.reference.update({"resolved": True, "resolved_at": firestore.SERVER_TIMESTAMP})
+    resolve_failures(db, event_id)
     kv(log, logging.INFO, "inventory.reconciled", event_id=event_id, available=(outcome.summary or {}).get("available"))
     return outcome
+
+
+def resolve_failures(db: firestore.Client, event_id: str) -> int:
+    """Mark the event's open dead letters resolved (a summary written after them reflects them)."""
+    failures = (db.collection(TRIGGER_FAILURES).where(filter=FieldFilter("event_id", "==", event_id))
+                .where(filter=FieldFilter("resolved", "==", False)).stream())
+    n = 0
+    for snap in failures:
+        snap.reference.update({"resolved": True, "resolved_at": firestore.SERVER_TIMESTAMP})
+        n += 1
+    return n
 
 
 def reconcile_failures(db: firestore.Client) -> list[str]:
@@ -180,4 +188,4 @@ def reconcile_failures(db: firestore.Client) -> list[str]:
 
 
 __all__ = ["DEFERRED", "InventoryChange", "deliver", "handle_inventory_change", "list_failures",
-           "reconcile_event", "reconcile_failures", "change_id_for"]
+           "reconcile_event", "reconcile_failures", "resolve_failures", "change_id_for"]

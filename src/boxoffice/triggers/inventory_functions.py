@@ -21,18 +21,9 @@ from typing import Any
 
 from firebase_functions import firestore_fn, scheduler_fn
 
+from boxoffice.runtime import root
 from boxoffice.services.holds import release_expired_holds
 from boxoffice.triggers.inventory import InventoryChange, deliver, reconcile_failures
-
-_state: dict[str, Any] = {}
-
-
-def _db() -> Any:
-    if "db" not in _state:
-        from google.cloud import firestore
-
-        _state["db"] = firestore.Client()
-    return _state["db"]
 
 
 def _as_datetime(ts: Any) -> datetime | None:
@@ -55,11 +46,11 @@ def on_inventory_written(event: firestore_fn.Event[firestore_fn.Change[firestore
         change_id=event.id,
         change_time=_as_datetime(after.update_time) if after is not None else None,
     )
-    deliver(_db(), change)  # waits out the 1 s write interval, then writes or finds it done
+    deliver(root.cloud().firestore(), change)  # waits out the 1 s write interval, then writes or finds it done
 
 
 @scheduler_fn.on_schedule(schedule="every 1 minutes")
 def reconcile_inventory(event: scheduler_fn.ScheduledEvent) -> None:
-    db = _db()
+    db = root.cloud().firestore()
     release_expired_holds(db)
     reconcile_failures(db)

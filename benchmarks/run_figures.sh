@@ -14,8 +14,10 @@ run() { echo "== $*"; "$@"; echo "exit $?"; }
 run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --instances 1,8,40 --json reports/bench.json
 # Real-time inventory: 20% cancellations, the trigger's lag and event-document writes per second.
 run $B simulate --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/inventory.json
-# Messaging: messages handled per second, commit-to-email lag, raw consume rate of the emulator.
-run $B simulate --pipeline --buyers 5000 --tickets 1000 --json reports/pipeline.json
+# Messaging (issue 9): commit->publish, commit->email and summary lags during the sale (worker parts
+# as processes), then the pipeline's capacity on a backlog of the sale's message mix with one worker
+# and with two, side by side with the emulator's raw consume rate, all in one run.
+run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline.json
 # The worker's scale-out: the same sale with one worker, then two side by side (each part its own
 # process; compare handled_per_s and the lags of the two reports).
 run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-1-worker.json

@@ -16,7 +16,6 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.messaging import analytics, deadletter, email, wire
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, pipeline_figures
 from boxoffice.messaging.relay import OutboxRelay, publish_one, sweep
 from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
@@ -40,13 +39,6 @@ def topology(stack):
     ensure_topology(topo)
     yield topo
     delete_topology(topo)
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -428,3 +420,17 @@ def test_two_workers_with_the_same_email_batch_send_each_email_once(db, smtp, ma
     for mid in (m.message_id for m in messages):
         outcomes = [r[mid] for r in results]
         assert [o for o in outcomes if o == "sent"] == ["sent"], (mid, outcomes)
+
+
+def test_a_relay_without_the_listener_publishes_by_polling(db, topology):
+    event = _event(db)
+    from boxoffice.messaging.relay import RelaySettings
+
+    relay = OutboxRelay(db, topology, settings=RelaySettings(listen=False, poll_s=0.1)).start()
+    try:
+        _buy(db, event, 5, register=False)
+        assert wait_until(lambda: not list(db.collection(OUTBOX).where(
+            filter=FieldFilter("published_at", "==", None)).stream()), timeout_s=60)
+    finally:
+        relay.stop()
+    assert relay._watch is None and relay.published == 5

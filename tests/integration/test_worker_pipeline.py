@@ -10,7 +10,6 @@ import pytest
 
 from boxoffice.messaging import analytics
 from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, build_worker, local_topology
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import delete_topology
 from boxoffice.runtime.worker import wait_until
@@ -19,13 +18,6 @@ from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.users import register_users
 from boxoffice.store.documents import event_ref
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -81,3 +73,7 @@ def test_simulate_with_the_pipeline_audits_emails_and_analytics_and_reports_the_
     assert p["messages"] == 2 * (confirmed + cancelled)  # email + analytics for each
     assert p["email_lag_s"]["p50"] is not None and p["email_lag_s"]["p50"] >= 0
     assert p["raw_consume"]["messages"] == p["messages"] and p["ratio_handled_to_raw"] > 0
+    # The capacity phases: the same message mix on a backlog, one worker then two, both audited clean.
+    cap = p["capacity"]
+    assert cap["one_worker"]["messages"] == cap["two_workers"]["messages"] == p["messages"]
+    assert cap["one_worker"]["handled_per_s"] > 0 and cap["scale_out"] > 0 and cap["ratio_to_raw"] > 0

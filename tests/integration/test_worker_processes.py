@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from boxoffice.runtime.mailbox import LocalSmtpServer
 from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
 from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology
 from boxoffice.runtime.supervisor import Supervisor
@@ -27,13 +26,6 @@ from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.users import register_users
 
 PIPELINE_PARTS = ["outbox-relay", "subscriber-email", "subscriber-analytics"]
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = LocalSmtpServer(tmp_path / "mail").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -187,9 +179,12 @@ def test_after_a_pubsub_restart_the_worker_heals_itself_and_repair_resends_what_
     # Healed in place: no part had to be restarted, and they say what they did.
     assert all(p.restarts == 0 for p in parts.values()), parts
     assert sum(p.status.get("topology_recreated", 0) for p in parts.values()) >= 1, parts
-    repaired = [mid for mid, d in _outbox_of(db, event.id).items() if d.get("republished")]
-    lost_orders = {f"{u}" for u in lost}
-    assert repaired and all(_outbox_of(db, event.id)[mid]["payload"]["user_id"] in lost_orders for mid in repaired)
+    outbox = _outbox_of(db, event.id)
+    repaired = {mid for mid, d in outbox.items() if d.get("republished")}
+    lost_messages = {mid for mid, d in outbox.items() if d["payload"]["user_id"] in set(lost)}
+    # Every message the emulator lost was re-sent (on a slow machine a message merely slower than
+    # the 3 s grace may be re-sent too: harmless, the subscribers skip what they did).
+    assert lost_messages and lost_messages <= repaired, (lost_messages - repaired)
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
 
 
@@ -211,7 +206,7 @@ def test_while_smtp_is_away_emails_wait_and_none_is_dead_lettered(db, smtp, topo
         view = sup.view()
     assert report.drained, report
     email_down = next(p for p in view_down.parts if p.name == "subscriber-email")
-    assert email_down.last_error and "dependency_down" in email_down.last_error, email_down
+    assert email_down.last_error and "dependency_" in email_down.last_error, email_down  # _down or _unavailable
     assert all(p.restarts == 0 for p in view.parts)
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
 
@@ -328,3 +323,14 @@ def test_cut_off_from_firestore_the_worker_waits_and_catches_up_when_it_is_back(
     assert report.drained, report
     assert caught_up
     assert audit_pipeline(db, event.id, smtp.mailbox, topology=topology) == []
+
+
+def test_a_part_that_cannot_start_is_restarted_with_growing_backoff_and_says_why(stack, tmp_path):
+    sup = Supervisor(["no-such-part"], state_dir=tmp_path / "state", env=dict(os.environ))
+    with sup:
+        assert wait_until(lambda: sup.view().parts[0].restarts >= 2, 60), sup.view()
+        part = sup.view().parts[0]
+        record = sup.parts["no-such-part"]
+    assert part.last_exit == "exited with code 1"
+    assert "part.build_failed" in (part.last_error or "") and "no-such-part" in part.last_error
+    assert record.failures_in_a_row >= 2 and len(set(record.pids)) == record.restarts + 1

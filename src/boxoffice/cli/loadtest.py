@@ -38,11 +38,11 @@ def _stack(project: str, pubsub: bool = True):  # type: ignore[no-untyped-def]
     return em.running_stack(project, pubsub=pubsub)
 
 
-def _sale_pipeline(stack, enabled: bool, workers: int = 1):  # type: ignore[no-untyped-def]
+def _sale_pipeline(stack, enabled: bool, workers: int = 1, capacity: bool = True):  # type: ignore[no-untyped-def]
     from contextlib import nullcontext
 
 
-    return SalePipeline(em.firestore_client(stack), workers=workers) if enabled else nullcontext()
+    return SalePipeline(em.firestore_client(stack), workers=workers, capacity=capacity) if enabled else nullcontext()
 
 
 def simulate(
@@ -83,6 +83,8 @@ def simulate(
                                "tickets); most buyers want 2 cheap. Reports sales per type."),
     seated: bool = typer.Option(False, "--seated", help="Like --types, each type a section of a seat map: reports "
                                 "seats sold and the share of multi-seat orders seated together."),
+    capacity: bool = typer.Option(True, "--capacity/--no-capacity", help="--pipeline: after the sale, measure the "
+                                  "pipeline on a backlog of the sale's message mix with one worker and with two."),
     open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
                                    "serve` in a browser (its URL is printed anyway); turns --worker on."),
 ) -> None:
@@ -115,7 +117,7 @@ def simulate(
         _simulate_via_api(config, project, compare_library, api_workers, json_path)
         return
 
-    with _stack(project) as stack, _sale_pipeline(stack, pipeline, pipeline_workers) as sale_pipeline:
+    with _stack(project) as stack, _sale_pipeline(stack, pipeline, pipeline_workers, capacity) as sale_pipeline:
         db = em.firestore_client(stack)
         with Progress(TextColumn("[bold]flash sale"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sold {task.fields[sold]} · sold out {task.fields[sold_out]} · errors {task.fields[errors]}"),

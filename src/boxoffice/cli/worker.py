@@ -94,7 +94,9 @@ def _backlog_table(report: dict[str, Any]) -> Table:
             table.add_row(f"undelivered: {sub}", str(n))
         table.add_row("dead letters", str(b.get("dead_letters")))
     s = report.get("summary") or {}
-    table.add_row("summary", f"{s.get('pending_events', '-')} events pending, lag p99 {s.get('lag_p99_s', '-')} s")
+    lag = s.get("lag_p99_s")
+    table.add_row("summary", f"{s.get('pending_events', '-')} events pending, "
+                             f"lag p99 {'-' if lag is None else f'{lag:.2f} s'} (trigger, since it started)")
     if s.get("event"):
         table.add_row(f"summary of {s['event'].get('event_id', '?')}", json.dumps(s["event"]))
     return table

@@ -14,7 +14,10 @@
   orders, nothing unpublished, no dead letter), and measures: messages handled per second,
   lag from purchase commit to confirmation email sent (p50, p99), and the emulator's raw
   consume rate for the same number of messages, measured right after in the same run, with
-  the ratio. Returns the report's ``pipeline`` section; problems go into the sale's audit.
+  the ratio; then the pipeline's capacity on a backlog of the same message mix with one worker
+  and with two (loadtest/pipeline_capacity.py: during the sale the subscribers keep up, so the
+  sale's handled rate is the buyers' rate), each audited. Returns the report's ``pipeline``
+  section; problems go into the sale's audit.
 
 Isolation: each run gets its own topics and subscriptions (a ``.sim<hex>`` suffix, deleted at
 the end), so an old backlog or old dead letters on the dev stack's subscriptions neither slow nor
@@ -93,8 +96,7 @@ class SalePipeline:
     parts = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
 
     def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
-                 workers: int = 1) -> None:
-
+                 workers: int = 1, capacity: bool = True) -> None:
         if not use_recorded_pubsub():
             raise RuntimeError("--pipeline needs the Pub/Sub emulator (PUBSUB_EMULATOR_HOST or `boxoffice dev up`)")
         self.db = db
@@ -104,6 +106,10 @@ class SalePipeline:
         self._extra: list[Supervisor] = []
         self.drain_timeout_s = drain_timeout_s
         self.raw_rate = raw_rate
+        # After the sale: the pipeline's capacity on a backlog with one worker and with two
+        # (loadtest/pipeline_capacity.py), beside the raw consume rate.
+        self.capacity = capacity
+        self.user_ids: list[str] = []
         self.topology: Topology = default_topology(suffix=f".sim{secrets.token_hex(3)}")
         self._smtp_pid: int | None = None
         self._tmp: Path | None = None
@@ -133,6 +139,7 @@ class SalePipeline:
     def before_sale(self, event_id: str, user_ids: list[str]) -> None:
         """Register the buyers (so every order has an address to confirm to)."""
         register_users(self.db, [(u, f"{u}@{EMAIL_DOMAIN}", f"Buyer {u}") for u in user_ids])
+        self.user_ids = list(user_ids)
         self.unpublished_before = unpublished_count(self.db)
         if self.unpublished_before:
             kv(log, logging.WARNING, "simulate.outbox_backlog", unpublished=self.unpublished_before,
@@ -157,8 +164,18 @@ class SalePipeline:
             found.insert(0, f"pipeline not drained: {report}")
         problems.extend(found)
         fig = pipeline_figures(self.db, event_id)
+        capacity = self._capacity(event_id, found) if self.capacity and fig.messages else None
         raw = measure_raw_consume_rate(fig.messages, project=self.topology.project) \
             if self.raw_rate and fig.messages else None
+        if capacity is not None:
+            one, two = capacity
+            capacity_section: dict[str, Any] | None = {
+                "one_worker": one.as_dict(), "two_workers": two.as_dict(),
+                "scale_out": round(two.handled_per_s / one.handled_per_s, 3) if one.handled_per_s else None,
+                "ratio_to_raw": round(one.handled_per_s / raw.per_s, 3) if raw and raw.per_s else None,
+            }
+        else:
+            capacity_section = None
         return {
             "drained": report.drained,
             "drain_wait_s": round(report.waited_s, 2),
@@ -173,6 +190,7 @@ class SalePipeline:
             "raw_consume": {"messages": raw.messages, "seconds": round(raw.seconds, 3), "per_s": round(raw.per_s, 1)}
             if raw else None,
             "ratio_handled_to_raw": round(fig.handled_per_s / raw.per_s, 3) if raw and raw.per_s else None,
+            "capacity": capacity_section,
             "workers": self.workers,
             "parts": counts,
             "unpublished_before": self.unpublished_before,
@@ -182,6 +200,27 @@ class SalePipeline:
             "email_subscription": "ordered" if self.topology.spec(EMAIL).ordered else "unordered, parallel",
             "problems": found,
         }
+
+    def _capacity(self, event_id: str, problems: list[str]) -> tuple[Any, Any]:
+        """Backlog phases with the sale's message mix: one worker, then two (problems appended)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        from boxoffice.loadtest.pipeline_capacity import measure_capacity
+        from boxoffice.runtime import emulators as em
+        from boxoffice.store.documents import ORDERS, OUTBOX
+
+        orders = self.db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).count().get()
+        cancels = (self.db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id))
+                   .where(filter=FieldFilter("type", "==", "order.cancelled")).count().get())
+        n_orders, n_cancels = int(orders[0][0].value), int(cancels[0][0].value)
+        phases = []
+        for workers in (1, 2):
+            phase = measure_capacity(self.db, self.topology, self.mailbox, self.worker_env(), workers=workers,
+                                     users=self.user_ids, orders=n_orders, cancellations=min(n_cancels, n_orders),
+                                     state_dir=em.default_state_dir(), drain_timeout_s=self.drain_timeout_s)
+            problems.extend(f"capacity, {workers} worker(s): {p}" for p in phase.problems)
+            phases.append(phase)
+        return phases[0], phases[1]
 
     def _stop_extra(self) -> None:
         for extra in self._extra:
@@ -219,6 +258,12 @@ def pipeline_rows(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
     if raw:
         rows.append(("raw consume", f"{raw['per_s']:.0f}/s ({raw['messages']} messages, ack-only); "
                                     f"ratio {pipeline['ratio_handled_to_raw']}"))
+    cap = pipeline.get("capacity")
+    if cap:
+        one, two = cap["one_worker"], cap["two_workers"]
+        rows.append(("capacity", f"backlog of {one['messages']}: 1 worker {one['handled_per_s']:.0f}/s, "
+                                 f"2 workers {two['handled_per_s']:.0f}/s ({cap['scale_out']}x); "
+                                 f"1 worker / raw {cap['ratio_to_raw']}"))
     rows.append(("pipeline audit", "[green]ok[/green]" if not pipeline["problems"]
                  else "[red]FAILED[/red]: " + "; ".join(pipeline["problems"][:5])))
     return rows

@@ -50,9 +50,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LeaseSettings:
     partitions: int = 8  # of the outbox; more partitions than relays lets the work spread
-    ttl_s: float = 10.0  # a lease not renewed for this long may be claimed by another relay
-    renew_s: float = 2.0  # how often a relay renews its leases and rebalances
-    margin_s: float = 4.0  # a holder stops publishing this long before its lease could lapse
+    # Generous on purpose: under load a renewal round trip can take seconds, and a holder stops
+    # publishing ``margin_s`` before ttl_s counted from when it SENT the renewal.
+    ttl_s: float = 30.0  # a lease not renewed for this long may be claimed by another relay
+    renew_s: float = 3.0  # how often a relay renews its leases and rebalances
+    margin_s: float = 10.0  # a holder stops publishing this long before its lease could lapse
 
     def __post_init__(self) -> None:
         if self.partitions < 1 or not 0 < self.renew_s < self.ttl_s - self.margin_s:
@@ -65,8 +67,10 @@ def partition_of(ordering_key: str, partitions: int) -> int:
 
 
 class PartitionLeases:
-    """The leases one relay holds. Not thread-safe: the relay's loop thread calls ``renew`` between
-    publish rounds (so a released partition has nothing in flight) and ``usable`` before one."""
+    """The leases one relay holds. ``renew`` runs on the relay's upkeep thread, ``usable`` on its
+    publishing thread before each round. A surplus partition is first withdrawn from ``usable``,
+    then released only once ``quiet`` (held by the publishing thread during a round) is free, so
+    a released partition has nothing in flight."""
 
     def __init__(self, db: firestore.Client, group: str, settings: LeaseSettings | None = None,
                  relay_id: str | None = None) -> None:
@@ -122,7 +126,26 @@ class PartitionLeases:
                 self._valid_until.pop(partition, None)
         return True
 
-    def renew(self) -> list[int]:
+    def _renew_together(self, partitions: list[int], snaps: dict[int, Any]) -> bool:
+        """Renew the leases held in one commit (each write guarded by its own precondition: the
+        commit is refused whole if any lease changed since it was read)."""
+        fields = {"group": self.group, "holder": self.relay_id, "ttl_s": self.settings.ttl_s,
+                  "renewed_at": firestore.SERVER_TIMESTAMP}
+        batch = self.db.batch()
+        for p in partitions:
+            batch.update(relay_lease_ref(self.db, self.group, p), fields | {"partition": p},
+                         option=self.db.write_option(last_update_time=snaps[p].update_time))
+        sent = time.monotonic()
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound):
+            return False
+        with self._lock:
+            for p in partitions:
+                self._valid_until[p] = sent + self.settings.ttl_s - self.settings.margin_s
+        return True
+
+    def renew(self, quiet: threading.Lock | None = None) -> list[int]:
         """One round: heartbeat, renew the leases held, release a surplus, claim up to the fair
         share. Returns the partitions held afterwards."""
         s = self.settings
@@ -147,11 +170,21 @@ class PartitionLeases:
                         self._valid_until.pop(p, None)
                 if lapsed:
                     free.append(p)
-        for p in mine[share:]:  # surplus: hand it back for a newcomer
-            self._write(p, snaps.get(p), None)
-        for p in mine[:share]:
-            if not self._write(p, snaps.get(p), self.relay_id):
-                self.lost += 1
+        surplus = mine[share:]
+        if surplus:  # hand it back for a newcomer, once no round is publishing it
+            with self._lock:
+                for p in surplus:
+                    self._valid_until.pop(p, None)
+            if quiet is not None:
+                with quiet:
+                    pass
+            for p in surplus:
+                self._write(p, snaps.get(p), None)
+        keep = mine[:share]
+        if keep and not self._renew_together(keep, snaps):
+            for p in keep:  # one was taken meanwhile: find out which, one by one
+                if not self._write(p, snaps.get(p), self.relay_id):
+                    self.lost += 1
         room = share - min(len(mine), share)
         for p in free:
             if room <= 0:

@@ -34,7 +34,7 @@ from boxoffice.log import configure, kv
 from boxoffice.runtime.part_status import write_status
 from boxoffice.runtime.root import build_part, firestore_client
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("boxoffice.runtime.part_process")  # not __name__: run as __main__
 
 HEARTBEAT_S = 1.0
 EXIT_SKIPPED = 3

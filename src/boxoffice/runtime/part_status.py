@@ -113,9 +113,11 @@ def read_worker(directory: Path, now: float | None = None) -> WorkerView:
             state = "running"
         else:
             state = str(managed.get("state") or "stopped")
-        errors = [(own.get("last_error_at"), own.get("last_error")), (managed.get("last_exit_at"), managed.get("last_exit"))]
-        errors = [e for e in errors if e[1]]
-        last_at, last_error = max(errors, key=lambda e: float(e[0] or 0)) if errors else (None, None)
+        # The part's own last error says why (a dead part's file keeps it); the exit, how it ended.
+        if own.get("last_error"):
+            last_at, last_error = own.get("last_error_at"), own.get("last_error")
+        else:
+            last_at, last_error = managed.get("last_exit_at"), managed.get("last_exit")
         parts.append(PartView(
             worker_id=directory.name, name=name, pid=pid, alive=alive, state=state,
             restarts=int(managed.get("restarts", 0)), last_exit=managed.get("last_exit"),

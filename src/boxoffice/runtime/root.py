@@ -33,7 +33,7 @@ from google.cloud import firestore
 
 from boxoffice.log import kv
 from boxoffice.messaging import email
-from boxoffice.messaging.relay import OutboxRelay
+from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 from boxoffice.messaging.repair import DEFAULT_GRACE_S, repair
 from boxoffice.messaging.topology import (
     ANALYTICS,
@@ -189,7 +189,7 @@ def hold_sweeper_part(db: firestore.Client) -> BackgroundLoop:
 
 def relay_part(db: firestore.Client) -> BackgroundLoop:
     topology = local_topology()
-    return OutboxRelay(db, topology) if topology else SkippedLoop(RELAY, _NO_PUBSUB)
+    return OutboxRelay(db, topology, settings=RelaySettings.from_env()) if topology else SkippedLoop(RELAY, _NO_PUBSUB)
 
 
 def email_part(db: firestore.Client) -> BackgroundLoop:

@@ -9,7 +9,6 @@ A loop is anything with a ``name``, ``start()``, ``stop(timeout)`` and ``status(
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -90,18 +89,6 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         return {loop.name: loop.status() for loop in self.loops}
-
-    def run(self, *, duration_s: float | None = None) -> None:
-        """Run until SIGINT/SIGTERM (or ``duration_s``), then stop every loop."""
-        done = threading.Event()
-        previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.start()
-        try:
-            done.wait(duration_s)
-        finally:
-            self.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def __enter__(self) -> Worker:
         self.start()

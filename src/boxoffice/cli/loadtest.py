@@ -79,6 +79,10 @@ def simulate(
                                   "and the inventory worker during the sale; drain, audit and measure it after."),
     pipeline_workers: int = typer.Option(1, min=1, max=4, help="--pipeline: workers running the relay and "
                                          "subscribers side by side (each part its own process)."),
+    types: bool = typer.Option(False, "--types", help="Three ticket types (cheap/mid/premium, 60/30/10% of the "
+                               "tickets); most buyers want 2 cheap. Reports sales per type."),
+    seated: bool = typer.Option(False, "--seated", help="Like --types, each type a section of a seat map: reports "
+                                "seats sold and the share of multi-seat orders seated together."),
     capacity: bool = typer.Option(True, "--capacity/--no-capacity", help="--pipeline: after the sale, measure the "
                                   "pipeline on a backlog of the sale's message mix with one worker and with two."),
     open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
@@ -101,6 +105,7 @@ def simulate(
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
             deadline_s=deadline, seed=seed, instances=instances, allocators=allocators, hold_share=hold_share,
             confirm_share=confirm_share, cancel_share=cancel_share, hold_ttl_s=hold_ttl, worker=worker,
+            types=types, seated=seated,
         )
     except ValueError as exc:
         err.print(f"[red]error[/red]: {exc}")

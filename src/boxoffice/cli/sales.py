@@ -8,10 +8,9 @@ import secrets
 import typer
 
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money
-from boxoffice.cli.shapes import event_json, hold_json, live_availability, order_json
+from boxoffice.cli.shapes import event_json, hold_json, order_json
 from boxoffice.domain import errors
 from boxoffice.services.cancellations import cancel_order
-from boxoffice.services.events import inventory
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_hold
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.releases import release_tickets, set_sale_status
@@ -23,18 +22,37 @@ waitlist_app = typer.Typer(help="Wait for a sold-out event.", no_args_is_help=Tr
 def buy(
     event_id: str,
     user: str = typer.Option(..., "--user", help="Buyer's user id."),
-    quantity: int = typer.Option(1, "--quantity", "-q", help="Number of tickets."),
+    quantity: int | None = typer.Option(None, "--quantity", "-q", help="Number of tickets (default 1, or what "
+                                        "--type / --seat add up to)."),
     key: str | None = typer.Option(None, "--key", help="Idempotency key; reuse it to retry safely (default: random)."),
+    type_: list[str] | None = typer.Option(None, "--type", help="TYPE=N: N tickets of a ticket type (repeatable); "
+                                           "seated types get the best seats available together."),
+    seat: list[str] | None = typer.Option(None, "--seat", help="A specific seat, section:row:number (repeatable)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Buy tickets. Retrying with the same --key returns the first order instead of buying twice."""
     idem = key or secrets.token_hex(8)
     with exit_on_error(as_json):
-        result = purchase_tickets(client(), event_id, user, quantity, idem)
+        types = _type_quantities(type_ or [])
+        default = None if types or seat else 1
+        result = purchase_tickets(client(), event_id, user, quantity if quantity is not None else default, idem,
+                                  types=types or None, seats=seat or None)
     order = result.order
     note = " (replayed: this key already bought it)" if result.replayed else ""
+    seats = [s for line in order.lines for s in line.seat_ids]
     emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
-         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
+         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}"
+         + (f", seats {', '.join(seats)}" if seats else ""))
+
+
+def _type_quantities(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        if not name or not n.isdigit():
+            raise errors.InvalidQuantity(f"--type takes TYPE=N, e.g. --type stalls=2; got {item!r}")
+        out[name] = out.get(name, 0) + int(n)
+    return out
 
 
 def hold(
@@ -78,16 +96,15 @@ def cancel(
     """Cancel an order or some of its tickets; a refund is recorded. Cancelling twice is harmless."""
     with exit_on_error(as_json):
         o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, by_organiser=organiser)
-    emit(as_json, {"ok": True, "order": order_json(o)},
+    emit(as_json, {"ok": True, "order": order_json(o) | {"cancelled_quantity": o.cancelled_quantity}},
          f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
 
 
 def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"), as_json: bool = JsonOpt) -> None:
     """Add tickets to a running sale (reopens a sold-out event)."""
-    db = client()
     with exit_on_error(as_json):
-        ev = release_tickets(db, event_id, quantity)
-    emit(as_json, {"ok": True, "event": event_json(ev, live_availability(inventory(db, event_id)))},
+        ev = release_tickets(client(), event_id, quantity)
+    emit(as_json, {"ok": True, "event": event_json(ev)},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 
 
@@ -101,9 +118,8 @@ def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume |
         status = SALE_ACTIONS.get(action)
         if status is None:
             raise errors.InvalidRequest(f"action must be pause, resume or close, got {action!r}")
-        db = client()
-        ev = set_sale_status(db, event_id, status)
-    emit(as_json, {"ok": True, "event": event_json(ev, live_availability(inventory(db, event_id)))}, f"event {ev.id} is {ev.status.value}")
+        ev = set_sale_status(client(), event_id, status)
+    emit(as_json, {"ok": True, "event": event_json(ev)}, f"event {ev.id} is {ev.status.value}")
 
 
 @waitlist_app.command("join")

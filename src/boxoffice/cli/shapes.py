@@ -1,39 +1,58 @@
-"""The ``--json`` shapes of events, orders and holds: the HTTP API's response schemas
-(api/schemas.py), so a script sees the same fields from `boxoffice ... --json` and from the API."""
+"""The ``--json`` shapes of events, orders and holds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from boxoffice.api.schemas import Availability, EventOut, HoldOut, OrderOut, summary_availability
-from boxoffice.domain.model import Event, Hold, InventoryShard, Order
+from boxoffice.domain.model import Event, Hold, Order
 
 
-def live_availability(shards: Iterable[InventoryShard]) -> Availability:
-    """Counted from the inventory shards (as the API's GET /v1/events/{id})."""
-    shards = list(shards)
-    return Availability(available=sum(s.available for s in shards), held=sum(s.held for s in shards),
-                        sold=sum(s.sold for s in shards), capacity=sum(s.capacity for s in shards), live=True)
-
-
-def new_event_availability(event: Event) -> Availability:
-    """A just-created event: every ticket available (as the API's POST /v1/events)."""
-    return Availability(available=event.capacity, held=0, sold=0, capacity=event.capacity, live=True)
-
-
-def event_json(event: Event, availability: Availability) -> dict[str, Any]:
-    return EventOut.of(event, availability).model_dump(mode="json")
-
-
-def summary_event_json(event: Event, summary: dict[str, Any]) -> dict[str, Any]:
-    """An event with its display summary's availability (as the API's event list)."""
-    return event_json(event, summary_availability(event, summary))
+def event_json(event: Event, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": event.id,
+        "name": event.name,
+        "venue": event.venue,
+        "starts_at": event.starts_at.isoformat(),
+        "price": event.price,
+        "currency": event.currency,
+        "capacity": event.capacity,
+        "per_order_max": event.per_order_max,
+        "per_user_limit": event.per_user_limit,
+        "shard_count": event.shard_count,
+        "status": event.status.value,
+        "hold_minutes": event.hold_minutes,
+        "low_stock_threshold": event.low_stock_threshold,
+    }
+    if event.catalogue is not None:
+        data["ticket_types"] = [{"id": t.id, "name": t.name, "price": t.price, "pool": t.pool_id, "cap": t.cap,
+                                 "per_order_max": t.per_order_max, "per_user_limit": t.per_user_limit,
+                                 "seated": t.seated} for t in event.catalogue.types]
+        data["seated"] = event.seat_map is not None
+    if summary is not None:
+        data["summary"] = {k: v for k, v in summary.items() if k != "updated_at"} | (
+            {"updated_at": summary["updated_at"].isoformat()} if summary.get("updated_at") else {}
+        )
+    return data
 
 
 def order_json(order: Order) -> dict[str, Any]:
-    return OrderOut.of(order).model_dump(mode="json")
+    return {
+        "id": order.id,
+        "event_id": order.event_id,
+        "user_id": order.user_id,
+        "quantity": order.quantity,
+        "amount": order.amount,
+        "currency": order.currency,
+        "status": order.status.value,
+        "ticket_ids": list(order.ticket_ids),
+        "allocations": dict(order.allocations),
+        "idempotency_key": order.idempotency_key,
+    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+                     "amount": ln.amount, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
+         if order.lines else {})
 
 
 def hold_json(hold: Hold) -> dict[str, Any]:
-    return HoldOut.of(hold).model_dump(mode="json")
+    return {"id": hold.id, "event_id": hold.event_id, "user_id": hold.user_id, "quantity": hold.quantity,
+            "allocations": dict(hold.allocations), "expires_at": hold.expires_at.isoformat(),
+            "status": hold.status.value}

@@ -62,7 +62,8 @@ def encode(request: TicketRequest) -> bytes:
         "pool": request.pool,
         "hold_ttl_s": request.hold_ttl_s,
         "instance": request.instance,
-    }, separators=(",", ":")).encode()
+    } | ({"lines": [list(line) for line in request.lines]} if request.lines else {})
+      | ({"seats": list(request.seats)} if request.seats else {}), separators=(",", ":")).encode()
 
 
 def decode(data: bytes, *, message_id: str, publish_time: datetime | None) -> TicketRequest:
@@ -80,6 +81,8 @@ def decode(data: bytes, *, message_id: str, publish_time: datetime | None) -> Ti
         hold_ttl_s=doc.get("hold_ttl_s"),
         instance=doc.get("instance", ""),
         message_id=message_id,
+        lines=tuple((str(t), int(n)) for t, n in doc.get("lines", ())),
+        seats=tuple(str(x) for x in doc.get("seats", ())),
     )
 
 

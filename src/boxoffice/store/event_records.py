@@ -7,7 +7,7 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.domain.errors import EventNotFound
-from boxoffice.domain.model import Event, InventoryShard, shard_id, split_capacity
+from boxoffice.domain.model import Event, InventoryShard, initial_shards
 from boxoffice.store.documents import (
     EVENTS,
     event_from_doc,
@@ -59,8 +59,7 @@ def _stage_event(db: firestore.Client, batch: firestore.WriteBatch, event: Event
     doc = event_to_doc(event)
     doc["summary"] = initial_summary(event.capacity, event.status.value)
     batch.create(event_ref(db, event.id), doc)
-    for index, capacity in enumerate(split_capacity(event.capacity, event.shard_count)):
-        shard = InventoryShard(id=shard_id(index), capacity=capacity, available=capacity)
+    for shard in initial_shards(event):
         batch.create(shard_ref(db, event.id, shard.id), shard_to_doc(shard))
 
 

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit bench up down clean serve functions-vendor web
+.PHONY: install demo test unit check layout bench up down clean serve functions-vendor web
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "boxoffice needs Python 3.11"'
@@ -47,6 +47,17 @@ endif
 ## (started by the test session itself, stopped at its end).
 test: $(STAMP) node_modules web
 	$(BIN)/python -m pytest -q
+
+## The gates every change must pass: lint (ruff), types (mypy --strict on src/), layers and
+## no import cycles (import-linter; contracts in pyproject.toml). No emulator needed.
+check: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## Copy the "where things live" map of docs/design.md into the README.
+layout:
+	$(PYTHON) scripts/sync_layout.py
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -25,7 +25,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 def main(orders: int = 400) -> None:
     from boxoffice.messaging import email
     from boxoffice.runtime.mailbox import LocalSmtpServer
-    from boxoffice.loadtest.pipeline_checks import drain
+    from boxoffice.messaging.backlog import drain
     from boxoffice.messaging.relay import sweep
     from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
     from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology, publisher_client

@@ -4,11 +4,11 @@ Firebase discovers the functions as attributes of this module; each area keeps i
 in its own module and is re-exported here (one line per area).
 """
 
-from boxoffice.messaging.pipeline_functions import (  # noqa: F401
+from boxoffice.runtime.pipeline_functions import (  # noqa: F401
     analytics_subscriber,
     email_subscriber,
     publish_outbox,
     repair_outbox,
     sweep_outbox,
 )
-from boxoffice.triggers.inventory_functions import on_inventory_written, reconcile_inventory  # noqa: F401
+from boxoffice.runtime.inventory_functions import on_inventory_written, reconcile_inventory  # noqa: F401

@@ -13,7 +13,7 @@ data is cleared BEFORE each test, so a failing test leaves its data in the emula
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -194,7 +194,7 @@ def test_a_quantity_must_be_a_json_integer(http, user, event_of, dump, quantity)
     body = {"event_id": ev["id"], "quantity": quantity}
     for path in ("/v1/purchases", "/v1/holds"):
         refused_and_nothing_written(
-            dump, lambda: http.post(path, json=body, headers=buyer.headers | {"Idempotency-Key": key()}),
+            dump, lambda path=path: http.post(path, json=body, headers=buyer.headers | {"Idempotency-Key": key()}),
             422, "invalid_request")
     refused_and_nothing_written(
         dump, lambda: http.post(f"/v1/events/{ev['id']}/releases", json={"quantity": quantity},
@@ -242,9 +242,9 @@ def test_names_and_venues_refuse_control_and_invisible_characters(http, user, ev
     org = user(organiser=True)
     ev = event_of(org)
     for field in ("name", "venue"):
-        refused_and_nothing_written(dump, lambda: http.post("/v1/events", json=EVENT | {field: text},
+        refused_and_nothing_written(dump, lambda field=field: http.post("/v1/events", json=EVENT | {field: text},
                                                             headers=org.headers), 422, "invalid_request")
-        refused_and_nothing_written(dump, lambda: http.patch(f"/v1/events/{ev['id']}", json={field: text},
+        refused_and_nothing_written(dump, lambda field=field: http.patch(f"/v1/events/{ev['id']}", json={field: text},
                                                              headers=org.headers), 422, "invalid_request")
 
 
@@ -295,9 +295,9 @@ def test_anonymous_event_reads_are_the_summary_and_the_organiser_sees_live_count
     # no inventory trigger runs in this test: the summary still says what the event started with
     for headers in ({}, user().headers):
         shown = http.get(f"/v1/events/{ev['id']}", headers=headers).json()["availability"]
-        assert shown == {"available": 20, "held": 0, "sold": 0, "capacity": 20, "live": False}
+        assert shown == {"available": 20, "held": 0, "sold": 0, "capacity": 20, "live": False, "types": None}
     live = http.get(f"/v1/events/{ev['id']}", headers=ev.owner.headers).json()["availability"]
-    assert live == {"available": 18, "held": 0, "sold": 2, "capacity": 20, "live": True}
+    assert live == {"available": 18, "held": 0, "sold": 2, "capacity": 20, "live": True, "types": None}
 
 
 # --- 12. concurrent cancels all answer the state after the cancellation ------------------------------

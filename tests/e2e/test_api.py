@@ -36,7 +36,8 @@ def test_organiser_creates_event_and_owns_it(http, user, event_of):
     org = user(organiser=True)
     ev = event_of(org)
     assert ev["organiser_id"] == org.uid
-    assert ev["availability"] == {"available": 20, "held": 0, "sold": 0, "capacity": 20, "live": True}
+    assert ev["availability"] == {"available": 20, "held": 0, "sold": 0, "capacity": 20, "live": True,
+                                  "types": None}
     shown = http.get(f"/v1/events/{ev['id']}").json()
     assert shown["name"] == EVENT["name"] and shown["organiser_id"] == org.uid
 

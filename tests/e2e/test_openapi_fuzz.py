@@ -12,13 +12,14 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from tests.e2e.conftest import without_queue_records
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.e2e.conftest import without_queue_records
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ import os
 import re
 import signal
 import subprocess
-import time
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest

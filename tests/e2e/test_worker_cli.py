@@ -36,7 +36,7 @@ def test_worker_runs_each_part_as_a_process_and_status_reads_them_from_another_p
         report = _status(env)
     finally:
         worker.send_signal(signal.SIGTERM)
-        out, err = worker.communicate(timeout=60)
+        _out, err = worker.communicate(timeout=60)
     parts = {p["part"]: p for p in report["parts"]}
     assert set(parts) == {"inventory-trigger", "hold-sweeper"}
     pids = {p["pid"] for p in parts.values()}

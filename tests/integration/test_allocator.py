@@ -19,10 +19,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.domain.allocation import RequestKind, TicketRequest
 from boxoffice.domain.model import SaleStatus
 from boxoffice.loadtest.simulator import SimulationConfig, run_simulation
-from boxoffice.messaging.admission import admission_queue
 from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.services.allocator import EventAllocator
 from boxoffice.services.events import create_event
+from boxoffice.store.admission_queue import admission_queue
 from boxoffice.store.leases import LEASES, LeaseLost, lease_ref
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -45,8 +44,7 @@ def main() -> ModuleType:
 @pytest.fixture
 def fresh_functions(stack, monkeypatch):
     """Each test starts like a cold function instance: no cached clients or mailer."""
-    from boxoffice.messaging import pipeline_functions as messaging_cf
-
+    from boxoffice.runtime import pipeline_functions as messaging_cf
     from boxoffice.runtime import root
 
     root.reset_cloud()
@@ -271,7 +269,7 @@ def test_a_subscriber_raises_on_a_failed_message_so_pubsub_retries(db, stack, ma
     with pytest.raises(RuntimeError, match="retried by Pub/Sub"):  # raising = nack: Pub/Sub redelivers
         main.analytics_subscriber(garbage)
     failure = message_failure_ref(db, "analytics", "bad-1").get().to_dict()
-    assert failure["failures"] == 1 and "bad-1" == failure["message_id"]
+    assert failure["failures"] == 1 and failure["message_id"] == "bad-1"
 
 
 def test_sweep_outbox_publishes_stragglers(db, stack, main, fresh_functions, topic_tap):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,11 +11,11 @@ from boxoffice.retry import Backoff
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.audit import audit_inventory
-from boxoffice.services.summary import DEFERRED, REFLECTED, WRITTEN
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import hold_tickets, release_expired_holds
 from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.services.summary import REFLECTED, WRITTEN
 from boxoffice.store.documents import event_ref, shard_ref
 from boxoffice.triggers.inventory import (
     InventoryChange,
@@ -135,7 +136,7 @@ def test_concurrent_invocations_write_the_event_document_at_most_once_a_second(d
     [t.join() for t in threads]
     assert len(results) == 30
     write_times = sorted({r.write_time for r in results if r.result == WRITTEN})
-    gaps = [(b - a).total_seconds() for a, b in zip(write_times, write_times[1:])]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(write_times)]
     assert all(g >= 0.999 for g in gaps), gaps
     assert writes(db, event.id) == len(write_times) <= 30
     assert summary(db, event.id)["sold"] == 30 and audit_inventory(db, event.id) == []
@@ -229,12 +230,12 @@ def test_a_listener_that_stops_hearing_makes_the_trigger_report_itself_dead(db, 
 
     monkeypatch.setattr(inventory_loop, "LISTENER_PROBE_S", 0.5)
     healthy, deaf = InventoryTriggerLoop(db), InventoryTriggerLoop(db)
-    deaf._probe_ref = db.collection("ops").document("heard-by-no-listener")  # noqa: SLF001
+    deaf._probe_ref = db.collection("ops").document("heard-by-no-listener")
     for loop in (healthy, deaf):
         loop.start()
     try:
         assert wait_until(lambda: not deaf.status()["alive"], 15)
-        assert healthy.status()["alive"] and healthy._probe_seen >= 1  # noqa: SLF001
+        assert healthy.status()["alive"] and healthy._probe_seen >= 1
     finally:
         for loop in (healthy, deaf):
             loop.stop()

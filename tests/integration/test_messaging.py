@@ -10,20 +10,28 @@ import random
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, pipeline_figures
 from boxoffice.messaging import analytics, deadletter, email, wire
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain, pipeline_figures
+from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.relay import OutboxRelay, publish_one, sweep
-from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
 from boxoffice.messaging.subscribers import Subscription, pull_batch
 from boxoffice.messaging.topology import (
-    ANALYTICS, EMAIL, SubscriptionSpec, Topology, default_topology, delete_topology, ensure_topology,
-    publisher_client, subscriber_client,
+    ANALYTICS,
+    EMAIL,
+    SubscriptionSpec,
+    Topology,
+    default_topology,
+    delete_topology,
+    ensure_topology,
+    publisher_client,
+    subscriber_client,
 )
+from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
@@ -49,7 +57,7 @@ def mailer(smtp):
 
 
 def _event(db, capacity=100):
-    return create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+    return create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=30),
                         price=2500, currency="EUR", capacity=capacity, per_order_max=4)
 
 
@@ -262,7 +270,7 @@ def test_a_cancellation_whose_confirmation_is_stuck_is_sent_after_the_causality_
     cancel_order(db, order.id, order.user_id)
     mid, doc = next((s.id, s.to_dict()) for s in db.collection(OUTBOX).stream()
                     if s.to_dict()["type"] == "order.cancelled")
-    old = datetime.now(timezone.utc) - timedelta(seconds=email.CAUSALITY_WAIT_S + 1)
+    old = datetime.now(UTC) - timedelta(seconds=email.CAUSALITY_WAIT_S + 1)
     assert email.handle_email(db, mailer, wire.Delivered(mid, doc["type"], event.id, doc["payload"], old)) == "sent"
     assert [i.kind for i in smtp.mailbox.items()] == ["order_cancelled"]
 

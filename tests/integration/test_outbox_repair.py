@@ -3,7 +3,7 @@ outbox messages whose effects are missing are marked for the relay again, nothin
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from google.cloud import firestore
 
@@ -22,7 +22,7 @@ def _handled(db, subscription, message_id):
 
 def test_repair_resends_only_published_messages_a_subscription_never_handled(db):
     topology = default_topology("demo-boxoffice")
-    event = create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+    event = create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=30),
                          price=2500, currency="EUR", capacity=10, per_order_max=2)
     orders = [purchase_tickets(db, event.id, f"u{i}", 1, f"k{i}").order for i in range(4)]
     cancel_order(db, orders[3].id, "u3")
@@ -38,16 +38,16 @@ def test_repair_resends_only_published_messages_a_subscription_never_handled(db)
     message_failure_ref(db, "analytics", ids[2]).set({"dead_lettered": True})
     unpublished_later = purchase_tickets(db, event.id, "u9", 1, "k9").order  # the relay's business
 
-    later = datetime.now(timezone.utc) + timedelta(seconds=120)  # past the grace period
+    later = datetime.now(UTC) + timedelta(seconds=120)  # past the grace period
     dry = repair(db, topology, now=later, dry_run=True)
-    assert sorted(dry.republished) == sorted([ids[1], ids[2], ids[3]] + cancelled)
+    assert sorted(dry.republished) == sorted([ids[1], ids[2], ids[3], *cancelled])
     assert outbox_ref(db, ids[1]).get().get("published_at") is not None  # dry run: nothing changed
 
     result = repair(db, topology, now=later)
     assert result.checked == 6 and result.in_flight == 1  # the unpublished one
     assert result.missing == {"email": 4, "analytics": 2}
     docs = {mid: outbox_ref(db, mid).get().to_dict() for mid in ids + cancelled}
-    assert [mid for mid, d in docs.items() if d["published_at"] is None] == [ids[1], ids[2], ids[3]] + cancelled
+    assert [mid for mid, d in docs.items() if d["published_at"] is None] == [ids[1], ids[2], ids[3], *cancelled]
     assert docs[ids[1]]["repaired_for"] == ["email"] and docs[ids[1]]["republished"] == 1
     assert docs[ids[2]]["repaired_for"] == ["email"]
     assert docs[ids[3]]["repaired_for"] == ["email", "analytics"]

@@ -8,19 +8,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.loadtest.pipeline_checks import unpublished_count
-from boxoffice.runtime.messaging_runner import subscriber_for
+from boxoffice.messaging.backlog import unpublished_count
 from boxoffice.messaging.subscribers import Subscription
 from boxoffice.messaging.topology import SubscriptionSpec, Topology, delete_topology, ensure_topology, publisher_client
+from boxoffice.runtime.messaging_runner import subscriber_for
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.events import create_event
 from boxoffice.services.purchasing import purchase_tickets
@@ -58,7 +57,7 @@ def ordered(stack):
 
 
 def test_two_relay_processes_keep_per_event_order_and_lose_nothing_when_one_is_killed(db, ordered, stack):
-    events = [create_event(db, name=f"Gig {i}", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+    events = [create_event(db, name=f"Gig {i}", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=30),
                            price=1000, currency="EUR", capacity=200, per_order_max=2).id for i in range(12)]
     seen: list[tuple[str, str]] = []
     lock = threading.Lock()

@@ -4,14 +4,15 @@ Firestore and Pub/Sub emulators, a real SMTP server."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from boxoffice.loadtest.pipeline_checks import audit_pipeline
 from boxoffice.messaging import analytics
-from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, build_worker, local_topology
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
+from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.topology import delete_topology
+from boxoffice.runtime.root import TOPOLOGY_SUFFIX_ENV, build_worker, local_topology
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
@@ -32,7 +33,7 @@ def worker_env(stack, smtp, monkeypatch):
 
 
 def test_the_worker_runs_the_whole_pipeline_from_purchase_to_email_and_analytics(db, smtp, worker_env):
-    event = create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+    event = create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=30),
                          price=2500, currency="EUR", capacity=10, per_order_max=2)
     users = [f"w{i}" for i in range(4)]
     register_users(db, [(u, f"{u}@example.test", None) for u in users])

@@ -8,15 +8,16 @@ orders, nothing unpublished, no dead letter) must still come out clean after dra
 from __future__ import annotations
 
 import os
-import time
 import signal
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
+from boxoffice.loadtest.pipeline_checks import audit_pipeline
+from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology
 from boxoffice.runtime.supervisor import Supervisor
 from boxoffice.runtime.worker import wait_until
@@ -50,7 +51,7 @@ def worker_env(stack, smtp, topology, tmp_path):
 
 
 def _event(db, capacity=200):
-    return create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(timezone.utc) + timedelta(days=30),
+    return create_event(db, name="Gig", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=30),
                         price=2500, currency="EUR", capacity=capacity, per_order_max=2)
 
 
@@ -80,7 +81,7 @@ def test_a_part_killed_with_sigkill_is_restarted_and_the_pipeline_audit_stays_cl
         db, smtp, topology, worker_env, tmp_path):
     event = _event(db)
     first, second = _users(db, "a", 30), _users(db, "b", 30)
-    sup = Supervisor(PIPELINE_PARTS + ["inventory-trigger"], state_dir=tmp_path / "state", env=worker_env)
+    sup = Supervisor([*PIPELINE_PARTS, "inventory-trigger"], state_dir=tmp_path / "state", env=worker_env)
     with sup:
         _buy(db, event, first, cancel_every=5)
         assert wait_until(lambda: len(smtp.mailbox.items()) >= 5, 60), "the worker never sent an email"
@@ -155,7 +156,7 @@ def test_after_a_pubsub_restart_the_worker_heals_itself_and_repair_resends_what_
                BOXOFFICE_REPAIR_GRACE_S="3", BOXOFFICE_REPAIR_INTERVAL_S="1")
     event = _event(db)
     before, lost, after = _users(db, "d", 10), _users(db, "e", 10), _users(db, "f", 10)
-    sup = Supervisor(PIPELINE_PARTS + ["outbox-repair"], state_dir=tmp_path / "state", env=env)
+    sup = Supervisor([*PIPELINE_PARTS, "outbox-repair"], state_dir=tmp_path / "state", env=env)
     with sup:
         _buy(db, event, before, cancel_every=5)
         assert drain(db, topology, timeout_s=60, poll_s=0.5, event_id=event.id).drained
@@ -295,7 +296,7 @@ def test_cut_off_from_firestore_the_worker_waits_and_catches_up_when_it_is_back(
     env = dict(worker_env, FIRESTORE_EMULATOR_HOST=proxy.address, BOXOFFICE_LISTENER_PROBE_S="3")
     event = _event(db)
     first, second = _users(db, "i", 10), _users(db, "j", 10)
-    sup = Supervisor(PIPELINE_PARTS + ["inventory-trigger"], state_dir=tmp_path / "state", env=env)
+    sup = Supervisor([*PIPELINE_PARTS, "inventory-trigger"], state_dir=tmp_path / "state", env=env)
     try:
         with sup:
             _buy(db, event, first, cancel_every=5)

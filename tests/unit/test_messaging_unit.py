@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from boxoffice.messaging import email, wire
-from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.messaging.topology import default_topology
+from boxoffice.runtime.mailbox import Mailbox
 
 
 def test_an_outbox_document_round_trips_through_the_wire_format():
-    created = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+    created = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
     data, attrs = wire.encode("o_1.confirmed", {"type": "order.confirmed", "event_id": "ev1", "created_at": created,
                                                  "payload": {"order_id": "o_1", "quantity": 2}})
     d = wire.decode(data, attrs, delivery_attempt=3)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from boxoffice.loadtest.api_client import ApiReply
 from boxoffice.domain import errors
 from boxoffice.domain.model import OrderStatus
+from boxoffice.loadtest.api_client import ApiReply
 from boxoffice.loadtest.via_api import ApiError, error_for, order_from_body
 
 

@@ -67,10 +67,10 @@ def firebase_app(project_id: str) -> firebase_admin.App:
         options = {"projectId": project_id}
         if os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):
             # The emulator needs no credentials; firebase-admin substitutes its own for it.
-            from google.auth.credentials import AnonymousCredentials
             from firebase_admin import credentials
+            from google.auth.credentials import AnonymousCredentials
 
-            class _Anonymous(credentials.Base):
+            class _Anonymous(credentials.Base):  # type: ignore[misc]  # firebase_admin is untyped
                 def get_credential(self) -> Any:
                     return AnonymousCredentials()
 

@@ -23,7 +23,8 @@ def get_caller(
     authorization: Annotated[str | None, Header(description="Bearer <Firebase ID token>")] = None,
 ) -> Caller:
     """The verified user; the only source of a user id in the API (bodies never carry one)."""
-    return request.app.state.verify_token(bearer_token(authorization))
+    caller: Caller = request.app.state.verify_token(bearer_token(authorization))
+    return caller
 
 
 def get_organiser(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

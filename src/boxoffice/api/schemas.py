@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
 from boxoffice.services.releases import MAX_RELEASE
@@ -45,13 +45,68 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TYPE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+
+
+class PoolIn(RequestBody):
+    id: str = Field(pattern=TYPE_ID_PATTERN)
+    capacity: Count = Field(ge=1, le=100_000)
+
+
+class TicketTypeIn(RequestBody):
+    id: str = Field(pattern=TYPE_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=100)
+    price: Count = Field(ge=0, le=_INT32, description="Price in minor units (cents).")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", description="Default: the event's.")
+    per_order_max: Count | None = Field(default=None, ge=1, le=MAX_PER_ORDER, description="Default: the event's.")
+    per_user_limit: Count | None = Field(default=None, ge=1, le=100_000)
+    pool: str | None = Field(default=None, pattern=TYPE_ID_PATTERN,
+                             description="A shared pool this type draws from; none: a pool of its own.")
+    capacity: Count | None = Field(default=None, ge=1, le=100_000,
+                                   description="Own pool: its size (seated types: their seats). "
+                                               "Shared pool: the most of this type it may sell.")
+    opens_at: Timestamp | None = None
+    closes_at: Timestamp | None = None
+
+
+class TicketTypesIn(RequestBody):
+    types: list[TicketTypeIn] = Field(min_length=1, max_length=20)
+    pools: list[PoolIn] = Field(default_factory=list, max_length=20)
+
+
+class RowIn(RequestBody):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$")
+    first: Count = Field(default=1, ge=1, le=10_000)
+    last: Count = Field(ge=1, le=10_000)
+    type: str = Field(pattern=TYPE_ID_PATTERN, description="The ticket type its seats are sold as.")
+    missing: list[Count] = Field(default_factory=list, max_length=10_000, description="Numbers with no seat (aisles).")
+    types: dict[str, list[Count]] = Field(default_factory=dict, description="Seats sold as another type.")
+
+
+class SectionIn(RequestBody):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$")
+    name: str = Field(default="", max_length=100)
+    rows: list[RowIn] = Field(min_length=1, max_length=500)
+
+
+class SeatMapIn(RequestBody):
+    """Sections and rows best first (closest to the stage): best available seats follow that order."""
+
+    sections: list[SectionIn] = Field(min_length=1, max_length=100)
+    blocked: list[str] = Field(default_factory=list, max_length=20_000, description="Seat ids never sold.")
+
+
 class EventIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     venue: str = Field(min_length=1, max_length=200)
     starts_at: Timestamp = Field(description="In the future, with a time zone.")
-    price: Count = Field(ge=0, le=_INT32, description="Ticket price in minor units (cents).")
+    price: Count | None = Field(default=None, ge=0, le=_INT32,
+                                description="Ticket price in minor units (cents); not with `types`.")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-    capacity: Count = Field(ge=1, le=100_000)
+    capacity: Count | None = Field(default=None, ge=1, le=100_000,
+                                   description="Required without `types`; with them, the pools' total.")
+    types: TicketTypesIn | None = Field(default=None, description="Ticket types and shared pools.")
+    seats: SeatMapIn | None = Field(default=None, description="A seat map (needs `types`).")
     per_order_max: Count = Field(default=10, ge=1, le=MAX_PER_ORDER)
     per_user_limit: Count | None = Field(default=None, ge=1, le=100_000)
     shard_count: Count | None = Field(default=None, ge=1, le=MAX_SHARDS)
@@ -80,6 +135,8 @@ class Availability(BaseModel):
     capacity: int
     live: bool = Field(description="True when counted from the inventory shards just now; "
                                    "False for the display summary, which may lag a few seconds.")
+    types: dict[str, dict[str, int]] | None = Field(
+        default=None, description="Per ticket type (available, held, sold, capacity); null for a single-type event.")
 
 
 class EventOut(BaseModel):
@@ -96,6 +153,8 @@ class EventOut(BaseModel):
     hold_minutes: int
     organiser_id: str | None
     availability: Availability
+    ticket_types: list[TicketTypeOut] = Field(description="One `general` type for a single-type event.")
+    seated: bool = Field(description="Whether the event has a seat map.")
 
     @classmethod
     def of(cls, event: Event, availability: Availability) -> EventOut:
@@ -105,7 +164,26 @@ class EventOut(BaseModel):
             per_order_max=event.per_order_max, per_user_limit=event.per_user_limit,
             status=event.status.value, hold_minutes=event.hold_minutes,
             organiser_id=event.organiser_id, availability=availability,
+            ticket_types=[TicketTypeOut(id=t.id, name=t.name, price=t.price, currency=t.currency, pool=t.pool_id,
+                                        cap=t.cap, per_order_max=t.per_order_max, per_user_limit=t.per_user_limit,
+                                        opens_at=t.opens_at, closes_at=t.closes_at, seated=t.seated)
+                          for t in event.ticket_types.types],
+            seated=event.seat_map is not None,
         )
+
+
+class TicketTypeOut(BaseModel):
+    id: str
+    name: str
+    price: int
+    currency: str
+    pool: str
+    cap: int | None
+    per_order_max: int
+    per_user_limit: int
+    opens_at: datetime | None
+    closes_at: datetime | None
+    seated: bool
 
 
 class EventPage(BaseModel):
@@ -113,9 +191,37 @@ class EventPage(BaseModel):
     next: str | None = Field(description="Pass as ?after= to get the next page; null on the last page.")
 
 
+SEAT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,19}:[A-Za-z0-9][A-Za-z0-9_-]{0,19}:[0-9]{1,5}$"
+
+
 class PurchaseIn(RequestBody):
+    """``quantity`` tickets of a single-type event; or, by ticket type, ``types`` {type: quantity}
+    (seated types get the best seats available together) or specific ``seats``."""
+
     event_id: str = Field(pattern=ID_PATTERN)
-    quantity: Count = Field(ge=1, le=MAX_PER_ORDER)
+    quantity: Count | None = Field(default=None, ge=1, le=MAX_PER_ORDER,
+                                   description="Required unless `types` or `seats` say how many.")
+    types: dict[Annotated[str, Field(pattern=TYPE_ID_PATTERN)], Annotated[Count, Field(ge=1, le=MAX_PER_ORDER)]] | None = (
+        Field(default=None, max_length=20, description="Tickets per ticket type, e.g. {\"vip\": 2}."))
+    seats: list[Annotated[str, Field(pattern=SEAT_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_PER_ORDER, description="Specific seats, \"section:row:number\".")
+
+    @model_validator(mode="after")
+    def _no_explicit_null(self) -> PurchaseIn:
+        # Optional means "leave it out", not null: a null count is refused as a body error.
+        nulls = sorted(f for f in ("quantity", "types", "seats") if f in self.model_fields_set and getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} must be left out rather than null")
+        return self
+
+
+class OrderLineOut(BaseModel):
+    type_id: str
+    quantity: int
+    unit_price: int
+    amount: int
+    currency: str
+    seat_ids: list[str]
 
 
 class OrderOut(BaseModel):
@@ -132,6 +238,8 @@ class OrderOut(BaseModel):
     status: str
     ticket_ids: list[str]
     idempotency_key: str
+    lines: list[OrderLineOut] = Field(description="By ticket type, at the price sold; empty for a single-type "
+                                                  "event. A mixed-price order has unit_price 0.")
 
     @classmethod
     def of(cls, order: Order) -> OrderOut:
@@ -140,6 +248,8 @@ class OrderOut(BaseModel):
             cancelled_quantity=order.cancelled_quantity, unit_price=order.unit_price,
             amount=order.amount, currency=order.currency, status=order.status.value,
             ticket_ids=list(order.ticket_ids), idempotency_key=order.idempotency_key,
+            lines=[OrderLineOut(type_id=ln.type_id, quantity=ln.quantity, unit_price=ln.unit_price, amount=ln.amount,
+                                currency=ln.currency, seat_ids=list(ln.seat_ids)) for ln in order.lines],
         )
 
 
@@ -147,10 +257,16 @@ class TicketOut(BaseModel):
     id: str
     status: str
     code: str
+    type_id: str | None = None
+    section: str | None = None
+    row: str | None = None
+    seat: int | None = None
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketOut:
-        return cls(id=ticket.id, status=ticket.status.value, code=ticket.code)
+        section, row, seat = ticket.section_row_number or (None, None, None)
+        return cls(id=ticket.id, status=ticket.status.value, code=ticket.code, type_id=ticket.type_id,
+                   section=section, row=row, seat=seat)
 
 
 class OrderDetail(OrderOut):
@@ -220,7 +336,7 @@ def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:
     return Availability(
         available=int(summary.get("available", event.capacity)), held=int(summary.get("held", 0)),
         sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
-        live=False,
+        live=False, types=summary.get("types"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -26,7 +27,7 @@ def _exports(stack: em.Stack) -> str:
     return "export " + " ".join(parts)
 
 
-def _info(stack: em.Stack, running: bool, **extra: object) -> dict:
+def _info(stack: em.Stack, running: bool, **extra: object) -> dict[str, Any]:
     record = em.read_state(stack.state_dir) or {}
     return {
         "running": running,
@@ -87,7 +88,7 @@ def up(
             print(json.dumps({"running": False, "error": str(e)}))
         else:
             err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from e
     em.write_state(stack)
     devstack.ensure_dev_topology(stack)
     devstack.start_smtp(stack.state_dir)

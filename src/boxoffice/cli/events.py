@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,6 +13,8 @@ from rich.table import Table
 
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money, out
 from boxoffice.cli.shapes import event_json
+from boxoffice.domain.availability import compute_summary
+from boxoffice.domain.errors import InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard
 from boxoffice.services.events import create_event, get_event, inventory, list_events
 from boxoffice.store.documents import event_ref
@@ -27,14 +30,19 @@ def events_create(
     venue: str = typer.Option(..., help="Venue."),
     starts_at: datetime = typer.Option(..., help="Start time, ISO 8601 with a time zone, e.g. 2026-12-31T20:00:00+01:00.",
                                        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"]),
-    price: int = typer.Option(..., help="Ticket price in minor units (cents)."),
+    price: int | None = typer.Option(None, help="Ticket price in minor units (cents); required without --types."),
     currency: str = typer.Option("EUR", help="ISO 4217 currency code."),
-    capacity: int = typer.Option(..., help="Number of tickets."),
+    capacity: int | None = typer.Option(None, help="Number of tickets; required without --types."),
     per_order_max: int = typer.Option(10, help="Most tickets in one order."),
     per_user_limit: int | None = typer.Option(None, help="Most tickets one user may hold (default: per-order max)."),
     shards: int | None = typer.Option(None, help="Inventory shards (default: about 10 tickets a shard, at most 200)."),
     hold_minutes: int = typer.Option(10, help="How long a hold (cart) keeps tickets."),
     low_stock: int | None = typer.Option(None, help="Low-stock threshold (default: 10% of capacity)."),
+    types: Path | None = typer.Option(None, "--types", exists=True, dir_okay=False,
+                                      help='JSON file of ticket types and shared pools: {"types": [...], "pools": [...]} '
+                                           "(docs/parts/ticketing.md)."),
+    seats: Path | None = typer.Option(None, "--seats", exists=True, dir_okay=False,
+                                      help='JSON file of a seat map: {"sections": [...], "blocked": [...]} (needs --types).'),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an event and its inventory, on sale at once."""
@@ -43,8 +51,18 @@ def events_create(
             client(), name=name, venue=venue, starts_at=starts_at, price=price, currency=currency,
             capacity=capacity, per_order_max=per_order_max, per_user_limit=per_user_limit,
             shard_count=shards, hold_minutes=hold_minutes, low_stock_threshold=low_stock,
+            types=_json_file(types, "--types"), seats=_json_file(seats, "--seats"),
         )
     emit(as_json, event_json(event), f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
+
+
+def _json_file(path: Path | None, option: str) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{option} {path}: not a readable JSON file ({exc})") from None
 
 
 @events_app.command("list")
@@ -73,8 +91,13 @@ def _show_event(event: Event, summary: dict[str, Any], shards: list[InventorySha
     table.add_row("limits", f"{event.per_order_max} per order, {event.per_user_limit} per user")
     table.add_row("summary", f"{summary.get('available', '?')} available, {summary.get('held', 0)} held, "
                   f"{summary.get('sold', 0)} sold of {event.capacity} ({summary.get('state', '?')})")
-    table.add_row("shards", f"{len(shards)}: {sum(s.available for s in shards)} available, "
-                  f"{sum(s.held for s in shards)} held, {sum(s.sold for s in shards)} sold (authoritative)")
+    counts = compute_summary(shards, event.status, event.low_stock_threshold, event.catalogue)
+    table.add_row("shards", f"{len(shards)}: {counts.available} available, "
+                  f"{counts.held} held, {counts.sold} sold (authoritative)")
+    for t in event.catalogue.types if event.catalogue is not None else ():
+        c = counts.types[t.id]
+        table.add_row(f"type {t.id}", f"{t.name}, {money(t.price, t.currency)}: {c['available']} available, "
+                      f"{c['sold']} sold of {c['capacity']}{' (seated)' if t.seated else ''}")
     return table
 
 
@@ -86,13 +109,14 @@ def events_show(event_id: str, as_json: bool = JsonOpt,
     with exit_on_error(as_json):
         event, summary = get_event(db, event_id)
         shards = inventory(db, event_id)
+    counts = compute_summary(shards, event.status, event.low_stock_threshold, event.catalogue)
     payload = event_json(event, summary) | {
         "inventory": {
-            "available": sum(s.available for s in shards),
-            "held": sum(s.held for s in shards),
-            "sold": sum(s.sold for s in shards),
+            "available": counts.available,
+            "held": counts.held,
+            "sold": counts.sold,
             "shards": len(shards),
-        }
+        } | ({"types": dict(counts.types)} if counts.types else {})
     }
     emit(as_json, payload, _show_event(event, summary, shards))
     if watch:

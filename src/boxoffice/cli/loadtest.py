@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
 import typer
 from rich.progress import (
     BarColumn,
@@ -16,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from boxoffice.cli.output import EXIT_AUDIT_FAILED, EXIT_INPUT, err, out
+from boxoffice.cli.storefront import announce_dashboard
 from boxoffice.domain import errors
 from boxoffice.loadtest.baselines import CommitMode
 from boxoffice.loadtest.bench import ROW_HEADERS, rows, run_bench
@@ -24,8 +26,6 @@ from boxoffice.loadtest.sale_pipeline import SalePipeline
 from boxoffice.loadtest.simulator import SimulationConfig, Strategy, run_simulation
 from boxoffice.loadtest.via_api import simulate_via_api
 from boxoffice.runtime import emulators as em
-from boxoffice.runtime.storefront import announce_dashboard
-
 
 
 def _stack(project: str, pubsub: bool = True):  # type: ignore[no-untyped-def]
@@ -79,6 +79,10 @@ def simulate(
                                   "and the inventory worker during the sale; drain, audit and measure it after."),
     pipeline_workers: int = typer.Option(1, min=1, max=4, help="--pipeline: workers running the relay and "
                                          "subscribers side by side (each part its own process)."),
+    types: bool = typer.Option(False, "--types", help="Three ticket types (cheap/mid/premium, 60/30/10% of the "
+                               "tickets); most buyers want 2 cheap. Reports sales per type."),
+    seated: bool = typer.Option(False, "--seated", help="Like --types, each type a section of a seat map: reports "
+                                "seats sold and the share of multi-seat orders seated together."),
     capacity: bool = typer.Option(True, "--capacity/--no-capacity", help="--pipeline: after the sale, measure the "
                                   "pipeline on a backlog of the sale's message mix with one worker and with two."),
     open_page: bool = typer.Option(False, "--open", help="Open the live sale dashboard of a running `boxoffice "
@@ -101,6 +105,7 @@ def simulate(
             shards=shards, strategy=Strategy(strategy), commit=CommitMode(commit),
             deadline_s=deadline, seed=seed, instances=instances, allocators=allocators, hold_share=hold_share,
             confirm_share=confirm_share, cancel_share=cancel_share, hold_ttl_s=hold_ttl, worker=worker,
+            types=types, seated=seated,
         )
     except ValueError as exc:
         err.print(f"[red]error[/red]: {exc}")
@@ -124,7 +129,7 @@ def simulate(
                 key = {"sold": "sold", "sold_out": "sold_out", "error": "errors"}.get(result.answer.value)
                 if key:
                     tally[key] += 1
-                progress.update(task, advance=1, **tally)
+                progress.update(task, advance=1, sold=tally["sold"], sold_out=tally["sold_out"], errors=tally["errors"])
 
             try:
                 result = run_simulation(db, config, on_answer=on_answer, pipeline=sale_pipeline)

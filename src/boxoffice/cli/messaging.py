@@ -23,13 +23,10 @@ from boxoffice.cli.output import (
     err,
     money,
 )
-from boxoffice.loadtest.pipeline_checks import (
-    audit_pipeline,
-    drain,
-    measure_raw_consume_rate,
-)
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, measure_raw_consume_rate
 from boxoffice.messaging import email
 from boxoffice.messaging.analytics import read_stats
+from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.deadletter import list_dead_letters, replay
 from boxoffice.messaging.repair import repair
 from boxoffice.messaging.topology import (

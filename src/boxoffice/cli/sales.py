@@ -22,18 +22,37 @@ waitlist_app = typer.Typer(help="Wait for a sold-out event.", no_args_is_help=Tr
 def buy(
     event_id: str,
     user: str = typer.Option(..., "--user", help="Buyer's user id."),
-    quantity: int = typer.Option(1, "--quantity", "-q", help="Number of tickets."),
+    quantity: int | None = typer.Option(None, "--quantity", "-q", help="Number of tickets (default 1, or what "
+                                        "--type / --seat add up to)."),
     key: str | None = typer.Option(None, "--key", help="Idempotency key; reuse it to retry safely (default: random)."),
+    type_: list[str] | None = typer.Option(None, "--type", help="TYPE=N: N tickets of a ticket type (repeatable); "
+                                           "seated types get the best seats available together."),
+    seat: list[str] | None = typer.Option(None, "--seat", help="A specific seat, section:row:number (repeatable)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Buy tickets. Retrying with the same --key returns the first order instead of buying twice."""
     idem = key or secrets.token_hex(8)
     with exit_on_error(as_json):
-        result = purchase_tickets(client(), event_id, user, quantity, idem)
+        types = _type_quantities(type_ or [])
+        default = None if types or seat else 1
+        result = purchase_tickets(client(), event_id, user, quantity if quantity is not None else default, idem,
+                                  types=types or None, seats=seat or None)
     order = result.order
     note = " (replayed: this key already bought it)" if result.replayed else ""
+    seats = [s for line in order.lines for s in line.seat_ids]
     emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
-         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}")
+         f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}"
+         + (f", seats {', '.join(seats)}" if seats else ""))
+
+
+def _type_quantities(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        if not name or not n.isdigit():
+            raise errors.InvalidQuantity(f"--type takes TYPE=N, e.g. --type stalls=2; got {item!r}")
+        out[name] = out.get(name, 0) + int(n)
+    return out
 
 
 def hold(

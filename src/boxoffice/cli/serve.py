@@ -63,7 +63,7 @@ def serve(
     # uvicorn shuts down on SIGTERM, then restores this handler and raises the signal again:
     # SystemExit then unwinds through the `finally` below instead of killing the process.
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
-    from boxoffice.runtime import storefront
+    from boxoffice.cli import storefront
 
     try:
         project = os.environ["GOOGLE_CLOUD_PROJECT"]

@@ -23,6 +23,11 @@ def event_json(event: Event, summary: dict[str, Any] | None = None) -> dict[str,
         "hold_minutes": event.hold_minutes,
         "low_stock_threshold": event.low_stock_threshold,
     }
+    if event.catalogue is not None:
+        data["ticket_types"] = [{"id": t.id, "name": t.name, "price": t.price, "pool": t.pool_id, "cap": t.cap,
+                                 "per_order_max": t.per_order_max, "per_user_limit": t.per_user_limit,
+                                 "seated": t.seated} for t in event.catalogue.types]
+        data["seated"] = event.seat_map is not None
     if summary is not None:
         data["summary"] = {k: v for k, v in summary.items() if k != "updated_at"} | (
             {"updated_at": summary["updated_at"].isoformat()} if summary.get("updated_at") else {}
@@ -42,7 +47,9 @@ def order_json(order: Order) -> dict[str, Any]:
         "ticket_ids": list(order.ticket_ids),
         "allocations": dict(order.allocations),
         "idempotency_key": order.idempotency_key,
-    }
+    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+                     "amount": ln.amount, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
+         if order.lines else {})
 
 
 def hold_json(hold: Hold) -> dict[str, Any]:

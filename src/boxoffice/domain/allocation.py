@@ -21,13 +21,15 @@ recently written first), so consecutive batches spread their writes over the sha
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from boxoffice.domain.errors import BoxofficeError, IdempotencyConflict, NotEnoughTickets, SoldOut
+from boxoffice.domain.errors import BoxofficeError, IdempotencyConflict, InvalidRequest, NotEnoughTickets, SoldOut
 from boxoffice.domain.model import Event
+from boxoffice.domain.seating import Seat, SeatBook
+from boxoffice.domain.ticket_types import DEFAULT_TYPE_ID, OrderLine
 
 DEFAULT_POOL = "default"
 
@@ -51,6 +53,10 @@ class TicketRequest:
     attempt: int = 1  # a retry of a refused key asks again with the next attempt number
     pool: str = DEFAULT_POOL
     hold_ttl_s: float | None = None  # holds only: overrides the event's hold time
+    # By ticket type: (type id, quantity) lines, and specific seats (their types make the lines).
+    # Neither: ``quantity`` tickets of the event's one default type.
+    lines: tuple[tuple[str, int], ...] = ()
+    seats: tuple[str, ...] = ()
     instance: str = ""  # the app instance waiting for the answer
     message_id: str = ""  # the queue's id of this delivery
 
@@ -79,6 +85,8 @@ class Stock:
 class Grant:
     request: TicketRequest
     allocations: Mapping[str, int]  # shard id -> tickets taken
+    # Events with ticket types: the priced lines, each with the seats it got (seated types).
+    lines: tuple[OrderLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,10 @@ def allocate(
     stock: Stock,
     requests: Sequence[TicketRequest],
     counted: Mapping[str, int],
+    *,
+    counted_types: Mapping[str, Mapping[str, int]] | None = None,
+    seats: SeatBook | None = None,
+    now: datetime | None = None,
 ) -> Allocation:
     """Decide ``requests`` (in arrival order) against ``stock``.
 
@@ -125,10 +137,18 @@ def allocate(
     per-user limit (a user missing from it has none). A request whose id appears twice with the
     same attempt is decided once; the repeats are returned as ``duplicates`` (they get the first
     one's answer). The same id with other parameters is refused as ``IdempotencyConflict``.
+
+    An event with ticket types (or a request naming types or seats) is decided by type: the
+    stock's pools are the catalogue's quotas, ``counted_types`` gives each user's tickets per
+    type, ``seats`` (the event's seat book, changed in place: give a copy if the batch may not
+    commit) chooses seats for seated types in arrival order, and a type's sale window is judged
+    at the request's arrival (``now`` if it has none).
     """
     pools = {p: dict(shards) for p, shards in stock.pools.items()}
     rank = {sid: i for i, sid in enumerate(stock.order)}
     users = dict(counted)
+    by_type = {u: dict(c) for u, c in (counted_types or {}).items()}
+    moment = now or datetime.now(UTC)
     decisions: list[Decision] = []
     duplicates: list[TicketRequest] = []
     seen: dict[str, TicketRequest] = {}
@@ -142,12 +162,19 @@ def allocate(
             continue
         seen[request.id] = request
         try:
-            allocations = _decide(event, pools, rank, users, request)
+            if event.catalogue is None and not request.lines and not request.seats:
+                grant = Grant(request, _decide(event, pools, rank, users, request))
+            else:
+                grant = _decide_typed(event, pools, rank, users, by_type, request, seats,
+                                      request.arrived_at or moment)
         except BoxofficeError as exc:
             decisions.append(Refusal(request, exc))
             continue
         users[request.user_id] = users.get(request.user_id, 0) + request.quantity
-        decisions.append(Grant(request, allocations))
+        for line in grant.lines:
+            mine = by_type.setdefault(request.user_id, {})
+            mine[line.type_id] = mine.get(line.type_id, 0) + line.quantity
+        decisions.append(grant)
     return Allocation(decisions, Stock(pools, stock.order), users, duplicates)
 
 
@@ -167,21 +194,85 @@ def _decide(
         raise SoldOut(event.id)
     if left < request.quantity:
         raise NotEnoughTickets(event.id, request.quantity, left)
-    wanted = request.quantity
     plan: dict[str, int] = {}
+    _take_from_shards(shards, rank, request.quantity, plan)
+    return plan
+
+
+def _take_from_shards(shards: dict[str, int], rank: Mapping[str, int], quantity: int, plan: dict[str, int]) -> None:
+    wanted = quantity
     for sid in sorted(shards, key=lambda s: (rank.get(s, len(rank)), s)):
         n = min(shards[sid], wanted)
         if n:
-            plan[sid] = n
+            plan[sid] = plan.get(sid, 0) + n
             shards[sid] -= n
             wanted -= n
         if not wanted:
             break
-    return plan
+
+
+def _decide_typed(
+    event: Event,
+    pools: dict[str, dict[str, int]],
+    rank: Mapping[str, int],
+    users: Mapping[str, int],
+    by_type: Mapping[str, Mapping[str, int]],
+    request: TicketRequest,
+    book: SeatBook | None,
+    now: datetime,
+) -> Grant:
+    """One request by ticket type: every quota of every line, and seats, or nothing at all."""
+    event.require_on_sale()
+    catalogue = event.ticket_types
+    named: tuple[Seat, ...] = ()
+    if request.seats:
+        if book is None:
+            raise InvalidRequest(f"event {event.id!r} has no seat map: ask for ticket types and quantities")
+        named = book.check_specific(request.seats)
+        wanted: dict[str, int] = {}
+        for seat in named:
+            wanted[seat.type_id] = wanted.get(seat.type_id, 0) + 1
+        if request.lines and dict(request.lines) != wanted:
+            raise InvalidRequest(f"the seats named are {wanted} by type, the request asks for {dict(request.lines)}")
+    else:
+        wanted = dict(request.lines) if request.lines else {DEFAULT_TYPE_ID: request.quantity}
+    lines = catalogue.lines_for(wanted, now, event.per_order_max)
+    total = sum(line.quantity for line in lines)
+    if total != request.quantity:
+        raise InvalidRequest(f"the lines add up to {total} tickets, the request says {request.quantity}")
+    event.check_user_limit(users.get(request.user_id, 0), total)
+    catalogue.check_user_limits(by_type.get(request.user_id, {}), lines)
+    catalogue.take({q: sum(shards.values()) for q, shards in pools.items()}, lines, event.id)
+    priced: list[OrderLine] = []
+    taken: list[str] = []
+    try:
+        for line in lines:
+            if not catalogue.type(line.type_id).seated:
+                priced.append(line)
+                continue
+            if book is None:
+                raise InvalidRequest(f"ticket type {line.type_id!r} is seated but the event has no seat map")
+            if named:
+                ids = tuple(s.id for s in named if s.type_id == line.type_id)
+                book.take_specific(ids)
+            else:
+                ids = book.take_best(line.type_id, line.quantity, event.id).seat_ids
+            taken.extend(ids)
+            priced.append(replace(line, seat_ids=ids))
+    except BoxofficeError:
+        if book is not None:
+            book.release(taken)
+        raise
+    plan: dict[str, int] = {}
+    for line in lines:
+        for quota in catalogue.type(line.type_id).quota_ids:
+            _take_from_shards(pools.setdefault(quota, {}), rank, line.quantity, plan)
+    return Grant(request, plan, tuple(priced))
 
 
 def _same(a: TicketRequest, b: TicketRequest) -> bool:
-    return (a.kind, a.event_id, a.user_id, a.quantity, a.pool) == (b.kind, b.event_id, b.user_id, b.quantity, b.pool)
+    return (a.kind, a.event_id, a.user_id, a.quantity, a.pool, a.lines, a.seats) == (
+        b.kind, b.event_id, b.user_id, b.quantity, b.pool, b.lines, b.seats)
 
 
 def _conflict(first: TicketRequest, other: TicketRequest) -> IdempotencyConflict:

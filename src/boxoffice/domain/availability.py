@@ -9,12 +9,13 @@ same summary.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from boxoffice.domain.messages import MessageType
 from boxoffice.domain.model import InventoryShard, SaleStatus
+from boxoffice.domain.ticket_types import Catalogue
 
 SOLD_OUT = "sold_out"
 # The event doc takes about one sustained write a second (Firestore's guideline per document).
@@ -32,6 +33,8 @@ class Summary:
     state: str
     low_stock: bool
     shards: int
+    # per ticket type, for an event with types: available, held, sold, capacity
+    types: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def as_doc(self) -> dict[str, Any]:
         return {
@@ -42,12 +45,34 @@ class Summary:
             "state": self.state,
             "low_stock": self.low_stock,
             "shards": self.shards,
-        }
+        } | ({"types": {t: dict(c) for t, c in self.types.items()}} if self.types else {})
 
 
-def compute_summary(shards: Iterable[InventoryShard], status: SaleStatus, low_stock_threshold: int) -> Summary:
-    items = list(shards)
-    available = sum(s.available for s in items)
+def compute_summary(shards: Iterable[InventoryShard], status: SaleStatus, low_stock_threshold: int,
+                    catalogue: Catalogue | None = None) -> Summary:
+    """Totals of the event from its pools' shards; with ``catalogue``, also per type (from each
+    type's own counter; a type's ``available`` is also bounded by its shared pool)."""
+    every = list(shards)
+    types: dict[str, dict[str, int]] = {}
+    items = every
+    if catalogue is not None:
+        per_quota: dict[str, dict[str, int]] = {}
+        for sh in every:
+            q = per_quota.setdefault(sh.pool, {"available": 0, "held": 0, "sold": 0, "capacity": 0})
+            for k in q:
+                q[k] += getattr(sh, k)
+        left = {quota: c["available"] for quota, c in per_quota.items()}
+        for t, can in catalogue.available_by_type(left).items():
+            counter = per_quota.get(catalogue.type(t).counter, {})
+            types[t] = {"available": can, "held": counter.get("held", 0), "sold": counter.get("sold", 0),
+                        "capacity": counter.get("capacity", 0)}
+        pools = {p.id for p in catalogue.pools}
+        items = [sh for sh in every if sh.pool in pools]
+        # A pool whose types all reached their caps sells nothing more, whatever it has left.
+        available = sum(min(left.get(p.id, 0), sum(types[t.id]["available"] for t in catalogue.types
+                                                   if t.pool_id == p.id)) for p in catalogue.pools)
+    else:
+        available = sum(s.available for s in items)
     held = sum(s.held for s in items)
     sold = sum(s.sold for s in items)
     if status is not SaleStatus.ON_SALE:
@@ -61,7 +86,8 @@ def compute_summary(shards: Iterable[InventoryShard], status: SaleStatus, low_st
         capacity=sum(s.capacity for s in items),
         state=state,
         low_stock=0 < available <= low_stock_threshold,
-        shards=len(items),
+        shards=len(every),
+        types=types,
     )
 
 
@@ -89,7 +115,8 @@ def wait_before_write(summary_doc: Mapping[str, Any] | None, now: datetime, min_
     """Seconds to wait so the event document is written at most once per ``min_interval_s``."""
     if not summary_doc or summary_doc.get("written_at") is None:
         return 0.0
-    elapsed = (now - summary_doc["written_at"]).total_seconds()
+    written_at: datetime = summary_doc["written_at"]
+    elapsed = (now - written_at).total_seconds()
     return max(0.0, min_interval_s - elapsed)
 
 

@@ -179,6 +179,96 @@ class NotSoldOut(BoxofficeError):
         self.available = available
 
 
+# --- ticket types and seats ------------------------------------------------------------------
+
+
+class InvalidTicketTypes(InvalidRequest):
+    """An event's ticket types or pools contradict each other (the HTTP API answers 422)."""
+
+    code = "invalid_ticket_types"
+
+
+class UnknownTicketType(InvalidTicketTypes):
+    """A request, a seat or a type names a ticket type (or pool) the event does not have."""
+
+    code = "unknown_ticket_type"
+
+    def __init__(self, names: list[str], what: str = "ticket type") -> None:
+        super().__init__(f"unknown {what}{'s' if len(names) > 1 else ''}: {', '.join(names)}")
+        self.names = names
+
+
+class OvercommittedPool(InvalidTicketTypes):
+    """Pools overlap or promise more tickets than they (or their seats) hold."""
+
+    code = "overcommitted_pool"
+
+
+class InvalidSaleWindow(InvalidTicketTypes):
+    code = "invalid_sale_window"
+
+
+class TicketTypeNotOnSale(BoxofficeError):
+    """The type's sale window is not open right now (too early or already closed)."""
+
+    code = "ticket_type_not_on_sale"
+
+    def __init__(self, type_id: str, reason: str) -> None:
+        super().__init__(f"ticket type {type_id!r} is not on sale: {reason}")
+        self.type_id = type_id
+
+
+class InvalidSeatMap(InvalidRequest):
+    """The seat map is malformed: duplicate seats, empty rows, seats of no known type."""
+
+    code = "invalid_seat_map"
+
+
+class SeatNotInMap(InvalidRequest):
+    """A seat named by a request (or a blocked seat) is not part of the event's seat map."""
+
+    code = "seat_not_in_map"
+
+    def __init__(self, seat_ids: list[str]) -> None:
+        super().__init__(f"not in this event's seat map: {', '.join(seat_ids)}")
+        self.seat_ids = seat_ids
+
+
+class SeatUnavailable(BoxofficeError):
+    """A requested seat is taken (sold or held by someone) or blocked; choose other seats."""
+
+    code = "seat_unavailable"
+
+    def __init__(self, seat_ids: list[str], reason: str = "taken") -> None:
+        super().__init__(f"seat{'s' if len(seat_ids) > 1 else ''} {', '.join(seat_ids)} "
+                         f"{'are' if len(seat_ids) > 1 else 'is'} {reason}")
+        self.seat_ids = seat_ids
+        self.reason = reason
+
+
+class TicketTypeSoldOut(SoldOut):
+    """Fewer tickets of one type are left than were asked for (none, or ``available``)."""
+
+    code = "ticket_type_sold_out"
+
+    def __init__(self, event_id: str, type_id: str, requested: int, available: int) -> None:
+        detail = "is sold out" if available == 0 else f"has only {available} left, asked for {requested}"
+        super().__init__(event_id, f"ticket type {type_id!r} of event {event_id!r} {detail}")
+        self.type_id = type_id
+        self.requested = requested
+        self.available = available
+
+
+class PerUserTypeLimitExceeded(PerUserLimitExceeded):
+    code = "per_user_type_limit_exceeded"
+
+    def __init__(self, limit: int, already: int, requested: int, type_id: str) -> None:
+        super().__init__(limit, already, requested)
+        self.message = (f"at most {limit} {type_id!r} tickets per buyer for this event: "
+                        f"you have {already}, asked for {requested} more")
+        self.args = (self.message,)
+        self.type_id = type_id
+
 class AnswerPending(ContentionTimeout):
     """The request is queued but its answer did not arrive in time; ask again with the same key
     (the allocator answers it exactly once, and the same key then returns that answer)."""

@@ -23,14 +23,24 @@ from boxoffice.domain.errors import (
     EventNotOnSale,
     HoldExpired,
     HoldNotActive,
-    InvalidSaleTransition,
     IdempotencyConflict,
     InvalidQuantity,
     InvalidRequest,
+    InvalidSaleTransition,
     NotEnoughTickets,
     NotEventOrganiser,
     PerUserLimitExceeded,
     SoldOut,
+)
+from boxoffice.domain.seating import SeatMap
+from boxoffice.domain.ticket_types import (
+    DEFAULT_POOL_ID,
+    Catalogue,
+    OrderLine,
+    Pool,
+    TypeSpec,
+    default_catalogue,
+    new_catalogue,
 )
 
 MAX_SHARDS = 200
@@ -68,14 +78,35 @@ def default_shard_count(capacity: int) -> int:
     return max(1, min(MAX_SHARDS, math.ceil(capacity / TICKETS_PER_SHARD)))
 
 
+def initial_shards(event: Event) -> list[InventoryShard]:
+    """The inventory of a new event: ``shard_count`` shards, or for an event with types the
+    shards of each quota (pools, and the counters of types in shared pools)."""
+    if event.catalogue is None:
+        return [InventoryShard(id=shard_id(i), capacity=c, available=c)
+                for i, c in enumerate(split_capacity(event.capacity, event.shard_count))]
+    quotas = event.catalogue.quota_capacities()
+    return [InventoryShard(id=shard_id(i, quota), capacity=c, available=c, pool=quota)
+            for quota, count in quota_shard_counts(event.catalogue).items()
+            for i, c in enumerate(split_capacity(quotas[quota], count))]
+
+
 def split_capacity(capacity: int, shard_count: int) -> list[int]:
     """Capacities of ``shard_count`` shards that add up to ``capacity``, as even as possible."""
     base, extra = divmod(capacity, shard_count)
     return [base + (1 if i < extra else 0) for i in range(shard_count)]
 
 
-def shard_id(index: int) -> str:
-    return f"s{index:03d}"
+def shard_id(index: int, quota: str | None = None) -> str:
+    """``s000`` for a single-type event; ``{quota}.s000`` for a quota of an event with types."""
+    return f"s{index:03d}" if quota is None else f"{quota}.s{index:03d}"
+
+
+def quota_shard_counts(catalogue: Catalogue) -> dict[str, int]:
+    """Shards of each quota of an event with types: about ten tickets a shard, at most
+    ``MAX_SHARDS`` in all (a catalogue has at most 40 quotas: 20 pools and 20 caps)."""
+    quotas = catalogue.quota_capacities()
+    each = MAX_SHARDS // len(quotas)
+    return {q: max(1, min(default_shard_count(c), each, c)) for q, c in quotas.items()}
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,17 @@ class Event:
     created_at: datetime | None = None
     # The uid of the user who created the event; None for events made by operators (CLI).
     organiser_id: str | None = None
+    # The event's ticket types; None for a single-type event (``ticket_types`` gives its default).
+    catalogue: Catalogue | None = None
+    seat_map: SeatMap | None = None
+
+    @property
+    def ticket_types(self) -> Catalogue:
+        """The types the event sells: declared ones, or the one default type of a single-type event."""
+        if self.catalogue is not None:
+            return self.catalogue
+        return default_catalogue(self.price, self.currency, self.capacity, self.per_order_max,
+                                 self.per_user_limit)
 
     def visible_to(self, user_id: str | None) -> bool:
         """Who may know the event exists: anyone once published; only its organiser while it is a
@@ -140,7 +182,7 @@ class Event:
 _JOINERS = frozenset("\u200c\u200d")
 
 
-def display_text_problem(text: str) -> str | None:
+def display_text_problem(text: object) -> str | None:
     """Why ``text`` cannot be shown as a name or venue, or None when it can.
 
     Refused: no visible character; control characters (NUL, CR, LF, tab, ...); line and paragraph
@@ -180,9 +222,9 @@ def new_event(
     name: str,
     venue: str,
     starts_at: datetime,
-    price: int,
+    price: int | None,
     currency: str,
-    capacity: int,
+    capacity: int | None,
     per_order_max: int = 10,
     per_user_limit: int | None = None,
     shard_count: int | None = None,
@@ -191,8 +233,32 @@ def new_event(
     low_stock_threshold: int | None = None,
     now: datetime | None = None,
     organiser_id: str | None = None,
+    types: Sequence[TypeSpec] | None = None,
+    pools: Sequence[Pool] = (),
+    seat_map: SeatMap | None = None,
 ) -> Event:
-    """Validate an organiser's input and build the event. Raises ``InvalidRequest``."""
+    """Validate an organiser's input and build the event. Raises ``InvalidRequest``.
+
+    With ``types`` (and optionally shared ``pools`` and a ``seat_map``), the event sells those
+    types: its capacity is the pools' total (a ``capacity`` given must agree), its price the
+    cheapest type's (for listings), its currency theirs. Without, it sells one default type at
+    ``price``. Type and seat errors are raised before the event's own (their names say which).
+    """
+    catalogue = None
+    if seat_map is not None and types is None:
+        raise InvalidRequest("a seat map needs ticket types: every seat is sold as one of them")
+    if types is not None:
+        catalogue = new_catalogue(types, pools, order_max=per_order_max,
+                                  seat_counts=seat_map.seat_counts() if seat_map is not None else None)
+        if capacity not in (None, 0, catalogue.capacity):
+            raise InvalidRequest(f"invalid event: capacity {capacity} disagrees with the ticket types' "
+                                 f"pools, which hold {catalogue.capacity}; leave it out")
+        capacity = catalogue.capacity
+        price = min(t.price for t in catalogue.types)
+        currency = catalogue.currency
+        if per_user_limit is None:
+            per_user_limit = max(per_order_max, max(t.per_user_limit for t in catalogue.types))
+        shard_count = sum(quota_shard_counts(catalogue).values())
     problems: list[str] = []
     for what, text in (("name", name), ("venue", venue)):
         problem = display_text_problem(text)
@@ -200,11 +266,15 @@ def new_event(
             problems.append(f"{what} {problem}")
     if starts_at.tzinfo is None:
         problems.append("starts_at must carry a time zone")
-    if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+    if price is None:
+        problems.append("price is required for an event without ticket types")
+    elif isinstance(price, bool) or not isinstance(price, int) or price < 0:
         problems.append("price must be a whole number of minor units (cents), 0 or more")
     if not _CURRENCY.match(currency):
         problems.append("currency must be a three-letter ISO 4217 code such as EUR")
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+    if capacity is None:
+        problems.append("capacity is required for an event without ticket types")
+    elif isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         problems.append("capacity must be at least 1")
     if not 1 <= per_order_max <= MAX_PER_ORDER:
         problems.append(f"per_order_max must be between 1 and {MAX_PER_ORDER}")
@@ -213,14 +283,15 @@ def new_event(
         problems.append("per_user_limit must be at least 1")
     elif limit < per_order_max:
         problems.append("per_user_limit must not be below per_order_max")
-    shards = shard_count if shard_count is not None else default_shard_count(max(capacity, 1))
+    size = capacity if isinstance(capacity, int) and capacity >= 1 else 1
+    shards = shard_count if shard_count is not None else default_shard_count(size)
     if not 1 <= shards <= MAX_SHARDS:
         problems.append(f"shard_count must be between 1 and {MAX_SHARDS}")
-    elif isinstance(capacity, int) and capacity >= 1 and shards > capacity:
+    elif isinstance(capacity, int) and capacity >= 1 and shards > capacity and catalogue is None:
         problems.append("shard_count must not exceed capacity")
     if not 1 <= hold_minutes <= 24 * 60:
         problems.append("hold_minutes must be between 1 and 1440")
-    threshold = low_stock_threshold if low_stock_threshold is not None else max(1, capacity // 10)
+    threshold = low_stock_threshold if low_stock_threshold is not None else max(1, size // 10)
     if threshold < 0:
         problems.append("low_stock_threshold must not be negative")
     if problems:
@@ -230,9 +301,9 @@ def new_event(
         name=name.strip(),
         venue=venue.strip(),
         starts_at=starts_at,
-        price=price,
+        price=price or 0,
         currency=currency,
-        capacity=capacity,
+        capacity=size,
         per_order_max=per_order_max,
         per_user_limit=limit,
         shard_count=shards,
@@ -241,6 +312,8 @@ def new_event(
         low_stock_threshold=threshold,
         created_at=now,
         organiser_id=organiser_id,
+        catalogue=catalogue,
+        seat_map=seat_map,
     )
 
 
@@ -251,6 +324,7 @@ class InventoryShard:
     available: int
     held: int = 0
     sold: int = 0
+    pool: str = DEFAULT_POOL_ID  # the quota (``ticket_types``) whose tickets this shard counts
 
     def __post_init__(self) -> None:
         if min(self.capacity, self.available, self.held, self.sold) < 0:
@@ -363,16 +437,27 @@ def new_order(
     allocations: Mapping[str, int],
     idempotency_key: str,
     hold_id: str | None = None,
+    lines: Sequence[OrderLine] = (),
 ) -> tuple[Order, list[Ticket]]:
-    """An order at the event's current price and its tickets (ids derived from the order id)."""
+    """An order at the event's current price and its tickets (ids derived from the order id).
+
+    With ``lines`` (an event with ticket types), each line keeps its own price, and the tickets
+    follow the lines in order, each with its type and, for seated types, its seat.
+    """
     ticket_ids = ticket_ids_for(order_id, quantity)
+    prices = {line.unit_price for line in lines}
     order = Order(
-        id=order_id, event_id=event.id, user_id=user_id, quantity=quantity, unit_price=event.price,
+        id=order_id, event_id=event.id, user_id=user_id, quantity=quantity,
+        unit_price=(prices.pop() if len(prices) == 1 else 0) if lines else event.price,
         currency=event.currency, allocations=dict(allocations), idempotency_key=idempotency_key,
-        ticket_ids=tuple(ticket_ids), hold_id=hold_id,
+        ticket_ids=tuple(ticket_ids), hold_id=hold_id, lines=tuple(lines),
     )
-    tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code())
-               for t in ticket_ids]
+    kinds: list[tuple[str | None, str | None]] = [
+        (line.type_id, line.seat_ids[i] if line.seat_ids else None)
+        for line in lines for i in range(line.quantity)] or [(None, None)] * quantity
+    tickets = [Ticket(id=t, order_id=order_id, event_id=event.id, user_id=user_id, code=new_ticket_code(),
+                      type_id=type_id, seat=seat)
+               for t, (type_id, seat) in zip(ticket_ids, kinds, strict=True)]
     return order, tickets
 
 
@@ -396,9 +481,14 @@ class Order:
     cancelled_quantity: int = 0
     created_at: datetime | None = None
     hold_id: str | None = None
+    # Events with ticket types: one line per type, at the price it was sold for. ``unit_price``
+    # is then that price if all lines share it, else 0; ``amount`` adds the lines up.
+    lines: tuple[OrderLine, ...] = ()
 
     @property
     def amount(self) -> int:
+        if self.lines:
+            return sum(line.amount for line in self.lines)
         return self.unit_price * self.quantity
 
     @property
@@ -424,6 +514,15 @@ class Ticket:
     user_id: str
     code: str
     status: TicketStatus = TicketStatus.VALID
+    type_id: str | None = None  # events with ticket types
+    seat: str | None = None  # reserved seating: "section:row:number"
+
+    @property
+    def section_row_number(self) -> tuple[str, str, int] | None:
+        if self.seat is None:
+            return None
+        section, row, number = self.seat.split(":")
+        return section, row, int(number)
 
 
 @dataclass(frozen=True)
@@ -435,6 +534,7 @@ class BuyerRecord:
     tickets: int = 0
     order_ids: tuple[str, ...] = field(default_factory=tuple)
     held: int = 0  # tickets in this user's live holds for the event
+    types: Mapping[str, int] = field(default_factory=dict)  # tickets bought, per ticket type
 
     @property
     def counted(self) -> int:

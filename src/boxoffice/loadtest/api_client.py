@@ -6,9 +6,8 @@ simulator measures the API, not TCP handshakes.
 
 from __future__ import annotations
 
-import time
-
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 

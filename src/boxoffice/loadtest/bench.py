@@ -30,13 +30,13 @@ from google.cloud import firestore
 
 from boxoffice.domain import errors
 from boxoffice.domain.model import new_event
+from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.loadtest.simulator import (
     SimulationConfig,
     Strategy,
     percentiles,
     run_simulation,
 )
-from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.store.event_records import insert_events
 
 TARGETS = {

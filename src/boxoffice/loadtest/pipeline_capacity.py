@@ -17,13 +17,14 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.loadtest.pipeline_checks import audit_pipeline, drain
+from boxoffice.loadtest.pipeline_checks import audit_pipeline
+from boxoffice.messaging.backlog import drain
 from boxoffice.messaging.relay import sweep
 from boxoffice.messaging.topology import Topology, publisher_client
 from boxoffice.runtime.mailbox import Mailbox
@@ -57,7 +58,7 @@ def make_backlog(db: firestore.Client, users: list[str], orders: int, cancellati
     """A fresh event with ``orders`` one-ticket orders, the first ``cancellations`` cancelled.
     Nothing is published (no relay runs). Returns the event id."""
     event = create_event(db, name=f"Capacity {tag}", venue="Bench", price=1000, currency="EUR",
-                         starts_at=datetime.now(timezone.utc) + timedelta(days=30), capacity=max(1, orders),
+                         starts_at=datetime.now(UTC) + timedelta(days=30), capacity=max(1, orders),
                          per_order_max=1)
     with ThreadPoolExecutor(BUYER_THREADS) as pool:
         bought = list(pool.map(lambda u: purchase_tickets(db, event.id, u, 1, f"cap-{tag}").order, users[:orders]))

@@ -1,5 +1,5 @@
 """Checks and figures of the whole pipeline, for the simulator (`boxoffice simulate --pipeline`)
-and for operators: ``drain`` (wait until everything was published and handled),
+and for operators (``drain`` and ``backlog`` live in messaging/backlog.py):
 ``audit_pipeline`` (problems; empty = ok), ``pipeline_figures`` (throughput and lag) and
 ``measure_raw_consume_rate`` (the emulator's own ceiling, for the ratio).
 """
@@ -28,69 +28,7 @@ from boxoffice.messaging.topology import (
 )
 from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.store.documents import ORDERS, OUTBOX
-from boxoffice.store.messaging import EMAILS, FAILURES, PROCESSED
-
-Where = tuple[str, str, Any]
-
-
-def _count(db: firestore.Client, collection: str, *where: Where) -> int:
-    q: Any = db.collection(collection)
-    for f, op, v in where:
-        q = q.where(filter=FieldFilter(f, op, v))
-    result = q.count().get()
-    return int(result[0][0].value)
-
-
-def unpublished_count(db: firestore.Client, event_id: str | None = None) -> int:
-    """Outbox messages not yet published (of one event, or all)."""
-    scope: tuple[Where, ...] = (("event_id", "==", event_id),) if event_id else ()
-    return _count(db, OUTBOX, ("published_at", "==", None), *scope)
-
-
-@dataclass(frozen=True)
-class DrainReport:
-    drained: bool
-    waited_s: float
-    unpublished: int
-    backlog: dict[str, int]  # subscription -> messages it should have handled and has not yet
-
-    def __str__(self) -> str:
-        state = "drained" if self.drained else "NOT drained"
-        return f"{state} after {self.waited_s:.1f} s: unpublished={self.unpublished} backlog={self.backlog}"
-
-
-def backlog(db: firestore.Client, topology: Topology, event_id: str | None = None) -> tuple[int, dict[str, int]]:
-    """(unpublished outbox messages, per subscription: messages of its types not yet handled),
-    of the whole database or of one event.
-
-    Handled = a processed-message record, or dead-lettered by that subscription. Counted from
-    Firestore because the emulator has no backlog metric and a peek would disturb delivery."""
-    scope: tuple[Where, ...] = (("event_id", "==", event_id),) if event_id else ()
-    unpublished = unpublished_count(db, event_id)
-    per_sub: dict[str, int] = {}
-    for spec in topology.subscriptions:
-        expected = sum(_count(db, OUTBOX, ("type", "==", t), *scope) for t in spec.types)
-        done = _count(db, PROCESSED, ("subscription", "==", spec.name), *scope)
-        dead = _count(db, FAILURES, ("subscription", "==", spec.name), ("dead_lettered", "==", True), *scope)
-        per_sub[spec.name] = max(0, expected - done - dead)
-    return unpublished, per_sub
-
-
-def drain(db: firestore.Client, topology: Topology | None = None, *, timeout_s: float = 120.0,
-          poll_s: float = 0.5, event_id: str | None = None) -> DrainReport:
-    """Wait until the outbox has nothing unpublished and every subscription has handled every
-    message of its types (the relay and subscribers must be running somewhere); with
-    ``event_id``, only that event's messages count (other events' leftovers do not block)."""
-    topology = topology or default_topology()
-    t0 = time.monotonic()
-    while True:
-        unpublished, per_sub = backlog(db, topology, event_id)
-        waited = time.monotonic() - t0
-        if unpublished == 0 and not any(per_sub.values()):
-            return DrainReport(True, waited, 0, per_sub)
-        if waited >= timeout_s:
-            return DrainReport(False, waited, unpublished, per_sub)
-        time.sleep(poll_s)
+from boxoffice.store.messaging import EMAILS, PROCESSED
 
 
 def audit_pipeline(db: firestore.Client, event_id: str, mailbox: Mailbox, *, topology: Topology | None = None,
@@ -236,7 +174,7 @@ def measure_raw_consume_rate(n: int, *, project: str | None = None, ordered: boo
     The topic and subscription are deleted afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from google.cloud import pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
     from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
 

@@ -53,6 +53,16 @@ def summary_table(report: dict[str, Any]) -> Table:
 
         for name, value in pipeline_rows(report["pipeline"]):
             table.add_row(name, value)
+    typed = report.get("ticket_types")
+    if typed:
+        for type_id, row in typed["by_type"].items():
+            table.add_row(f"type {type_id}", f"{row['tickets_sold']} tickets in {row['orders']} orders, "
+                          f"{row['sold_out']} of {row['buyers']} buyers sold out")
+        if typed["seats_sold"]:
+            rate = typed["adjacency_rate"]
+            table.add_row("seats", f"{typed['seats_sold']} sold; {typed['seated_together']} of "
+                          f"{typed['multi_seat_orders']} multi-seat orders seated together"
+                          + (f" ({rate:.1%})" if rate is not None else ""))
     audit = report["audit"]
     table.add_row("audit", "[green]ok[/green]" if audit["ok"] else "[red]FAILED[/red]: " + "; ".join(audit["problems"]))
     return table

@@ -22,11 +22,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.model import OrderStatus
+from boxoffice.domain.ticket_types import DEFAULT_POOL_ID
 from boxoffice.services.audit import audit_inventory
 from boxoffice.store.documents import (
     BUYERS,
     ORDERS,
     OUTBOX,
+    event_from_doc,
     event_ref,
     inventory_col,
     order_from_doc,
@@ -61,7 +63,11 @@ def audit_sale(
     # are the operators' audit; this one adds what only a sale's ledger can tell.
     problems += audit_inventory(db, event_id, check_summary=check_summary)
     shards = [s.to_dict() or {} for s in inventory_col(db, event_id).stream()]
-    available, held, sold = (sum(int(d.get(k, 0)) for d in shards) for k in ("available", "held", "sold"))
+    # With ticket types, the event's counts are its pools' (a type's counter sits inside its pool).
+    catalogue = event_from_doc(event_id, event).catalogue if event else None
+    pools = {p.id for p in catalogue.pools} if catalogue is not None else None
+    counted = [d for d in shards if pools is None or (d.get("pool") or DEFAULT_POOL_ID) in pools]
+    available, held, sold = (sum(int(d.get(k, 0)) for d in counted) for k in ("available", "held", "sold"))
     oversold = max(0, sold - capacity)
     if oversold:
         problems.append(f"OVERSOLD by {oversold}: {sold} sold of {capacity}")

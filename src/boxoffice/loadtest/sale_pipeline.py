@@ -40,18 +40,14 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from google.cloud import firestore
 
-from boxoffice.loadtest.pipeline_checks import (
-    audit_pipeline,
-    drain,
-    measure_raw_consume_rate,
-    pipeline_figures,
-    unpublished_count,
-)
+from boxoffice.domain.messages import MessageType
+from boxoffice.loadtest.pipeline_checks import audit_pipeline, measure_raw_consume_rate, pipeline_figures
 from boxoffice.log import kv
+from boxoffice.messaging.backlog import drain, unpublished_count
 from boxoffice.messaging.topology import (
     EMAIL,
     Topology,
@@ -93,7 +89,7 @@ class SalePipeline:
     """The messaging side of one simulated sale. Use as a context manager (``close`` stops
     whatever was started: SMTP server, topology)."""
 
-    parts = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
+    parts: ClassVar[list[str]] = [RELAY, EMAIL_LOOP, ANALYTICS_LOOP]
 
     def __init__(self, db: firestore.Client, *, drain_timeout_s: float = 600.0, raw_rate: bool = True,
                  workers: int = 1, capacity: bool = True) -> None:
@@ -126,7 +122,7 @@ class SalePipeline:
         self._smtp_pid, address = mbox.start_process(self._tmp / "mail", self._tmp / "smtp.log")
         return address, mbox.Mailbox(self._tmp / "mail")
 
-    def __enter__(self) -> "SalePipeline":
+    def __enter__(self) -> SalePipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -209,9 +205,11 @@ class SalePipeline:
         from boxoffice.runtime import emulators as em
         from boxoffice.store.documents import ORDERS, OUTBOX
 
-        orders = self.db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).count().get()
-        cancels = (self.db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id))
-                   .where(filter=FieldFilter("type", "==", "order.cancelled")).count().get())
+        # The library types AggregationQuery.get loosely; the result is [[AggregationResult]].
+        order_count: Any = self.db.collection(ORDERS).where(filter=FieldFilter("event_id", "==", event_id)).count()
+        cancel_count: Any = (self.db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id))
+                             .where(filter=FieldFilter("type", "==", MessageType.ORDER_CANCELLED)).count())
+        orders, cancels = order_count.get(), cancel_count.get()
         n_orders, n_cancels = int(orders[0][0].value), int(cancels[0][0].value)
         phases = []
         for workers in (1, 2):

@@ -15,6 +15,7 @@ counts the allocator's commits behind the sales (``sales_per_commit``).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import random
@@ -84,6 +85,10 @@ class SimulationConfig:
     cancel_share: float = 0.0
     hold_ttl_s: float = 2.0
     worker: bool = False
+    # Ticket types (``typed_event``): three types, cheap / mid / premium, 60/30/10% of the
+    # tickets; ``seated`` puts each in a section of a seat map. Buyers mostly want 2 cheap seats.
+    types: bool = False
+    seated: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -106,6 +111,10 @@ class SimulationConfig:
                 problems.append(f"{name.replace('_', '-')} must be between 0 and 1")
         if self.hold_ttl_s <= 0:
             problems.append("hold-ttl must be positive")
+        if (self.types or self.seated) and (self.hold_share or self.cancel_share or self.strategy is not Strategy.QUEUED
+                                            or self.tickets < 10):
+            problems.append("--types/--seated sell through the allocator (queued strategy), without holds or "
+                            "cancellations, at least 10 tickets")
         if problems:
             raise errors.InvalidRequest("invalid simulation: " + "; ".join(problems))
 
@@ -137,6 +146,7 @@ class BuyerResult:
     via_hold: bool = False
     cancelled: bool = False
     instance: int = 0
+    type_id: str | None = None  # --types / --seated: the type asked for
 
     @property
     def request_id(self) -> str:
@@ -161,6 +171,7 @@ class SimulationResult:
     inventory_stats: dict[str, Any] | None = None
     pipeline: dict[str, Any] | None = None  # `--pipeline` figures (loadtest/sale_pipeline.py)
     queue: dict[str, Any] | None = None  # queued strategy: FIFO and commit figures (``queue_figures``)
+    typed: dict[str, Any] | None = None  # --types / --seated: per type, seats, adjacency (``typed_figures``)
 
     def count(self, answer: Answer) -> int:
         return sum(1 for r in self.results if r.answer is answer)
@@ -227,6 +238,7 @@ class SimulationResult:
             "fifo_violations": (self.queue or {}).get("fifo_violations"),
             "sales_per_commit": (self.queue or {}).get("sales_per_commit"),
             "queue": self.queue,
+            "ticket_types": self.typed,
             "audit": {"ok": self.audit.ok, "problems": self.audit.problems, "figures": self.audit.figures},
         }
 
@@ -278,24 +290,34 @@ def run_simulation(
         raise errors.InvalidRequest(f"{config.buyers} buyers need as many user ids, got {len(users)}")
     rng = random.Random(config.seed)
     single = config.strategy is Strategy.SINGLE_DOCUMENT
-    event = create_event(
-        db,
-        name=f"Flash sale {datetime.now(UTC):%H:%M:%S}",
-        venue="Simulator Arena",
-        starts_at=datetime.now(UTC) + timedelta(days=30),
-        price=4_500,
-        currency="EUR",
-        capacity=config.tickets,
-        per_order_max=config.max_quantity,
-        per_user_limit=config.max_quantity,
-        shard_count=1 if single else config.shards,
-    )
+    typed = config.types or config.seated
+    if typed:
+        types, seats = typed_event(config.tickets, seated=config.seated)
+        event = create_event(db, name=f"Seated sale {datetime.now(UTC):%H:%M:%S}" if config.seated else
+                             f"Typed sale {datetime.now(UTC):%H:%M:%S}", venue="Simulator Arena",
+                             starts_at=datetime.now(UTC) + timedelta(days=30), currency="EUR",
+                             per_order_max=max(4, config.max_quantity), types=types, seats=seats)
+    else:
+        event = create_event(
+            db,
+            name=f"Flash sale {datetime.now(UTC):%H:%M:%S}",
+            venue="Simulator Arena",
+            starts_at=datetime.now(UTC) + timedelta(days=30),
+            price=4_500,
+            currency="EUR",
+            capacity=config.tickets,
+            per_order_max=config.max_quantity,
+            per_user_limit=config.max_quantity,
+            shard_count=1 if single else config.shards,
+        )
     run = secrets.token_hex(3)
     names = users if users is not None else [f"sim-{run}-{i:05d}" for i in range(config.buyers)]
-    plan: list[PlanItem] = [
-        (i, names[i], f"buy-{i}", rng.randint(1, config.max_quantity), rng.randrange(2**32))
-        for i in range(config.buyers)
-    ]
+    plan: list[PlanItem] = []
+    for i in range(config.buyers):
+        quantity, seed = rng.randint(1, config.max_quantity), rng.randrange(2**32)
+        if typed:
+            quantity = typed_choice(random.Random(seed))[1]
+        plan.append((i, names[i], f"buy-{i}", quantity, seed))
     mixed = config.hold_share > 0 or config.cancel_share > 0
     if pipeline is not None:
         pipeline.before_sale(event.id, [user for _, user, *_ in plan])
@@ -320,7 +342,11 @@ def run_simulation(
             if background is not None:
                 inventory_stats = _drain_worker(db, background, event.id)
             audit, queue = _audit(db, event.id, results, duration, config, check_summary=background is not None)
-            pipeline_figures = pipeline.after_sale(event.id, audit.problems, background) if pipeline else None
+            typed_report = typed_figures(db, event.id, results) if typed else None
+            pipeline_figures = None
+            if pipeline:
+                assert background is not None  # a pipeline run always starts the worker (above)
+                pipeline_figures = pipeline.after_sale(event.id, audit.problems, background)
         finally:
             if background is not None:
                 background.stop()
@@ -331,7 +357,7 @@ def run_simulation(
     audit.ok = not audit.problems
     results.sort(key=lambda r: r.index)
     return SimulationResult(config, event.id, event.capacity, event.shard_count, results, duration, audit, kinds,
-                            inventory_stats, pipeline_figures, queue)
+                            inventory_stats, pipeline_figures, queue, typed_report)
 
 
 def _audit(db: firestore.Client, event_id: str, results: list[BuyerResult], duration: float,
@@ -393,6 +419,10 @@ def run_buyers(
 
     def buy(user: str, key: str, quantity: int, choice: random.Random) -> tuple[Answer, str, int, bool]:
         """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
+        if config.types or config.seated:
+            type_id, n = typed_choice(choice)
+            outcome = purchase_tickets(db, event_id, user, None, key, deadline_s=config.deadline_s, types={type_id: n})
+            return Answer.SOLD, outcome.order.id, outcome.attempts, False
         if choice.random() < config.hold_share:
             hold = hold_tickets(db, event_id, user, quantity, key, ttl_s=config.hold_ttl_s,
                                 deadline_s=config.deadline_s)
@@ -415,7 +445,8 @@ def run_buyers(
         try:
             answer, order_id, attempts, via_hold = buy(user, key, quantity, choice)
         except errors.SoldOut as exc:
-            answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets)
+            answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets) and getattr(
+                exc, "available", 0) == 0
         except errors.ContentionTimeout as exc:
             answer, error = Answer.ERROR, type(exc).__name__
         except errors.BoxofficeError as exc:
@@ -425,7 +456,8 @@ def run_buyers(
         done = time.time()
         cancelled = answer is Answer.SOLD and config.cancel_share > 0 and _was_cancelled(db, order_id)
         result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
-                             attempts, error, none_left, via_hold, cancelled, instance)
+                             attempts, error, none_left, via_hold, cancelled, instance,
+                             typed_choice(random.Random(seed))[0] if config.types or config.seated else None)
         with lock:
             results.append(result)
         if on_answer is not None:
@@ -470,8 +502,8 @@ def _instance_main(index: int, env: dict[str, str], event_id: str, plan: list[Pl
                    concurrency: int, ready: Any, go: Any, opened: Any, results: Any) -> None:
     """One app instance (a child process): its own clients, its own buyers."""
     os.environ.update(env)
-    from boxoffice.messaging.admission import admission_queue
     from boxoffice.runtime.emulators import client_from_environment
+    from boxoffice.store.admission_queue import admission_queue
 
     db = client_from_environment()
     admission_queue(db.project).ensure_queue(event_id)
@@ -487,7 +519,8 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
     commits behind the answers (answers and sales per commit, commits a second)."""
     docs = {s.id: s.to_dict() or {} for s in
             db.collection(REQUESTS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
-    answered, unanswered = [], 0
+    answered: dict[str | None, list[Answered]] = {}
+    unanswered = 0
     for r in results:
         doc = docs.get(r.request_id)
         if doc is None:
@@ -495,8 +528,9 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
             continue
         arrived = doc.get("arrived_at")
         if arrived is not None and r.answer in (Answer.SOLD, Answer.SOLD_OUT):
-            answered.append(Answered(arrived.timestamp(), r.quantity, r.answer is Answer.SOLD,
-                                     r.answer is Answer.SOLD_OUT, r.none_left))
+            # By ticket type: a buyer refused one type is not overtaken by a later buyer of another.
+            answered.setdefault(r.type_id, []).append(Answered(arrived.timestamp(), r.quantity, r.answer is Answer.SOLD,
+                                                               r.answer is Answer.SOLD_OUT, r.none_left))
     batches: dict[str, int] = {}
     sale_batches: set[str] = set()
     for doc in docs.values():
@@ -510,7 +544,7 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
     return {
         "requests_answered": len(docs),
         "unanswered": unanswered,
-        "fifo_violations": fifo_violations(answered) if fair else None,
+        "fifo_violations": sum(fifo_violations(group) for group in answered.values()) if fair else None,
         "allocator_commits": len(batches),
         "commits_with_sales": len(sale_batches),
         "answers_per_commit": round(len(docs) / len(batches), 1) if batches else 0.0,
@@ -518,6 +552,66 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
         "largest_commit": sizes[-1] if sizes else 0,
         "commits_per_s": round(len(batches) / duration_s, 1) if duration_s else 0.0,
     }
+
+
+TYPE_MIX = (("cheap", 0.6, 2500), ("mid", 0.3, 4500), ("premium", 0.1, 9000))
+SEATS_PER_ROW = 20
+
+
+def typed_event(tickets: int, *, seated: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Three types splitting ``tickets`` 60/30/10% (JSON forms for ``create_event``); seated:
+    a section per type, premium at the front, rows of 20 seats (the last row may be shorter)."""
+    sizes = [max(1, int(tickets * share)) for _, share, _ in TYPE_MIX]
+    sizes[0] += tickets - sum(sizes)
+    types = {"types": [{"id": t, "name": t.title(), "price": price} | ({} if seated else {"capacity": size})
+                       for (t, _, price), size in zip(TYPE_MIX, sizes, strict=True)]}
+    if not seated:
+        return types, None
+    sections = []
+    for (t, _, _), size in reversed(list(zip(TYPE_MIX, sizes, strict=True))):
+        rows = [{"id": f"R{r + 1}", "first": 1, "last": min(SEATS_PER_ROW, size - r * SEATS_PER_ROW), "type": t}
+                for r in range(-(-size // SEATS_PER_ROW))]
+        sections.append({"id": t, "rows": rows})
+    return types, {"sections": sections}
+
+
+def typed_choice(choice: random.Random) -> tuple[str, int]:
+    """A buyer of the typed sale: most want 2 (adjacent) cheap seats, some 1-4 mid, a few 1-2 premium."""
+    roll = choice.random()
+    if roll < 0.6:
+        return "cheap", 2
+    if roll < 0.85:
+        return "mid", choice.randint(1, 4)
+    return "premium", choice.randint(1, 2)
+
+
+def typed_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerResult]) -> dict[str, Any]:
+    """Per type: tickets sold, orders, buyers refused for lack of stock; seats sold; and the
+    adjacency success rate: orders of N >= 2 seats that got N adjacent seats in one row."""
+    per_type: dict[str, dict[str, int]] = {}
+    for r in results:
+        row = per_type.setdefault(r.type_id or "?", {"buyers": 0, "orders": 0, "tickets_sold": 0, "sold_out": 0})
+        row["buyers"] += 1
+        row["orders"] += r.answer is Answer.SOLD
+        row["tickets_sold"] += r.quantity if r.answer is Answer.SOLD else 0
+        row["sold_out"] += r.answer is Answer.SOLD_OUT
+    seats_sold, multi, together = 0, 0, 0
+    for snap in db.collection("orders").where(filter=FieldFilter("event_id", "==", event_id)).stream():
+        for line in (snap.to_dict() or {}).get("lines", ()):
+            seats = line.get("seat_ids") or []
+            seats_sold += len(seats)
+            if len(seats) >= 2:
+                multi += 1
+                together += seats_adjacent(seats)
+    return {"by_type": per_type, "seats_sold": seats_sold, "multi_seat_orders": multi, "seated_together": together,
+            "adjacency_rate": round(together / multi, 4) if multi else None}
+
+
+def seats_adjacent(seat_ids: Sequence[str]) -> bool:
+    """All in one row of one section, numbers consecutive."""
+    parts = sorted((s.split(":")[0], s.split(":")[1], int(s.split(":")[2])) for s in seat_ids)
+    return len({(a, b) for a, b, _ in parts}) == 1 and all(
+        y[2] == x[2] + 1 for x, y in itertools.pairwise(parts))
 
 
 def _was_cancelled(db: firestore.Client, order_id: str) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -72,7 +72,7 @@ class EventStats:
 
 
 def _minute_key(when: datetime | None) -> str:
-    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (when or datetime.now(UTC)).astimezone(UTC)
     return when.strftime("%Y%m%d%H%M")  # no ':' or '.' : a plain map key in Firestore
 
 
@@ -124,7 +124,7 @@ def _commit(db: firestore.Client, event_id: str, messages: list[Delivered]) -> N
 
 def _already_counted(db: firestore.Client, messages: list[Delivered]) -> set[str]:
     refs = [processed_ref(db, SUBSCRIPTION, d.message_id) for d in messages]
-    by_path = {ref.path: d.message_id for ref, d in zip(refs, messages)}
+    by_path = {ref.path: d.message_id for ref, d in zip(refs, messages, strict=False)}
     return {by_path[snap.reference.path] for snap in db.get_all(refs) if snap.exists}
 
 

@@ -33,7 +33,7 @@ import smtplib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -84,7 +84,7 @@ def _wait_for_confirmation(db: firestore.Client, d: Delivered) -> None:
     order_id = str(d.payload.get("order_id") or "")
     if not order_id or _confirmation_done(db, order_id):
         return
-    age = (datetime.now(timezone.utc) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
+    age = (datetime.now(UTC) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
     if age < CAUSALITY_WAIT_S:
         raise ConfirmationNotSentYet(f"order {order_id}: confirmation email not sent yet")
     kv(log, logging.WARNING, "email.causality_timeout", message_id=d.message_id, order_id=order_id,
@@ -102,12 +102,12 @@ class SmtpSettings:
     starttls: bool = False
 
     @classmethod
-    def from_address(cls, address: str, **kw: Any) -> "SmtpSettings":
+    def from_address(cls, address: str, **kw: Any) -> SmtpSettings:
         host, _, port = address.rpartition(":")
         return cls(host=host or "127.0.0.1", port=int(port), **kw)
 
     @classmethod
-    def from_env(cls, default_address: str | None = None) -> "SmtpSettings":
+    def from_env(cls, default_address: str | None = None) -> SmtpSettings:
         """BOXOFFICE_SMTP_HOST (host:port), BOXOFFICE_SMTP_USER / _PASSWORD, BOXOFFICE_SMTP_STARTTLS=1,
         BOXOFFICE_MAIL_FROM; else ``default_address`` (the dev stack's server)."""
         address = os.environ.get("BOXOFFICE_SMTP_HOST") or default_address
@@ -244,7 +244,7 @@ def _claim(db: firestore.Client, d: Delivered, kind: str) -> bool:
     fields = {
         "status": "sending",
         "claimed_at": firestore.SERVER_TIMESTAMP,
-        "claimed_at_local": datetime.now(timezone.utc),
+        "claimed_at_local": datetime.now(UTC),
     }
     try:
         ref.create({
@@ -266,7 +266,7 @@ def _claim(db: firestore.Client, d: Delivered, kind: str) -> bool:
     if status in ("sent", "skipped"):
         return False
     claimed = doc.get("claimed_at_local")
-    age = (datetime.now(timezone.utc) - claimed).total_seconds() if claimed else CLAIM_LEASE_S
+    age = (datetime.now(UTC) - claimed).total_seconds() if claimed else CLAIM_LEASE_S
     if status == "sending" and age < CLAIM_LEASE_S:
         raise EmailInFlight(d.message_id)
     # "failed", or "sending" past its lease (the sender crashed): take the claim over, unless
@@ -279,7 +279,7 @@ def _claim(db: firestore.Client, d: Delivered, kind: str) -> bool:
 def _finish(db: firestore.Client, d: Delivered, status: str, **extra: Any) -> None:
     batch = db.batch()
     batch.update(email_ref(db, d.message_id), {"status": status, "sent_at": firestore.SERVER_TIMESTAMP,
-                                               "sent_at_local": datetime.now(timezone.utc), **extra})
+                                               "sent_at_local": datetime.now(UTC), **extra})
     batch.set(processed_ref(db, SUBSCRIPTION, d.message_id), {
         "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
         "processed_at": firestore.SERVER_TIMESTAMP, "outcome": status,
@@ -326,11 +326,11 @@ MARK_CHUNK = 200  # messages per marking commit (two writes each)
 
 
 def _age_s(d: Delivered) -> float:
-    return (datetime.now(timezone.utc) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
+    return (datetime.now(UTC) - d.created_at).total_seconds() if d.created_at else CAUSALITY_WAIT_S
 
 
 def _claim_fields(d: Delivered, kind: str) -> dict[str, Any]:
-    return {"status": "sending", "claimed_at": firestore.SERVER_TIMESTAMP, "claimed_at_local": datetime.now(timezone.utc),
+    return {"status": "sending", "claimed_at": firestore.SERVER_TIMESTAMP, "claimed_at_local": datetime.now(UTC),
             "message_id": d.message_id, "kind": kind, "event_id": d.event_id, "order_id": d.payload.get("order_id"),
             "user_id": d.payload.get("user_id"), "committed_at": d.created_at, "attempts": 1}
 
@@ -384,7 +384,7 @@ def _mark(db: firestore.Client, done: list[tuple[Delivered, str, dict[str, Any]]
         batch = db.batch()
         for d, status, extra in chunk:
             batch.update(email_ref(db, d.message_id), {"status": status, "sent_at": firestore.SERVER_TIMESTAMP,
-                                                       "sent_at_local": datetime.now(timezone.utc), **extra})
+                                                       "sent_at_local": datetime.now(UTC), **extra})
             batch.set(processed_ref(db, SUBSCRIPTION, d.message_id), {
                 "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,
                 "processed_at": firestore.SERVER_TIMESTAMP, "outcome": status,
@@ -419,7 +419,7 @@ def _send_claimed(db: firestore.Client, mailer: Mailer, claimed: list[Delivered]
 
     failed = db.batch()
     n_failed = 0
-    for (d, user, msg), error in zip(to_send, run(send, to_send)):
+    for (d, user, msg), error in zip(to_send, run(send, to_send), strict=False):
         if error is None:
             done.append((d, "sent", {"to": user.email, "message_id_header": msg["Message-ID"]}))
         else:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 30.0
 MARK_CHUNK = 500  # writes per marking commit
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class RelaySettings:
     leases: LeaseSettings = field(default_factory=LeaseSettings)
 
     @classmethod
-    def from_env(cls) -> "RelaySettings":
+    def from_env(cls) -> RelaySettings:
         return cls(listen=os.environ.get("BOXOFFICE_RELAY_LISTEN", "1") != "0")
 
 
@@ -333,7 +333,7 @@ class OutboxRelay:
         self.topology_recreated += healed
         return healed
 
-    def start(self) -> "OutboxRelay":
+    def start(self) -> OutboxRelay:
         self._stop.clear()
         self._upkeep_thread = threading.Thread(target=self._upkeep, name=f"{self.name}-upkeep", daemon=True)
         self._upkeep_thread.start()

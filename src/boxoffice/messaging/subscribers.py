@@ -121,7 +121,7 @@ def _record_failure(sub: Subscription, message_id: str, event_id: str, exc: Base
     return int((ref.get().to_dict() or {}).get("failures", 1))
 
 
-def _verdict(sub: Subscription, data: bytes, attributes: dict[str, str], result: "str | BaseException") -> Verdict:
+def _verdict(sub: Subscription, data: bytes, attributes: dict[str, str], result: str | BaseException) -> Verdict:
     """Ack or nack one message given its handler's outcome (or error); never raises."""
     message_id = attributes.get("message_id", "?")
     if not isinstance(result, BaseException):
@@ -210,7 +210,7 @@ def process_batch(sub: Subscription, received: list[Received]) -> list[Verdict]:
         for mid, i in first.items():
             results[i] = outcomes.get(mid, RuntimeError(f"batch handler gave no outcome for {mid}"))
     return [_verdict(sub, data, attrs, result if result is not None else RuntimeError("unhandled"))
-            for (data, attrs, _), result in zip(received, results)]
+            for (data, attrs, _), result in zip(received, results, strict=False)]
 
 
 
@@ -263,10 +263,10 @@ class StreamingSubscriber:
         else:
             message.nack()
 
-    def start(self) -> "StreamingSubscriber":
+    def start(self) -> StreamingSubscriber:
         from concurrent.futures import ThreadPoolExecutor
 
-        from google.cloud import pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1
         from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
         scheduler = ThreadScheduler(ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name))
@@ -344,8 +344,8 @@ class PullingSubscriber:
             verdicts = process_batch(self.sub, items)
         else:
             verdicts = list(pool.map(lambda item: process(self.sub, *item), items))
-        acks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.ACK]
-        nacks = [rm.ack_id for rm, v in zip(received, verdicts) if v is Verdict.NACK]
+        acks = [rm.ack_id for rm, v in zip(received, verdicts, strict=False) if v is Verdict.ACK]
+        nacks = [rm.ack_id for rm, v in zip(received, verdicts, strict=False) if v is Verdict.NACK]
         if acks:
             self.subscriber.acknowledge(subscription=self.sub.path, ack_ids=acks)
         if nacks:
@@ -398,7 +398,7 @@ class PullingSubscriber:
                     continue
                 self._stop.wait(min(10.0, 0.25 * 2 ** failures))
 
-    def start(self) -> "PullingSubscriber":
+    def start(self) -> PullingSubscriber:
         from concurrent.futures import ThreadPoolExecutor
 
         self._stop.clear()

@@ -96,7 +96,7 @@ class Topology:
                 return s
         raise KeyError(name)
 
-    def with_policies(self, **changes: Any) -> "Topology":
+    def with_policies(self, **changes: Any) -> Topology:
         """The same topology with every subscription's policies changed (tests: short backoff)."""
         return replace(self, subscriptions=tuple(replace(s, **changes) for s in self.subscriptions))
 
@@ -128,7 +128,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def publisher_client(*, ordering: bool = True, batch_max_messages: int = 100, max_latency_s: float = 0.01) -> Any:
     """A publisher; with ``ordering``, messages of one ordering key are sent in order, batched
     (up to ``batch_max_messages`` per request, waiting at most ``max_latency_s`` for more)."""
-    from google.cloud import pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
 
     options = pubsub_v1.types.PublisherOptions(enable_message_ordering=ordering)
     batching = pubsub_v1.types.BatchSettings(max_messages=batch_max_messages, max_latency=max_latency_s)
@@ -136,7 +136,7 @@ def publisher_client(*, ordering: bool = True, batch_max_messages: int = 100, ma
 
 
 def subscriber_client() -> Any:
-    from google.cloud import pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
 
     return pubsub_v1.SubscriberClient()
 

@@ -19,8 +19,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.log import kv
-from boxoffice.messaging.admission import admission_queue
 from boxoffice.services.allocator import DEFAULT_BATCH, DEFAULT_LEASE_TTL_S, EventAllocator
+from boxoffice.store.admission_queue import admission_queue
 from boxoffice.store.documents import EVENTS
 from boxoffice.store.requests import new_instance_id
 
@@ -208,7 +208,7 @@ class AllocatorProcesses:
         # The worker's part process, without a supervisor: a test that SIGKILLs it sees it stay dead.
         cmd = [sys.executable, "-m", "boxoffice.runtime.part_process", "allocator", "--dir",
                str(Path(self.log_dir) / f"allocator-{len(self.procs)}")]
-        proc = subprocess.Popen(cmd, env=self.env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=self.env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child keeps it
                                 start_new_session=True)
         self.procs.append(proc)
         return proc

@@ -26,10 +26,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from boxoffice.runtime.emulators import EmulatorNotFound, EmulatorStartError, default_state_dir, pid_alive
 

@@ -37,11 +37,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import firestore
@@ -50,23 +51,23 @@ __all__ = [
     "EmulatorNotFound",
     "EmulatorStartError",
     "Stack",
-    "start_stack",
-    "stop_stack",
-    "running_stack",
     "clear_firestore",
-    "load_rules",
-    "firestore_client",
     "default_state_dir",
-    "state_file",
-    "read_state",
-    "write_state",
-    "remove_state",
-    "recorded_stack",
-    "pid_alive",
+    "firestore_client",
     "host_answers",
-    "start_pubsub_emulator",
+    "load_rules",
+    "pid_alive",
+    "read_state",
+    "recorded_stack",
+    "remove_state",
     "restart_pubsub_emulator",
+    "running_stack",
+    "start_pubsub_emulator",
+    "start_stack",
+    "state_file",
     "stop_emulator",
+    "stop_stack",
+    "write_state",
 ]
 
 HOST = "127.0.0.1"
@@ -217,14 +218,15 @@ def _locate(*, firestore: bool = True, pubsub: bool = True) -> _Tools:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def host_answers(host: str, timeout: float = 1.0) -> bool:
     """True when ``GET http://host/`` returns 200 (both emulators answer "Ok")."""
     try:
         with urllib.request.urlopen(f"http://{host}/", timeout=timeout) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -506,7 +508,7 @@ def write_state(stack: Stack) -> Path:
         "firestore_host": stack.firestore_host,
         "pubsub_host": stack.pubsub_host,
         "pids": list(stack.pids),
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "state_dir": str(stack.state_dir),
     }
     tmp = path.with_suffix(".json.tmp")
@@ -515,9 +517,10 @@ def write_state(stack: Stack) -> Path:
     return path
 
 
-def read_state(state_dir: Path | None = None) -> dict | None:
+def read_state(state_dir: Path | None = None) -> dict[str, Any] | None:
     try:
-        return json.loads(state_file(state_dir).read_text())
+        state: dict[str, Any] = json.loads(state_file(state_dir).read_text())
+        return state
     except (OSError, ValueError):
         return None
 
@@ -640,7 +643,7 @@ def load_rules(host: str, project: str, rules: Path = RULES_FILE) -> None:
             raise RuntimeError(f"PUT {url} returned {resp.status}")
 
 
-def firestore_client(stack: Stack) -> "firestore.Client":
+def firestore_client(stack: Stack) -> firestore.Client:
     """A google.cloud.firestore.Client talking to ``stack``'s emulator, whatever the environment says."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
@@ -652,7 +655,7 @@ def firestore_client(stack: Stack) -> "firestore.Client":
     return client
 
 
-def client_from_environment() -> "firestore.Client":
+def client_from_environment() -> firestore.Client:
     """A client on the emulator that FIRESTORE_EMULATOR_HOST and GOOGLE_CLOUD_PROJECT name
     (a child process of a command that runs a stack: the simulator's instances, allocators)."""
     from google.auth.credentials import AnonymousCredentials

@@ -26,6 +26,7 @@ commit of the summary that reflects it; per event, the times the summary was wri
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import statistics
@@ -299,7 +300,7 @@ class InventoryTriggerLoop:
             if len(ts) > 1:
                 span = (ts[-1] - ts[0]).total_seconds()
                 rates.append((len(ts) - 1) / span if span > 0 else float("inf"))
-                gap = min((b - a).total_seconds() for a, b in zip(ts, ts[1:]))
+                gap = min((b - a).total_seconds() for a, b in itertools.pairwise(ts))
                 min_gap = gap if min_gap is None else min(min_gap, gap)
         return {
             "changes_seen": self.changes_seen,

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class MailItem:
     file: str
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "MailItem":
+    def from_json(cls, d: dict[str, Any]) -> MailItem:
         return cls(**{k: d.get(k, "" if k != "to" else []) for k in cls.__dataclass_fields__})
 
 
@@ -63,7 +63,7 @@ class Mailbox:
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         (self.path / name).write_bytes(raw)
         item = MailItem(
-            received_at=datetime.now(timezone.utc).isoformat(),
+            received_at=datetime.now(UTC).isoformat(),
             message_id=str(msg.get("Message-ID", "")).strip(),
             mail_from=mail_from,
             to=list(rcpt_tos),
@@ -114,7 +114,7 @@ class _Handler:
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.mailbox.store(envelope.original_content or envelope.content, envelope.mail_from,
                            list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
@@ -142,7 +142,7 @@ class LocalSmtpServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "LocalSmtpServer":
+    def start(self) -> LocalSmtpServer:
         """Start serving (again, on the same port, after ``stop``: tests take SMTP away and back)."""
         from aiosmtpd.controller import Controller
 

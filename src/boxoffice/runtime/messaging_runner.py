@@ -31,7 +31,7 @@ class MessagingLoops:
     def loops(self) -> list[Any]:
         return ([self.relay] if self.relay else []) + list(self.subscribers)
 
-    def start(self) -> "MessagingLoops":
+    def start(self) -> MessagingLoops:
         for loop in self.loops:
             loop.start()
         return self
@@ -61,7 +61,7 @@ class SubscriberSettings:
     max_outstanding: int = 200  # flow control of a streaming (ordered) subscriber
 
     @classmethod
-    def from_env(cls) -> "SubscriberSettings":
+    def from_env(cls) -> SubscriberSettings:
         """BOXOFFICE_PULL_BATCH, BOXOFFICE_PULLERS, BOXOFFICE_SMTP_CONNECTIONS, BOXOFFICE_HANDLER_THREADS."""
         env = {"batch": "BOXOFFICE_PULL_BATCH", "pullers": "BOXOFFICE_PULLERS",
                "smtp_connections": "BOXOFFICE_SMTP_CONNECTIONS", "threads": "BOXOFFICE_HANDLER_THREADS"}
@@ -85,7 +85,10 @@ def subscriber_for(sub: Subscription, *, threads: int = 8, max_outstanding: int 
 def firestore_probe(db: firestore.Client) -> Callable[[], None]:
     """Raises unless Firestore answers a one-document read within 5 s."""
 
-    return lambda: db.collection(PROCESSED).limit(1).get(timeout=5)
+    def probe() -> None:
+        db.collection(PROCESSED).limit(1).get(timeout=5)
+
+    return probe
 
 
 def build_loops(db: firestore.Client, topology: Topology, mailer: email.Mailer | None, *, relay: bool = True,

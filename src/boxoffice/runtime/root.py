@@ -18,7 +18,7 @@ Locally the clients come from the environment:
 A part whose dependency is missing is not an error: it is replaced by a ``SkippedLoop`` that
 says why, so `boxoffice worker` on a Firestore-only stack still runs the inventory parts.
 Against real Pub/Sub (no emulator) production runs the messaging parts as Cloud Functions
-(messaging/pipeline_functions.py), so the local worker skips them.
+(runtime/pipeline_functions.py), so the local worker skips them.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class BackgroundLoop(Protocol):
     name: str
 
-    def start(self) -> None: ...
+    def start(self) -> object: ...  # some return self, for chaining
 
     def stop(self, timeout: float = 5.0) -> None: ...
 

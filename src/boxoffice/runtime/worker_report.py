@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from boxoffice.domain.availability import is_reflected
-from boxoffice.loadtest.pipeline_checks import backlog
+from boxoffice.messaging.backlog import backlog
 from boxoffice.runtime.part_status import WorkerView, read_workers
 from boxoffice.store.documents import event_ref, inventory_col
 from boxoffice.store.messaging import FAILURES

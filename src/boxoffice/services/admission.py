@@ -9,7 +9,7 @@
    under the next attempt number, and may succeed this time.
    Refusals that need no queue are answered at once with nothing written: unknown event, sale
    not open, bad quantity.
-2. publish the request to the event's admission queue (``messaging.admission``);
+2. publish the request to the event's admission queue (``store.admission_queue``);
 3. wait for the answer (``store.requests.AnswerBoard``) until ``wait_s``; if it has not come
    by then, ``AnswerPending``: the request stays queued and will be answered exactly once,
    and asking again with the same key returns that answer.
@@ -20,14 +20,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from google.cloud import firestore
 
 from boxoffice.domain.allocation import RequestKind, TicketRequest
-from boxoffice.domain.errors import AnswerPending, EventNotFound, IdempotencyConflict
+from boxoffice.domain.errors import AnswerPending, EventNotFound, IdempotencyConflict, InvalidRequest
 from boxoffice.domain.model import SaleStatus
 from boxoffice.log import kv
-from boxoffice.messaging.admission import admission_queue
+from boxoffice.store.admission_queue import admission_queue
 from boxoffice.store.documents import event_from_doc, event_ref
 from boxoffice.store.requests import Answer, answer_board, answer_from_doc, request_ref
 
@@ -67,6 +68,8 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
+    if request.kind is RequestKind.HOLD and (event.catalogue is not None or request.lines or request.seats):
+        raise InvalidRequest("holds of events with ticket types or seats are not supported yet: buy instead")
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)
@@ -80,7 +83,7 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     return Asked(answer, replayed=answer.message_id != message_id, waited_s=waited)
 
 
-def _get_two(db: firestore.Client, a: firestore.DocumentReference, b: firestore.DocumentReference) -> tuple:
+def _get_two(db: firestore.Client, a: firestore.DocumentReference, b: firestore.DocumentReference) -> tuple[Any, Any]:
     snaps = {s.reference.path: s for s in db.get_all([a, b])}
     return snaps[a.path], snaps[b.path]
 

@@ -4,7 +4,7 @@
 
 1. hold the event's lease (``store.leases``), or do nothing while another allocator holds it;
 2. pull the next requests from the event's admission queue, in arrival order
-   (``messaging.admission``; the ordered subscription holds back what follows an
+   (``store.admission_queue``; the ordered subscription holds back what follows an
    unacknowledged batch);
 3. read, in one round trip, the event, the answers already written for these requests (a
    redelivered request that was answered is skipped), the orders and holds they would create,
@@ -50,9 +50,10 @@ from boxoffice.domain.allocation import (
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
 from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
 from boxoffice.domain.model import Event, ShardMove
+from boxoffice.domain.seating import SeatBook
 from boxoffice.log import kv
-from boxoffice.messaging.admission import AdmissionQueue, Delivery
 from boxoffice.services.summary import refresh_summary
+from boxoffice.store.admission_queue import AdmissionQueue, Delivery
 from boxoffice.store.allocation import stage_grant, stage_take
 from boxoffice.store.documents import (
     buyer_from_doc,
@@ -62,6 +63,8 @@ from boxoffice.store.documents import (
     hold_ref,
     inventory_col,
     order_ref,
+    seats_col,
+    section_ref,
 )
 from boxoffice.store.leases import Lease, LeaseLost, landed, release, renew, stage_fence, still_ours, try_acquire
 from boxoffice.store.requests import Answer, answer_from_doc, request_ref, stage_answer
@@ -113,6 +116,11 @@ class EventAllocator:
         self._summary_due = False
         self._summary_at = 0.0
         self._shard_written_at: dict[str, float] = {}
+        # Reserved seating: the seats taken, kept in memory while this allocator holds the lease
+        # (it is the only writer that takes seats); loaded from the seat documents on takeover.
+        self._book: SeatBook | None = None
+        self._sections_due: set[str] = set()
+        self._sections_at = 0.0
         self.stats = AllocatorStats()
 
     # --- the loop's turn ------------------------------------------------------------------
@@ -136,6 +144,7 @@ class EventAllocator:
         self.queue.ack(self.event_id, [d.ack_id for d in deliveries])
         self._summary_due = self._summary_due or answered > 0
         self._write_summary_if_due()
+        self._write_sections_if_due()
         return answered
 
     def stop(self) -> None:
@@ -161,6 +170,7 @@ class EventAllocator:
             return False
         self.lease, self._renewed_at = lease, time.monotonic()
         self._shard_written_at.clear()
+        self._book = None
         kv(log, logging.INFO, "allocator.lease_acquired", event_id=self.event_id, holder=self.holder, epoch=lease.epoch)
         return True
 
@@ -171,6 +181,7 @@ class EventAllocator:
 
     def _idle_chores(self) -> None:
         self._write_summary_if_due()
+        self._write_sections_if_due()
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -187,6 +198,7 @@ class EventAllocator:
             except (gexc.Aborted, gexc.Conflict, gexc.FailedPrecondition, gexc.ServiceUnavailable,
                     gexc.DeadlineExceeded, ValueError) as exc:
                 self.stats.commit_failures += 1
+                self._book = None  # a seat created meanwhile (ALREADY_EXISTS): re-read the seats
                 kv(log, logging.WARNING, "allocator.commit_failed", event_id=self.event_id, attempt=attempt,
                    error=f"{type(exc).__name__}: {exc}"[:300])
                 time.sleep(0.05 * attempt)
@@ -195,7 +207,8 @@ class EventAllocator:
     def _commit_batch(self, requests: list[TicketRequest]) -> int:
         if not requests:
             return 0
-        event, answered, versions, existing, counted = self._read(requests)
+        event, answered, versions, existing, counted, counted_types = self._read(requests)
+        book: SeatBook | None = None
         fresh, made, skipped = [], [], 0
         for r in requests:
             prior = answered.get(r.id)
@@ -208,7 +221,12 @@ class EventAllocator:
         if event is None:
             allocation = Allocation([Refusal(r, EventNotFound(self.event_id)) for r in fresh], Stock({}), counted)
         else:
-            allocation = allocate(event, self._stock(), fresh, counted)
+            if event.seat_map is not None:
+                if self._book is None:
+                    self._book = self._load_seat_book(event)
+                book = self._book.copy()  # taken for good only if the batch commits
+            allocation = allocate(event, self._stock(), fresh, counted, counted_types=counted_types, seats=book,
+                                  now=datetime.now(UTC))
         decisions = made + allocation.decisions
         taken = _taken([d for d in decisions if isinstance(d, Grant)])
         batch_id = secrets.token_hex(4)
@@ -236,10 +254,14 @@ class EventAllocator:
             raise
         self.lease = landed(staged, results)
         elapsed = time.perf_counter() - started
+        if event is not None and event.seat_map is not None:
+            self._book = book
+            self._sections_due.update(event.seat_map.section_of(s) for g in allocation.grants
+                                      for line in g.lines for s in line.seat_ids)
         self._renewed_at = time.monotonic()
         now_s = time.monotonic()
-        for move in taken.values():
-            for sid in move:
+        for per_shard in taken.values():
+            for sid in per_shard:
                 self._shard_written_at[sid] = now_s
         grants = sum(1 for d in decisions if isinstance(d, Grant))
         self.stats.batches += 1
@@ -255,7 +277,8 @@ class EventAllocator:
 
     def _read(
         self, requests: list[TicketRequest]
-    ) -> tuple[Event | None, dict[str, Answer], dict[str, Any], dict[str, Any], dict[str, int]]:
+    ) -> tuple[Event | None, dict[str, Answer], dict[str, Any], dict[str, Any], dict[str, int],
+               dict[str, dict[str, int]]]:
         """The event (None if gone), prior answers and their versions, orders or holds already
         made under the requests' ids, and each user's tickets bought + held."""
         users = sorted({r.user_id for r in requests})
@@ -280,11 +303,18 @@ class EventAllocator:
                 made = snaps.get(ref.path)
                 if made is not None and made.exists:
                     existing[i] = made.to_dict() or {}
-        counted = {}
+        counted, counted_types = {}, {}
         for u in users:
             snap = snaps[buyer_ref(self.db, self.event_id, u).path]
-            counted[u] = buyer_from_doc(self.event_id, u, snap.to_dict() if snap.exists else None).counted
-        return event, answered, versions, existing, counted
+            buyer = buyer_from_doc(self.event_id, u, snap.to_dict() if snap.exists else None)
+            counted[u], counted_types[u] = buyer.counted, dict(buyer.types)
+        return event, answered, versions, existing, counted, counted_types
+
+    def _load_seat_book(self, event: Event) -> SeatBook:
+        assert event.seat_map is not None
+        sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
+        kv(log, logging.INFO, "allocator.seats_loaded", event_id=self.event_id, taken=len(sold))
+        return SeatBook(event.seat_map, sold)
 
     def _stock(self) -> Stock:
         """Shards with tickets, least recently written by this allocator first (spreads the writes)."""
@@ -298,6 +328,22 @@ class EventAllocator:
         return Stock(shards, order)
 
     # --- summary --------------------------------------------------------------------------
+
+    def _write_sections_if_due(self) -> None:
+        """The per-section documents clients listen to: at most one write a second each."""
+        if not self._sections_due or self._book is None or time.monotonic() - self._sections_at < 1.0:
+            return
+        batch = self.db.batch()
+        for section in sorted(self._sections_due):
+            batch.set(section_ref(self.db, self.event_id, section),
+                      self._book.section_view(section) | {"updated_at": firestore.SERVER_TIMESTAMP})
+        try:
+            batch.commit()
+        except gexc.GoogleAPICallError as exc:
+            kv(log, logging.WARNING, "allocator.sections_failed", event_id=self.event_id, error=str(exc)[:200])
+            return
+        self._sections_at = time.monotonic()
+        self._sections_due.clear()
 
     def _write_summary_if_due(self) -> None:
         if not self.write_summary or not self._summary_due or \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,8 @@ from google.cloud import firestore
 
 from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
+from boxoffice.domain.seating import seat_map_from_json
+from boxoffice.domain.ticket_types import type_specs_from_json
 from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
 
@@ -21,9 +24,9 @@ def create_event(
     name: str,
     venue: str,
     starts_at: datetime,
-    price: int,
-    currency: str,
-    capacity: int,
+    price: int | None = None,
+    currency: str = "EUR",
+    capacity: int | None = None,
     per_order_max: int = 10,
     per_user_limit: int | None = None,
     shard_count: int | None = None,
@@ -32,14 +35,23 @@ def create_event(
     status: SaleStatus = SaleStatus.ON_SALE,
     event_id: str | None = None,
     organiser_id: str | None = None,
+    types: Mapping[str, Any] | None = None,
+    seats: Mapping[str, Any] | None = None,
 ) -> Event:
     """Validate and create an event with its inventory shards in one commit.
 
     ``organiser_id`` is the uid of the signed-in creator; only they may change the event later.
     ``starts_at`` must be in the future (``InvalidRequest``).
+    ``types`` and ``seats`` are the JSON forms of ticket types (with shared pools) and of a seat
+    map (``domain.ticket_types.type_specs_from_json``, ``domain.seating.seat_map_from_json``);
+    without them the event sells one type at ``price``. Anything invalid raises a named
+    ``InvalidRequest`` before anything is written.
     """
     now = datetime.now(UTC)
     require_future_start(starts_at, now)
+    seat_map = seat_map_from_json(seats) if seats is not None else None
+    specs, pools = (type_specs_from_json(types, currency=currency, per_order_max=per_order_max)
+                    if types is not None else (None, ()))
     event = new_event(
         event_id=event_id or f"ev_{secrets.token_hex(6)}",
         name=name,
@@ -56,6 +68,9 @@ def create_event(
         low_stock_threshold=low_stock_threshold,
         now=now,
         organiser_id=organiser_id,
+        types=specs,
+        pools=pools,
+        seat_map=seat_map,
     )
     store.insert_event(db, event)
     return event

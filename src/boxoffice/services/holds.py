@@ -51,6 +51,7 @@ from boxoffice.log import kv
 from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
 from boxoffice.services.admission import ask
 from boxoffice.services.purchasing import PurchaseResult, make_request
+from boxoffice.store.allocation import stage_order
 from boxoffice.store.documents import (
     HOLDS,
     buyer_ref,
@@ -63,7 +64,6 @@ from boxoffice.store.documents import (
     shard_move,
     shard_ref,
 )
-from boxoffice.store.allocation import stage_order
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ writer that takes tickets, fenced by its lease.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.cloud import firestore
@@ -36,9 +37,25 @@ class PurchaseResult:
 
 
 def make_request(
-    event_id: str, user_id: str, quantity: int, idempotency_key: str, kind: RequestKind = RequestKind.PURCHASE
+    event_id: str, user_id: str, quantity: int | None, idempotency_key: str, kind: RequestKind = RequestKind.PURCHASE,
+    *, types: Mapping[str, int] | None = None, seats: Sequence[str] | None = None,
 ) -> TicketRequest:
-    """Check what can be checked without the database. Raises ``InvalidRequest``."""
+    """Check what can be checked without the database. Raises ``InvalidRequest``.
+
+    ``types`` ({type id: quantity}) or ``seats`` (seat ids) ask an event with ticket types for
+    those; ``quantity`` may then be left out (it is their total, and must agree if given).
+    """
+    lines = tuple(sorted((types or {}).items()))
+    seat_ids = tuple(seats or ())
+    if lines or seat_ids:
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for _, n in lines):
+            raise InvalidQuantity("every ticket type needs a whole number of tickets, 1 or more")
+        total = sum(n for _, n in lines) if lines else len(seat_ids)
+        if quantity is not None and quantity != total:
+            raise InvalidQuantity(f"quantity {quantity} disagrees with the {total} tickets named by type or seat")
+        quantity = total
+    if quantity is None:
+        raise InvalidQuantity("say how many tickets: a quantity, or quantities by ticket type, or seats")
     if not isinstance(event_id, str) or not event_id.strip() or "/" in event_id:
         raise InvalidRequest("event id must be a non-empty string without '/'")
     if not isinstance(user_id, str) or not user_id.strip() or "/" in user_id or len(user_id) > 128:
@@ -48,17 +65,19 @@ def make_request(
     order_id = order_id_for(user_id, idempotency_key)
     request_id = order_id if kind is RequestKind.PURCHASE else "h_" + order_id[2:]
     return TicketRequest(id=request_id, kind=kind, event_id=event_id, user_id=user_id, quantity=quantity,
-                         idempotency_key=idempotency_key)
+                         idempotency_key=idempotency_key, lines=lines, seats=seat_ids)
 
 
 def purchase_tickets(
     db: firestore.Client,
     event_id: str,
     user_id: str,
-    quantity: int,
+    quantity: int | None,
     idempotency_key: str,
     *,
     deadline_s: float = DEFAULT_DEADLINE_S,
+    types: Mapping[str, int] | None = None,
+    seats: Sequence[str] | None = None,
 ) -> PurchaseResult:
     """Buy ``quantity`` tickets of an event for a user, exactly once per idempotency key.
 
@@ -72,8 +91,13 @@ def purchase_tickets(
     ``PerUserLimitExceeded``, ``SoldOut``/``NotEnoughTickets``, ``IdempotencyConflict``, or
     ``AnswerPending`` (a ``ContentionTimeout``) when the answer did not come within
     ``deadline_s``: the request is still queued, and the same key later returns its answer.
+
+    By ticket type (``types``) or seat (``seats``), also ``UnknownTicketType``,
+    ``TicketTypeNotOnSale``, ``TicketTypeSoldOut``, ``PerUserTypeLimitExceeded``,
+    ``SeatUnavailable`` and ``SeatNotInMap``; seated types get the best seats available
+    together (``domain.seating``), in arrival order.
     """
-    request = make_request(event_id, user_id, quantity, idempotency_key)
+    request = make_request(event_id, user_id, quantity, idempotency_key, types=types, seats=seats)
     asked = ask(db, request, wait_s=deadline_s)
     if not asked.answer.granted:
         raise asked.answer.error()

@@ -129,7 +129,7 @@ def _write(
         return SummaryOutcome(REFLECTED, previous, previous.get("written_at"))
     source_time = max(s.update_time for s in snaps)
     summary = compute_summary((shard_from_doc(s.id, s.to_dict() or {}) for s in snaps),
-                              event.status, event.low_stock_threshold)
+                              event.status, event.low_stock_threshold, event.catalogue)
     key = summary_key(as_of)
     raised = notices(previous, summary, event.low_stock_threshold) if event.status.value == "on_sale" else []
     waiting = []

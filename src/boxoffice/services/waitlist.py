@@ -79,12 +79,14 @@ def leave_waitlist(db: firestore.Client, event_id: str, user_id: str) -> bool:
 def _with_position(db: firestore.Client, entry: WaitlistEntry) -> WaitlistEntry:
     if entry.status != "waiting" or entry.joined_at is None:
         return entry
-    ahead = (waitlist_col(db, entry.event_id).where(filter=FieldFilter("status", "==", "waiting"))
-             .where(filter=FieldFilter("joined_at", "<", entry.joined_at)).count().get())
+    # The library types AggregationQuery.get loosely; the result is [[AggregationResult]].
+    count: Any = (waitlist_col(db, entry.event_id).where(filter=FieldFilter("status", "==", "waiting"))
+                  .where(filter=FieldFilter("joined_at", "<", entry.joined_at)).count())
+    ahead = count.get()
     return replace(entry, position=int(ahead[0][0].value) + 1)
 
 
 def waitlist(db: firestore.Client, event_id: str) -> list[dict[str, Any]]:
     """All entries of an event, in line order."""
-    rows = [s.to_dict() | {"user_id": s.id} for s in waitlist_col(db, event_id).stream()]
+    rows = [(s.to_dict() or {}) | {"user_id": s.id} for s in waitlist_col(db, event_id).stream()]
     return sorted(rows, key=lambda r: (r.get("joined_at") is None, r.get("joined_at")))

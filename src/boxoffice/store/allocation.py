@@ -30,6 +30,7 @@ from boxoffice.store.documents import (
     order_to_doc,
     outbox_ref,
     outbox_to_doc,
+    seat_ref,
     shard_move,
     shard_ref,
     ticket_ref,
@@ -48,9 +49,10 @@ def stage_take(db: firestore.Client, writer: Any, event_id: str, taken: Mapping[
 
 def stage_buyer(
     db: firestore.Client, writer: Any, event_id: str, user_id: str, *, tickets: int = 0, held: int = 0,
-    order_ids: list[str] | None = None,
+    order_ids: list[str] | None = None, types: Mapping[str, int] | None = None,
 ) -> None:
-    """Add to a buyer's per-event record (created if missing): tickets bought and held, orders."""
+    """Add to a buyer's per-event record (created if missing): tickets bought and held, orders,
+    and for an event with ticket types the tickets bought of each type."""
     doc: dict[str, Any] = {
         "event_id": event_id,
         "user_id": user_id,
@@ -58,6 +60,8 @@ def stage_buyer(
         "held": firestore.Increment(held),
         "updated_at": firestore.SERVER_TIMESTAMP,
     }
+    if types:
+        doc["types"] = {t: firestore.Increment(n) for t, n in types.items()}
     if order_ids:
         doc["order_ids"] = firestore.ArrayUnion(order_ids)
     writer.set(buyer_ref(db, event_id, user_id), doc, merge=True)
@@ -77,6 +81,16 @@ def stage_order(
     writer.create(outbox_ref(db, message.id), outbox_to_doc(message))
 
 
+def stage_seats(db: firestore.Client, writer: Any, tickets: list[Ticket]) -> None:
+    """One document per sold seat, ``create``d: a seat sold twice would fail the whole commit,
+    whatever the allocator believed (a second line of defence behind its lease)."""
+    for ticket in tickets:
+        if ticket.seat is not None:
+            writer.create(seat_ref(db, ticket.event_id, ticket.seat), {
+                "order_id": ticket.order_id, "ticket_id": ticket.id, "type_id": ticket.type_id,
+                "user_id": ticket.user_id, "sold_at": firestore.SERVER_TIMESTAMP})
+
+
 def stage_grant(db: firestore.Client, writer: Any, event: Event, grant: Grant, now: datetime) -> Order | Hold:
     """Stage what one granted request creates (not the shard counts: ``stage_take`` does them per
     batch): an order with its tickets and outbox message, or a hold; and the buyer's record."""
@@ -84,9 +98,11 @@ def stage_grant(db: firestore.Client, writer: Any, event: Event, grant: Grant, n
     if request.kind is RequestKind.PURCHASE:
         order, tickets = new_order(order_id=request.id, event=event, user_id=request.user_id,
                                    quantity=request.quantity, allocations=grant.allocations,
-                                   idempotency_key=request.idempotency_key)
+                                   idempotency_key=request.idempotency_key, lines=grant.lines)
         stage_order(db, writer, order, tickets, messages.order_confirmed(order))
-        stage_buyer(db, writer, event.id, request.user_id, tickets=request.quantity, order_ids=[order.id])
+        stage_seats(db, writer, tickets)
+        stage_buyer(db, writer, event.id, request.user_id, tickets=request.quantity, order_ids=[order.id],
+                    types={line.type_id: line.quantity for line in grant.lines})
         return order
     ttl = timedelta(seconds=request.hold_ttl_s) if request.hold_ttl_s else timedelta(minutes=event.hold_minutes)
     hold = Hold(id=request.id, event_id=event.id, user_id=request.user_id, quantity=request.quantity,

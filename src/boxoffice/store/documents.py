@@ -11,12 +11,14 @@
     refunds/{refundId}                     money owed back for cancelled tickets
     events/{eventId}/waitlist/{userId}     a user waiting for tickets of a sold-out event
     trigger_failures/{changeId}            inventory changes whose handler failed every attempt
+    events/{eventId}/seats/{seatId}        a sold seat: order, ticket, type (reserved seating)
+    events/{eventId}/sections/{sectionId}  taken seats of one section, for clients to listen to
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.cloud import firestore
 
@@ -26,16 +28,18 @@ from boxoffice.domain.model import (
     Event,
     Hold,
     HoldStatus,
-    Refund,
-    ShardMove,
-    shard_deltas,
     InventoryShard,
     Order,
     OrderStatus,
+    Refund,
     SaleStatus,
+    ShardMove,
     Ticket,
     TicketStatus,
+    shard_deltas,
 )
+from boxoffice.domain.seating import seat_map_from_json, seat_map_to_json
+from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, Catalogue, OrderLine, Pool, TicketType
 
 EVENTS = "events"
 INVENTORY = "inventory"
@@ -48,6 +52,8 @@ HOLDS = "holds"
 REFUNDS = "refunds"
 WAITLIST = "waitlist"
 TRIGGER_FAILURES = "trigger_failures"
+SEATS = "seats"
+SECTIONS = "sections"
 
 
 def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:
@@ -55,7 +61,7 @@ def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReferenc
 
 
 def inventory_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
-    return event_ref(db, event_id).collection(INVENTORY)
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(INVENTORY))
 
 
 def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.DocumentReference:
@@ -63,7 +69,7 @@ def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.Docu
 
 
 def buyer_ref(db: firestore.Client, event_id: str, user_id: str) -> firestore.DocumentReference:
-    return event_ref(db, event_id).collection(BUYERS).document(user_id)
+    return cast(firestore.DocumentReference, event_ref(db, event_id).collection(BUYERS).document(user_id))
 
 
 def order_ref(db: firestore.Client, order_id: str) -> firestore.DocumentReference:
@@ -91,7 +97,22 @@ def refund_ref(db: firestore.Client, refund_id: str) -> firestore.DocumentRefere
 
 
 def waitlist_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
-    return event_ref(db, event_id).collection(WAITLIST)
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(WAITLIST))
+
+
+def seats_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(SEATS))
+
+
+def seat_ref(db: firestore.Client, event_id: str, seat: str) -> firestore.DocumentReference:
+    """``events/{e}/seats/{section:row:number}``: exists while the seat is sold (created, never
+    overwritten, by the allocator in the commit that sells it)."""
+    return seats_col(db, event_id).document(seat)
+
+
+def section_ref(db: firestore.Client, event_id: str, section: str) -> firestore.DocumentReference:
+    """``events/{e}/sections/{section}``: the display copy of a section's taken seats."""
+    return cast(firestore.DocumentReference, event_ref(db, event_id).collection(SECTIONS).document(section))
 
 
 def trigger_failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
@@ -117,7 +138,30 @@ def event_to_doc(event: Event) -> dict[str, Any]:
         "low_stock_threshold": event.low_stock_threshold,
         "created_at": event.created_at or firestore.SERVER_TIMESTAMP,
         "organiser_id": event.organiser_id,
+    } | ({} if event.catalogue is None else {"ticket_types": catalogue_to_doc(event.catalogue)}) | (
+        {} if event.seat_map is None else {"seat_map": seat_map_to_json(event.seat_map)})
+
+
+def catalogue_to_doc(catalogue: Catalogue) -> dict[str, Any]:
+    return {
+        "types": [{"id": t.id, "name": t.name, "price": t.price, "currency": t.currency, "pool": t.pool_id,
+                   "per_order_max": t.per_order_max, "per_user_limit": t.per_user_limit, "cap": t.cap,
+                   "opens_at": t.opens_at, "closes_at": t.closes_at, "seated": t.seated}
+                  for t in catalogue.types],
+        "pools": [{"id": p.id, "capacity": p.capacity} for p in catalogue.pools],
     }
+
+
+def catalogue_from_doc(doc: dict[str, Any]) -> Catalogue:
+    """A catalogue as it was validated when the event was written."""
+    return Catalogue(
+        types=tuple(TicketType(id=t["id"], name=t["name"], price=t["price"], currency=t["currency"],
+                               pool_id=t["pool"], per_order_max=t["per_order_max"],
+                               per_user_limit=t["per_user_limit"], cap=t.get("cap"),
+                               opens_at=t.get("opens_at"), closes_at=t.get("closes_at"),
+                               seated=bool(t.get("seated"))) for t in doc["types"]),
+        pools=tuple(Pool(p["id"], p["capacity"]) for p in doc["pools"]),
+    )
 
 
 def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
@@ -137,6 +181,8 @@ def event_from_doc(event_id: str, doc: dict[str, Any]) -> Event:
         low_stock_threshold=doc.get("low_stock_threshold", 0),
         created_at=doc.get("created_at"),
         organiser_id=doc.get("organiser_id"),
+        catalogue=catalogue_from_doc(doc["ticket_types"]) if doc.get("ticket_types") else None,
+        seat_map=seat_map_from_json(doc["seat_map"]) if doc.get("seat_map") else None,
     )
 
 
@@ -146,7 +192,7 @@ def shard_to_doc(shard: InventoryShard) -> dict[str, Any]:
         "available": shard.available,
         "held": shard.held,
         "sold": shard.sold,
-    }
+    } | ({} if shard.pool == DEFAULT_POOL_ID else {"pool": shard.pool})
 
 
 def shard_from_doc(shard_id: str, doc: dict[str, Any]) -> InventoryShard:
@@ -156,6 +202,7 @@ def shard_from_doc(shard_id: str, doc: dict[str, Any]) -> InventoryShard:
         available=doc["available"],
         held=doc.get("held", 0),
         sold=doc.get("sold", 0),
+        pool=doc.get("pool") or DEFAULT_POOL_ID,
     )
 
 
@@ -176,7 +223,9 @@ def order_to_doc(order: Order) -> dict[str, Any]:
         "created_at": order.created_at or firestore.SERVER_TIMESTAMP,
         # Commit time as the database saw it: the clock that delivery lags are measured against.
         "committed_at": firestore.SERVER_TIMESTAMP,
-    }
+    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+                     "currency": ln.currency, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
+         if order.lines else {})
 
 
 def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
@@ -195,6 +244,8 @@ def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
         cancelled_quantity=doc.get("cancelled_quantity", 0),
         created_at=created,
         hold_id=doc.get("hold_id"),
+        lines=tuple(OrderLine(ln["type_id"], ln["quantity"], ln["unit_price"], ln["currency"],
+                              tuple(ln.get("seat_ids", ()))) for ln in doc.get("lines", ())),
     )
 
 
@@ -206,7 +257,9 @@ def ticket_to_doc(ticket: Ticket) -> dict[str, Any]:
         "code": ticket.code,
         "status": ticket.status.value,
         "created_at": firestore.SERVER_TIMESTAMP,
-    }
+    } | ({"type_id": ticket.type_id} if ticket.type_id else {}) | (
+        dict(zip(("section", "row", "seat_number"), ticket.section_row_number, strict=True)) | {"seat": ticket.seat}
+        if ticket.section_row_number else {})
 
 
 def ticket_from_doc(ticket_id: str, doc: dict[str, Any]) -> Ticket:
@@ -217,6 +270,8 @@ def ticket_from_doc(ticket_id: str, doc: dict[str, Any]) -> Ticket:
         user_id=doc["user_id"],
         code=doc["code"],
         status=TicketStatus(doc["status"]),
+        type_id=doc.get("type_id"),
+        seat=doc.get("seat"),
     )
 
 
@@ -229,6 +284,7 @@ def buyer_from_doc(event_id: str, user_id: str, doc: dict[str, Any] | None) -> B
         tickets=doc.get("tickets", 0),
         order_ids=tuple(doc.get("order_ids", ())),
         held=doc.get("held", 0),
+        types=dict(doc.get("types") or {}),
     )
 
 

@@ -9,7 +9,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.errors import EventNotFound
-from boxoffice.domain.model import Event, InventoryShard, shard_id, split_capacity
+from boxoffice.domain.model import Event, InventoryShard, initial_shards
 from boxoffice.store.documents import (
     EVENTS,
     event_from_doc,
@@ -61,8 +61,7 @@ def _stage_event(db: firestore.Client, batch: firestore.WriteBatch, event: Event
     doc = event_to_doc(event)
     doc["summary"] = initial_summary(event.capacity, event.status.value)
     batch.create(event_ref(db, event.id), doc)
-    for index, capacity in enumerate(split_capacity(event.capacity, event.shard_count)):
-        shard = InventoryShard(id=shard_id(index), capacity=capacity, available=capacity)
+    for shard in initial_shards(event):
         batch.create(shard_ref(db, event.id, shard.id), shard_to_doc(shard))
 
 
@@ -81,7 +80,7 @@ def load_event_document(db: firestore.Client, event_id: str) -> dict[str, Any]:
     return snap.to_dict() or {}
 
 
-def event_snapshot(db: firestore.Client, event_id: str) -> firestore.DocumentSnapshot:
+def event_snapshot(db: firestore.Client, event_id: str) -> firestore.DocumentSnapshot[Any]:
     snap = event_ref(db, event_id).get()
     if not snap.exists:
         raise EventNotFound(event_id)
@@ -111,10 +110,10 @@ def query_events(
     ``statuses``: only events in one of them (index events(status, starts_at)); a cursor naming
     an event outside them is unknown (``EventNotFound``), as it would be to such a reader.
     """
-    query = db.collection(EVENTS)
+    query = db.collection(EVENTS).order_by("starts_at")
     if statuses is not None:
         query = query.where(filter=FieldFilter("status", "in", list(statuses)))
-    query = query.order_by("starts_at").order_by("__name__").limit(limit)
+    query = query.order_by("__name__").limit(limit)
     if start_after is not None:
         cursor = event_ref(db, start_after).get()
         if not cursor.exists or (statuses is not None and (cursor.to_dict() or {}).get("status") not in statuses):

@@ -40,7 +40,9 @@ class Lease:
     holder: str
     epoch: int
     expires_at: datetime
-    version: datetime  # the lease document's update_time after this holder's last write
+    # The lease document's update_time after this holder's last write, as the client returns it
+    # (only handed back to write_option and compared).
+    version: Any
 
 
 def lease_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:

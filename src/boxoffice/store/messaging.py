@@ -16,6 +16,7 @@ published twice maps to the same processed record and the same email record.
 from __future__ import annotations
 
 import zlib
+from typing import cast
 
 from google.cloud import firestore
 
@@ -51,11 +52,12 @@ def message_failure_ref(db: firestore.Client, subscription: str, message_id: str
 def analytics_shard_ref(db: firestore.Client, event_id: str, message_id: str) -> firestore.DocumentReference:
     """The counter shard a message adds to: a stable hash, so a redelivery hits the same shard."""
     n = zlib.crc32(message_id.encode()) % ANALYTICS_SHARD_COUNT
-    return db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS).document(f"s{n:02d}")
+    shards = db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS)
+    return cast(firestore.DocumentReference, shards.document(f"s{n:02d}"))
 
 
 def analytics_shards_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
-    return db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS)
+    return cast(firestore.CollectionReference, db.collection(ANALYTICS).document(event_id).collection(ANALYTICS_SHARDS))
 
 
 def relay_lease_ref(db: firestore.Client, group: str, partition: int) -> firestore.DocumentReference:

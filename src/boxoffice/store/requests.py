@@ -234,5 +234,14 @@ def answer_board(db: firestore.Client) -> AnswerBoard:
         return board
 
 
-__all__ = ["ORDER", "HOLD", "REFUSED", "DEFAULT_POOL", "Answer", "AnswerBoard", "answer_board",
-           "request_ref", "stage_answer"]
+__all__ = [
+    "DEFAULT_POOL",
+    "HOLD",
+    "ORDER",
+    "REFUSED",
+    "Answer",
+    "AnswerBoard",
+    "answer_board",
+    "request_ref",
+    "stage_answer",
+]

@@ -187,5 +187,14 @@ def reconcile_failures(db: firestore.Client) -> list[str]:
     return events
 
 
-__all__ = ["DEFERRED", "InventoryChange", "deliver", "handle_inventory_change", "list_failures",
-           "reconcile_event", "reconcile_failures", "resolve_failures", "change_id_for"]
+__all__ = [
+    "DEFERRED",
+    "InventoryChange",
+    "change_id_for",
+    "deliver",
+    "handle_inventory_change",
+    "list_failures",
+    "reconcile_event",
+    "reconcile_failures",
+    "resolve_failures",
+]

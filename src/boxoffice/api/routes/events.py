@@ -22,7 +22,8 @@ from boxoffice.api.schemas import (
     EventPatch,
     summary_availability,
 )
-from boxoffice.domain.model import SaleStatus
+from boxoffice.domain.availability import compute_summary
+from boxoffice.domain.model import Event, SaleStatus
 from boxoffice.services import events as service
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -33,10 +34,12 @@ EventId = Annotated[str, Path(pattern=ID_PATTERN)]
              responses=responses(401, 403, 413, 422))
 def create_event(body: EventIn, caller: Organiser, db: Db, response: Response) -> EventOut:
     """Create an event and its inventory. The caller (an organiser) becomes its owner."""
-    data = body.model_dump(exclude={"on_sale"})
+    data = body.model_dump(exclude={"on_sale", "types", "seats"})
     event = service.create_event(
         db, **data, status=SaleStatus.ON_SALE if body.on_sale else SaleStatus.DRAFT,
         organiser_id=caller.uid,
+        types=body.types.model_dump(exclude_none=True) if body.types is not None else None,
+        seats=body.seats.model_dump() if body.seats is not None else None,
     )
     response.headers["Location"] = f"/v1/events/{event.id}"
     return EventOut.of(event, Availability(available=event.capacity, held=0, sold=0,
@@ -65,16 +68,16 @@ def show_event(event_id: EventId, db: Db, caller: MaybeSignedIn) -> EventOut:
     A draft is shown to its organiser only."""
     event, summary = service.show_event(db, event_id, caller.uid if caller else None)
     if caller is not None and caller.uid == event.organiser_id:
-        return EventOut.of(event, live_availability(db, event_id))
+        return EventOut.of(event, live_availability(db, event))
     return EventOut.of(event, summary_availability(event, summary))
 
 
-def live_availability(db: Any, event_id: str) -> Availability:
+def live_availability(db: Any, event: Event) -> Availability:
     """Counted from the inventory shards just now (up to 200 reads: for organisers only)."""
-    shards = service.inventory(db, event_id)
-    return Availability(available=sum(s.available for s in shards), held=sum(s.held for s in shards),
-                        sold=sum(s.sold for s in shards), capacity=sum(s.capacity for s in shards),
-                        live=True)
+    counts = compute_summary(service.inventory(db, event.id), event.status, event.low_stock_threshold,
+                             event.catalogue)
+    return Availability(available=counts.available, held=counts.held, sold=counts.sold,
+                        capacity=counts.capacity, live=True, types={k: dict(v) for k, v in counts.types.items()} or None)
 
 
 @router.patch("/{event_id}", response_model=EventOut,

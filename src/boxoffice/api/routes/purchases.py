@@ -69,7 +69,7 @@ def purchase(
                          "a retried request cannot buy twice")
     try:
         result = purchase_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key,
-                                  deadline_s=answer_wait_s())
+                                  deadline_s=answer_wait_s(), types=body.types, seats=body.seats)
     except AnswerPending as exc:
         keep_contact(request, caller)  # accepted into the queue: the answer's email needs it
         return pending(exc.request_id, f"/v1/purchases/{exc.request_id}")

@@ -26,7 +26,7 @@ def release_tickets(event_id: EventId, body: ReleaseIn, caller: Organiser, db: D
     """Add tickets to the event's inventory (a sold-out event goes back on sale and its waitlist
     is offered them). Not idempotent: every call adds tickets. A closed sale is a 409."""
     event = service.release_tickets(db, event_id, body.quantity, organiser_id=caller.uid)
-    return EventOut.of(event, live_availability(db, event_id))
+    return EventOut.of(event, live_availability(db, event))
 
 
 @router.put("/sale-status", response_model=EventOut,
@@ -39,4 +39,4 @@ def set_sale_status(event_id: EventId, body: SaleStatusIn, caller: Organiser, db
     sale cannot reopen (409 `invalid_sale_transition`).
     """
     event = service.set_sale_status(db, event_id, body.status, organiser_id=caller.uid)
-    return EventOut.of(event, live_availability(db, event_id))
+    return EventOut.of(event, live_availability(db, event))

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Request
 from boxoffice.api.deps import Db, SignedIn, keep_contact
 from boxoffice.api.problems import responses
 from boxoffice.api.schemas import ID_PATTERN, WaitlistLeft, WaitlistOut
-from boxoffice.services import events, waitlist as service
+from boxoffice.services import events
+from boxoffice.services import waitlist as service
 
 router = APIRouter(prefix="/v1/events/{event_id}/waitlist", tags=["waitlist"])
 EventId = Annotated[str, Path(pattern=ID_PATTERN)]

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from firebase_functions import firestore_fn, scheduler_fn
+from firebase_functions.core import Change
+from google.cloud.firestore_v1 import DocumentSnapshot
 
 from boxoffice.runtime import root
 from boxoffice.services.holds import release_expired_holds
@@ -31,11 +33,12 @@ def _as_datetime(ts: Any) -> datetime | None:
         return None
     if isinstance(ts, datetime):
         return ts
-    return ts.ToDatetime(tzinfo=UTC)  # protobuf Timestamp
+    converted: datetime = ts.ToDatetime(tzinfo=UTC)  # protobuf Timestamp
+    return converted
 
 
 @firestore_fn.on_document_written(document="events/{eventId}/inventory/{shardId}", timeout_sec=120)
-def on_inventory_written(event: firestore_fn.Event[firestore_fn.Change[firestore_fn.DocumentSnapshot | None]]) -> None:
+def on_inventory_written(event: firestore_fn.Event[Change[DocumentSnapshot[Any] | None]]) -> None:
     before = event.data.before
     after = event.data.after
     change = InventoryChange(

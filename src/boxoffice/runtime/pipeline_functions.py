@@ -21,6 +21,7 @@ import base64
 from typing import Any
 
 from firebase_functions import firestore_fn, pubsub_fn, scheduler_fn
+from google.cloud.firestore_v1 import DocumentSnapshot
 
 from boxoffice.domain.messages import TICKET_EVENTS_TOPIC
 from boxoffice.messaging import analytics, email, relay, repair
@@ -30,7 +31,7 @@ from boxoffice.runtime import root
 
 
 @firestore_fn.on_document_created(document="outbox/{messageId}")
-def publish_outbox(event: firestore_fn.Event[firestore_fn.DocumentSnapshot | None]) -> None:
+def publish_outbox(event: firestore_fn.Event[DocumentSnapshot[Any] | None]) -> None:
     snap = event.data
     if snap is None:
         return

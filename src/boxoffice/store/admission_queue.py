@@ -62,7 +62,8 @@ def encode(request: TicketRequest) -> bytes:
         "pool": request.pool,
         "hold_ttl_s": request.hold_ttl_s,
         "instance": request.instance,
-    }, separators=(",", ":")).encode()
+    } | ({"lines": [list(line) for line in request.lines]} if request.lines else {})
+      | ({"seats": list(request.seats)} if request.seats else {}), separators=(",", ":")).encode()
 
 
 def decode(data: bytes, *, message_id: str, publish_time: datetime | None) -> TicketRequest:
@@ -80,6 +81,8 @@ def decode(data: bytes, *, message_id: str, publish_time: datetime | None) -> Ti
         hold_ttl_s=doc.get("hold_ttl_s"),
         instance=doc.get("instance", ""),
         message_id=message_id,
+        lines=tuple((str(t), int(n)) for t, n in doc.get("lines", ())),
+        seats=tuple(str(x) for x in doc.get("seats", ())),
     )
 
 
@@ -136,7 +139,7 @@ class AdmissionQueue:
             future = self.publisher.publish(topic, encode(request), ordering_key=request.event_id)
             try:
                 return str(future.result(timeout=30))
-            except Exception as exc:  # noqa: BLE001 - an ordered key pauses after a failure: resume once
+            except Exception as exc:
                 self.publisher.resume_publish(topic, request.event_id)
                 kv(log, logging.WARNING, "admission.publish_failed", event_id=request.event_id,
                    request_id=request.id, attempt=attempt, error=f"{type(exc).__name__}: {exc}")

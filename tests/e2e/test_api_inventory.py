@@ -31,7 +31,7 @@ def test_hold_then_confirm_becomes_an_order_once(http, user, event_of):
     assert r.headers["location"] == f"/v1/holds/{h['id']}" and "idempotent-replayed" not in r.headers
     assert datetime.fromisoformat(h["expires_at"]) > datetime.now(UTC) + timedelta(minutes=9)
     assert availability(http, ev["id"]) | {"live": True} == {
-        "available": 18, "held": 2, "sold": 0, "capacity": 20, "live": True}
+        "available": 18, "held": 2, "sold": 0, "capacity": 20, "live": True, "types": None}
 
     again = hold(http, buyer, ev["id"], 2, k)
     assert again.status_code == 201 and again.json() == h
@@ -132,7 +132,7 @@ def test_buyer_cancels_some_tickets_then_the_rest(http, user, event_of):
     again = http.post(f"/v1/orders/{order['id']}/cancel", headers=buyer.headers)
     assert again.status_code == 200 and again.json() == r.json()
     assert availability(http, ev["id"]) | {"live": True} == {
-        "available": 20, "held": 0, "sold": 0, "capacity": 20, "live": True}
+        "available": 20, "held": 0, "sold": 0, "capacity": 20, "live": True, "types": None}
     assert_problem(http.post("/v1/orders/o_nope/cancel", headers=buyer.headers), 404, "order_not_found")
 
 
@@ -193,7 +193,7 @@ def test_organiser_releases_tickets_for_a_sold_out_event(http, user, event_of):
     r = http.post(f"/v1/events/{ev['id']}/releases", json={"quantity": 5}, headers=org.headers)
     assert r.status_code == 201, r.text
     assert r.json()["capacity"] == 7
-    assert r.json()["availability"] == {"available": 5, "held": 0, "sold": 2, "capacity": 7, "live": True}
+    assert r.json()["availability"] == {"available": 5, "held": 0, "sold": 2, "capacity": 7, "live": True, "types": None}
     assert buy(http, user(), ev["id"], 4).status_code == 201
     assert_problem(http.post(f"/v1/events/{ev['id']}/releases", json={"quantity": 0}, headers=org.headers),
                    422, "invalid_request")

@@ -314,6 +314,9 @@ class EventAllocator:
         assert event.seat_map is not None
         sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
         kv(log, logging.INFO, "allocator.seats_loaded", event_id=self.event_id, taken=len(sold))
+        # A previous holder may have died between committing seats and writing their section
+        # documents (written at most once a second): rewrite every section with a taken seat.
+        self._sections_due.update(event.seat_map.section_of(s) for s in sold)
         return SeatBook(event.seat_map, sold)
 
     def _stock(self) -> Stock:

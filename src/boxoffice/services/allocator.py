@@ -50,7 +50,7 @@ from boxoffice.domain.allocation import (
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
 from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
 from boxoffice.domain.model import Event, ShardMove
-from boxoffice.domain.seating import SeatBook
+from boxoffice.domain.seating import SeatBook, SeatMap
 from boxoffice.log import kv
 from boxoffice.services.summary import refresh_summary
 from boxoffice.store.admission_queue import AdmissionQueue, Delivery
@@ -119,6 +119,7 @@ class EventAllocator:
         # Reserved seating: the seats taken, kept in memory while this allocator holds the lease
         # (it is the only writer that takes seats); loaded from the seat documents on takeover.
         self._book: SeatBook | None = None
+        self._seat_map: SeatMap | None = None
         self._sections_due: set[str] = set()
         self._sections_at = 0.0
         self.stats = AllocatorStats()
@@ -312,6 +313,7 @@ class EventAllocator:
 
     def _load_seat_book(self, event: Event) -> SeatBook:
         assert event.seat_map is not None
+        self._seat_map = event.seat_map
         sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
         kv(log, logging.INFO, "allocator.seats_loaded", event_id=self.event_id, taken=len(sold))
         # A previous holder may have died between committing seats and writing their section
@@ -334,8 +336,15 @@ class EventAllocator:
 
     def _write_sections_if_due(self) -> None:
         """The per-section documents clients listen to: at most one write a second each."""
-        if not self._sections_due or self._book is None or time.monotonic() - self._sections_at < 1.0:
+        if not self._sections_due or time.monotonic() - self._sections_at < 1.0:
             return
+        if self._book is None:
+            # Dropped after a refused commit or a new lease: the sections still due (the trailing
+            # write of a burst) are written from the seat documents, the source of truth.
+            if self._seat_map is None:
+                return
+            sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
+            self._book = SeatBook(self._seat_map, sold)
         batch = self.db.batch()
         for section in sorted(self._sections_due):
             batch.set(section_ref(self.db, self.event_id, section),

@@ -224,7 +224,7 @@ class EventAllocator:
         else:
             if event.seat_map is not None:
                 if self._book is None:
-                    self._book = self._load_seat_book(event)
+                    self._book = self._load_seat_book(event.seat_map)
                 book = self._book.copy()  # taken for good only if the batch commits
             allocation = allocate(event, self._stock(), fresh, counted, counted_types=counted_types, seats=book,
                                   now=datetime.now(UTC))
@@ -311,15 +311,14 @@ class EventAllocator:
             counted[u], counted_types[u] = buyer.counted, dict(buyer.types)
         return event, answered, versions, existing, counted, counted_types
 
-    def _load_seat_book(self, event: Event) -> SeatBook:
-        assert event.seat_map is not None
-        self._seat_map = event.seat_map
+    def _load_seat_book(self, seat_map: SeatMap) -> SeatBook:
+        self._seat_map = seat_map
         sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
         kv(log, logging.INFO, "allocator.seats_loaded", event_id=self.event_id, taken=len(sold))
         # A previous holder may have died between committing seats and writing their section
         # documents (written at most once a second): rewrite every section with a taken seat.
-        self._sections_due.update(event.seat_map.section_of(s) for s in sold)
-        return SeatBook(event.seat_map, sold)
+        self._sections_due.update(seat_map.section_of(s) for s in sold)
+        return SeatBook(seat_map, sold)
 
     def _stock(self) -> Stock:
         """Shards with tickets, least recently written by this allocator first (spreads the writes)."""
@@ -343,8 +342,7 @@ class EventAllocator:
             # write of a burst) are written from the seat documents, the source of truth.
             if self._seat_map is None:
                 return
-            sold = [snap.id for snap in seats_col(self.db, self.event_id).select([]).stream()]
-            self._book = SeatBook(self._seat_map, sold)
+            self._book = self._load_seat_book(self._seat_map)
         batch = self.db.batch()
         for section in sorted(self._sections_due):
             batch.set(section_ref(self.db, self.event_id, section),

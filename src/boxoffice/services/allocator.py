@@ -15,7 +15,9 @@
    increments, every order with its tickets, outbox message and buyer record, every hold, and
    every request's answer;
 6. acknowledge the messages only after that commit landed: a crash before it loses nothing
-   (the batch is redelivered), a crash after it answers nothing twice (answers exist).
+   (the batch is redelivered), a crash after it answers nothing twice (answers exist). A batch
+   that could not be committed (lease lost, commit refused five times) is handed back at once
+   (``AdmissionQueue.nack``), not left to Pub/Sub's 10 s ack deadline.
 
 It also keeps the event's availability summary close to the shards: after a batch, at most once
 a second, through the same guarded ``refresh_summary`` as the inventory trigger (monotonic
@@ -122,6 +124,7 @@ class EventAllocator:
         self._seat_map: SeatMap | None = None
         self._sections_due: set[str] = set()
         self._sections_at = 0.0
+        self._resync_sections = False
         self.stats = AllocatorStats()
 
     # --- the loop's turn ------------------------------------------------------------------
@@ -138,18 +141,33 @@ class EventAllocator:
             answered = self._decide_and_commit(deliveries)
         except LeaseLost:
             # Another allocator took over while this batch was in flight: its commit failed as a
-            # whole; the batch is not acknowledged and goes to the new holder.
+            # whole; the batch is handed back (not acknowledged) and goes to the new holder.
             kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
             self.lease = None
+            self._give_back(deliveries)
             return 0
+        except BaseException:
+            # Nothing of the batch was committed: hand it back now rather than let it sit out the
+            # ack deadline (10 s), during which the ordered subscription holds back the whole event.
+            self._give_back(deliveries)
+            raise
         self.queue.ack(self.event_id, [d.ack_id for d in deliveries])
         self._summary_due = self._summary_due or answered > 0
         self._write_summary_if_due()
         self._write_sections_if_due()
         return answered
 
+    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            self.queue.nack(self.event_id, [d.ack_id for d in deliveries])
+        except Exception as exc:  # noqa: BLE001 - the ack deadline redelivers them anyway
+            kv(log, logging.WARNING, "allocator.nack_failed", event_id=self.event_id, error=str(exc)[:300])
+
     def stop(self) -> None:
-        """Give the lease back (a standby takes over at once instead of after the expiry)."""
+        """Write the section documents still due, then give the lease back (a standby takes
+        over at once instead of after the expiry)."""
+        if self.lease is not None:
+            self._write_sections_if_due(force=True)
         if self.lease is not None:
             release(self.db, self.lease)
             self.lease = None
@@ -172,6 +190,10 @@ class EventAllocator:
         self.lease, self._renewed_at = lease, time.monotonic()
         self._shard_written_at.clear()
         self._book = None
+        # A previous holder may have died between committing seats and writing their section
+        # documents (at most once a second), with no request left to make this holder load the
+        # seats: rewrite every section with a taken seat at the first idle turn.
+        self._resync_sections = True
         kv(log, logging.INFO, "allocator.lease_acquired", event_id=self.event_id, holder=self.holder, epoch=lease.epoch)
         return True
 
@@ -333,9 +355,21 @@ class EventAllocator:
 
     # --- summary --------------------------------------------------------------------------
 
-    def _write_sections_if_due(self) -> None:
-        """The per-section documents clients listen to: at most one write a second each."""
-        if not self._sections_due or time.monotonic() - self._sections_at < 1.0:
+    def _write_sections_if_due(self, *, force: bool = False) -> None:
+        """The per-section documents clients listen to: at most one write a second each.
+
+        The write is fenced by the lease like a batch of sales: an allocator that lost the lease
+        without knowing it yet cannot overwrite a section with its older view of the seats.
+        """
+        if self._resync_sections and self.lease is not None:
+            self._resync_sections = False
+            if self._seat_map is None:
+                snap = event_ref(self.db, self.event_id).get()
+                self._seat_map = event_from_doc(self.event_id, snap.to_dict() or {}).seat_map if snap.exists else None
+            if self._seat_map is not None and self._book is None:
+                self._book = self._load_seat_book(self._seat_map)  # marks every section with a taken seat
+        if not self._sections_due or self.lease is None or \
+                (not force and time.monotonic() - self._sections_at < 1.0):
             return
         if self._book is None:
             # Dropped after a refused commit or a new lease: the sections still due (the trailing
@@ -344,15 +378,20 @@ class EventAllocator:
                 return
             self._book = self._load_seat_book(self._seat_map)
         batch = self.db.batch()
+        staged = stage_fence(self.db, batch, self.lease, self.lease_ttl_s)
         for section in sorted(self._sections_due):
             batch.set(section_ref(self.db, self.event_id, section),
                       self._book.section_view(section) | {"updated_at": firestore.SERVER_TIMESTAMP})
         try:
-            batch.commit()
+            self.lease = landed(staged, batch.commit())
+        except gexc.FailedPrecondition:
+            kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
+            self.lease, self._book = None, None
+            return
         except gexc.GoogleAPICallError as exc:
             kv(log, logging.WARNING, "allocator.sections_failed", event_id=self.event_id, error=str(exc)[:200])
             return
-        self._sections_at = time.monotonic()
+        self._renewed_at = self._sections_at = time.monotonic()
         self._sections_due.clear()
 
     def _write_summary_if_due(self) -> None:

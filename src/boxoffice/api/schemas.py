@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
+from boxoffice.domain.queue_progress import Place
 from boxoffice.services.releases import MAX_RELEASE
 
 # Ids in paths, cursors and bodies: what our own ids look like. Never a '/' (a Firestore path
@@ -345,16 +346,36 @@ class RefusalOut(BaseModel):
     message: str
 
 
+class QueuePlaceOut(BaseModel):
+    """Where a pending request stands in the event's admission queue: an estimate from the
+    allocator's latest progress (docs/decisions.md, "A queued request's place")."""
+
+    state: str = Field(description="waiting_for_allocator (nothing moves; the place is kept) | queued | next")
+    queued_at: datetime = Field(description="When the request entered the queue.")
+    queued_s: float = Field(description="Seconds since then.")
+    ahead: int | None = Field(description="About how many requests before it have no answer yet; null: not known.")
+    eta_s: float | None = Field(description="About how many seconds until its answer; null: not known.")
+    answering_arrivals_of: datetime | None = Field(
+        description="Arrival time of the latest request the allocator answered (all before it are answered).")
+
+    @classmethod
+    def of(cls, place: Place) -> QueuePlaceOut:
+        return cls(state=place.state, queued_at=place.queued_at, queued_s=round(place.queued_s, 1),
+                   ahead=place.ahead, eta_s=place.eta_s, answering_arrivals_of=place.answering_arrivals_of)
+
+
 class RequestOut(BaseModel):
     """A purchase or hold request: pending in the queue, or its answer.
 
     ``status`` is ``pending`` (poll again; a signed-in client may instead listen to the
-    Firestore document ``requests/{id}``), ``order`` (see ``order``), ``hold`` (see ``hold``)
-    or ``refused`` (see ``error``: sold out, limit...).
+    Firestore document ``requests/{id}``; ``queue`` then says where it stands), ``order`` (see
+    ``order``), ``hold`` (see ``hold``) or ``refused`` (see ``error``: sold out, limit...).
     """
 
     id: str
     status: str = Field(description="pending | order | hold | refused")
+    queue: QueuePlaceOut | None = Field(
+        default=None, description="While pending: its place in the queue (when the poll URL carries its arrival).")
     order: OrderOut | None = None
     hold: HoldOut | None = None
     error: RefusalOut | None = None
@@ -368,7 +389,9 @@ class SaleFiguresOut(BaseModel):
     dead_letters: dict[str, int] = Field(
         description="messages: subscriber dead letters; inventory_changes: unresolved trigger failures")
     queue: dict[str, Any] | None = Field(
-        description="Admission queue: length, answer_p50_ms, answer_p99_ms; null when there is none.")
+        description="Admission queue: length (about how many wait), oldest_wait_s (at most), allocator (one "
+                    "holds the queue), answers_per_s, answered and answer_p50_ms / answer_p99_ms over the "
+                    "last window_s; estimates are null while unknown; null when the event has no request.")
     queue_note: str | None
     tickets_sold: int = Field(description="Counted by the analytics subscriber (lags the summary).")
     tickets_cancelled: int

@@ -6,6 +6,8 @@ problem responses. Raising one of them means nothing was written.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class BoxofficeError(Exception):
     """Base of every error that is the caller's to handle (never a bug)."""
@@ -275,13 +277,16 @@ class AnswerPending(ContentionTimeout):
 
     code = "answer_pending"
 
-    def __init__(self, request_id: str, waited_s: float) -> None:
+    def __init__(self, request_id: str, waited_s: float, *, event_id: str | None = None,
+                 queued_at: datetime | None = None) -> None:
         super().__init__(
             f"request {request_id} is queued but not answered after {waited_s:.1f}s; nothing is lost: "
             "ask again with the same idempotency key to get its answer (locally, the allocator runs in "
             "`boxoffice worker`)"
         )
         self.request_id = request_id
+        self.event_id = event_id
+        self.queued_at = queued_at  # when it entered the queue (this instance's clock)
 
 
 def _all_subclasses(cls: type[BoxofficeError]) -> list[type[BoxofficeError]]:

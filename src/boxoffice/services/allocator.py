@@ -11,7 +11,8 @@
    and the buyers' records; and query the shards with tickets;
 4. decide every request in memory (``domain.allocation.allocate``: arrival order, limits,
    sold out);
-5. commit one batch: the lease fence first (a zombie's batch fails as a whole), the shard
+5. commit one batch: the lease fence first (a zombie's batch fails as a whole; it also carries
+   the queue's progress, ``domain.queue_progress``, for a queued buyer's place), the shard
    increments, every order with its tickets, outbox message and buyer record, every hold, and
    every request's answer;
 6. acknowledge the messages only after that commit landed: a crash before it loses nothing
@@ -52,6 +53,7 @@ from boxoffice.domain.allocation import (
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
 from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
 from boxoffice.domain.model import Event, ShardMove
+from boxoffice.domain.queue_progress import QueueMeter
 from boxoffice.domain.seating import SeatBook, SeatMap
 from boxoffice.log import kv
 from boxoffice.services.summary import refresh_summary
@@ -125,6 +127,7 @@ class EventAllocator:
         self._sections_due: set[str] = set()
         self._sections_at = 0.0
         self._resync_sections = False
+        self._meter = QueueMeter(since=datetime.now(UTC))  # the queue's progress, with every fence write
         self.stats = AllocatorStats()
 
     # --- the loop's turn ------------------------------------------------------------------
@@ -135,6 +138,7 @@ class EventAllocator:
             return 0
         deliveries = self.queue.pull(self.event_id, self.batch_size, timeout_s=pull_timeout_s)
         if not deliveries:
+            self._meter = self._meter.drained(datetime.now(UTC))
             self._idle_chores()
             return 0
         try:
@@ -188,6 +192,7 @@ class EventAllocator:
         if lease is None:
             return False
         self.lease, self._renewed_at = lease, time.monotonic()
+        self._meter = QueueMeter(since=datetime.now(UTC))
         self._shard_written_at.clear()
         self._book = None
         # A previous holder may have died between committing seats and writing their section
@@ -199,7 +204,7 @@ class EventAllocator:
 
     def _renew(self) -> None:
         assert self.lease is not None
-        self.lease = renew(self.db, self.lease, self.lease_ttl_s)
+        self.lease = renew(self.db, self.lease, self.lease_ttl_s, self._meter.progress(datetime.now(UTC)))
         self._renewed_at = time.monotonic()
 
     def _idle_chores(self) -> None:
@@ -256,10 +261,12 @@ class EventAllocator:
         assert self.lease is not None
         lease = self.lease
         now = datetime.now(UTC)
-        # One batch, its first write the lease fence (which also renews the lease): a zombie's
-        # batch fails as a whole, and no lock outlives a killed allocator (store/leases.py).
+        meter = self._meter.with_batch(now, [r.arrived_at for r in requests if r.arrived_at is not None])
+        # One batch, its first write the lease fence (which also renews the lease and carries the
+        # queue's progress): a zombie's batch fails as a whole, and no lock outlives a killed
+        # allocator (store/leases.py).
         batch = self.db.batch()
-        staged = stage_fence(self.db, batch, lease, self.lease_ttl_s)
+        staged = stage_fence(self.db, batch, lease, self.lease_ttl_s, meter.progress(now))
         for move, per_shard in taken.items():
             stage_take(self.db, batch, self.event_id, per_shard, move)
         for d in decisions:
@@ -276,6 +283,7 @@ class EventAllocator:
                 raise LeaseLost(f"lease of {self.event_id} changed hands") from None
             raise
         self.lease = landed(staged, results)
+        self._meter = meter
         elapsed = time.perf_counter() - started
         if event is not None and event.seat_map is not None:
             self._book = book

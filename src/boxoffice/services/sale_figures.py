@@ -58,9 +58,10 @@ def _of_event(db: firestore.Client, collection: str, event_id: str) -> Any:
 def queue_figures(db: firestore.Client, event_id: str, now: datetime | None = None) -> dict[str, Any] | None:
     """The admission queue: {length (about how many wait), oldest_wait_s (at most), allocator (one
     holds the queue), answers_per_s, answered, window_s, answer_p50_ms, answer_p99_ms} (the
-    estimates are None while unknown); None when the event has no queued request at all."""
+    estimates are None while unknown); None when the event has no allocator and no answer yet."""
     requests = _of_event(db, REQUESTS, event_id)
-    if not list(requests.limit(1).select([]).stream()):
+    progress = read_queue_progress(db, event_id)
+    if progress is None and not list(requests.limit(1).select([]).stream()):
         return None
     now = now or datetime.now(UTC)
     since = now - timedelta(seconds=QUEUE_WINDOW_S)
@@ -72,7 +73,6 @@ def queue_figures(db: firestore.Client, event_id: str, now: datetime | None = No
     def pct(q: float) -> float | None:
         return round(waits[min(len(waits) - 1, int(q * (len(waits) - 1) + 0.5))], 1) if waits else None
 
-    progress = read_queue_progress(db, event_id)
     length, oldest_wait_s = backlog(progress, now)
     return {"length": length, "oldest_wait_s": oldest_wait_s, "allocator": progress is not None and progress.live,
             "answers_per_s": None if progress is None else round(progress.answers_per_s, 1),

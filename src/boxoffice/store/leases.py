@@ -136,9 +136,13 @@ def read_queue_progress(db: firestore.Client, event_id: str) -> QueueProgress | 
     """The event's queue progress as its allocator last wrote it (None before any); ``live`` says
     whether an allocator holds the lease now (one document read)."""
     snap = lease_ref(db, event_id).get()
-    doc = snap.to_dict() or {} if snap.exists else {}
-    if not doc.get("queue"):
+    if not snap.exists:
         return None
+    doc = snap.to_dict() or {}
     now = snap.read_time or _now()
     live = bool(doc.get("expires_at")) and doc["expires_at"] > now
-    return progress_from_doc(doc["queue"], live=live)
+    if doc.get("queue"):
+        return progress_from_doc(doc["queue"], live=live)
+    # A holder that has neither committed nor renewed yet: it reported nothing so far.
+    return QueueProgress(as_of=now, answered_through=None, drained_at=None, answers_per_s=0.0,
+                         arrivals_per_s=None, live=live) if live else None

@@ -10,11 +10,21 @@ import time
 from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
+from google.cloud.firestore_v1.base_query import FieldFilter
+
 from boxoffice.store.leases import LEASES
 
 
-def poll_until_answered(http, location: str, headers: dict, timeout_s: float = 120) -> tuple[dict, list[dict]]:
-    """Polls ``location`` until the request is answered; returns the answer and every place seen."""
+def answered_count(db, event_id: str) -> int:
+    query = db.collection("requests").where(filter=FieldFilter("event_id", "==", event_id))
+    return int(query.count().get()[0][0].value)
+
+
+def poll_until_answered(http, db, event_id: str, location: str, headers: dict, ahead_of_it: int,
+                        timeout_s: float = 120) -> tuple[dict, list[dict]]:
+    """Polls ``location`` until the request is answered; returns the answer and every place seen,
+    each with ``true_ahead``: of the ``ahead_of_it`` requests queued before it, those without an
+    answer document right after the poll (the estimate's error, for the record)."""
     places = []
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up:
@@ -23,7 +33,7 @@ def poll_until_answered(http, location: str, headers: dict, timeout_s: float = 1
         body = r.json()
         if body["status"] != "pending":
             return body, places
-        places.append(body["queue"])
+        places.append(body["queue"] | {"true_ahead": max(0, ahead_of_it - answered_count(db, event_id))})
         time.sleep(0.2)
     raise AssertionError(f"not answered after {timeout_s}s; places seen: {places[-3:]}")
 
@@ -31,7 +41,7 @@ def poll_until_answered(http, location: str, headers: dict, timeout_s: float = 1
 def test_a_queued_purchase_says_where_it_stands_and_its_retry_is_one_order(http, user, event_of, held_queue, db):
     organiser, buyer = user(organiser=True), user()
     event = event_of(organiser, capacity=500, per_order_max=4, per_user_limit=4)
-    held_queue.backlog(event["id"], 120)  # other buyers, another process: ahead of ours
+    held_queue.backlog(event["id"], 200)  # other buyers, another process: ahead of ours
 
     headers = buyer.headers | {"Idempotency-Key": "queued-1"}
     first = http.post("/v1/purchases", json={"event_id": event["id"], "quantity": 2}, headers=headers)
@@ -55,7 +65,9 @@ def test_a_queued_purchase_says_where_it_stands_and_its_retry_is_one_order(http,
     assert polled["status"] == "pending" and polled["queue"]["state"] == "waiting_for_allocator"
 
     held_queue.start_slow_allocator()
-    answer, places = poll_until_answered(http, location, buyer.headers)
+    answer, places = poll_until_answered(http, db, event["id"], location, buyer.headers, ahead_of_it=200)
+    print("estimated / true requests ahead, poll by poll:",
+          [(p["ahead"], p["true_ahead"]) for p in places if p["state"] != "waiting_for_allocator"])
     assert answer["status"] == "order" and answer["order"]["quantity"] == 2
     counted = [p for p in places if p["state"] == "queued" and p["ahead"]]
     assert counted, f"no place was reported while the allocator worked through the backlog: {places}"

@@ -25,8 +25,7 @@ def join_waitlist(event_id: EventId, caller: SignedIn, db: Db, request: Request)
     """
     entry = service.join_waitlist(db, event_id, caller.uid)
     keep_contact(request, caller)
-    return WaitlistOut(event_id=entry.event_id, user_id=entry.user_id, status=entry.status,
-                       joined_at=entry.joined_at, position=entry.position)
+    return WaitlistOut.of(entry)
 
 
 @router.delete("", response_model=WaitlistLeft, responses=responses(401, 404, 422))

@@ -11,7 +11,6 @@ import json
 import uuid
 from typing import Any
 
-from tests.e2e.test_api_ticket_types import TYPED
 from tests.e2e.test_cli import run
 from tests.e2e.test_cli_ticket_types import BASE, EXAMPLES
 
@@ -42,6 +41,7 @@ def test_an_event_its_orders_holds_and_waitlist_read_the_same_from_the_cli_and_t
     org, buyer, other, late = user(organiser=True), user(), user(), user()
     ev = event_of(org, capacity=5, per_order_max=4, per_user_limit=4)
     event_id = ev["id"]
+    assert http.get(f"/v1/events/{event_id}", headers=org.headers).json() == ev  # created as then shown
 
     # The event list: both from the display summary.
     assert cli(stack, "events", "list") == http.get("/v1/events").json()
@@ -101,12 +101,18 @@ def test_an_event_its_orders_holds_and_waitlist_read_the_same_from_the_cli_and_t
 
 def test_an_event_with_ticket_types_and_seats_and_its_order_lines_read_the_same(stack, http, user):
     org, buyer = user(organiser=True), user()
-    r = http.post("/v1/events", json=TYPED, headers=org.headers)
-    assert r.status_code == 201, r.text
-    api_created = r.json()
+    # The same event created twice, by the CLI (`events create --types --seats`) and by the API.
     created = cli(stack, *BASE, "--types", str(EXAMPLES / "theatre-types.json"),
                   "--seats", str(EXAMPLES / "theatre-seats.json"))
-    assert fields(created) == fields(api_created) and created["seated"]
+    body = {"name": "Play", "venue": "Theatre", "starts_at": "2030-05-01T19:30:00+01:00", "per_order_max": 6,
+            "types": json.loads((EXAMPLES / "theatre-types.json").read_text()),
+            "seats": json.loads((EXAMPLES / "theatre-seats.json").read_text())}
+    r = http.post("/v1/events", json=body, headers=org.headers)
+    assert r.status_code == 201, r.text
+    api_created = r.json()
+    assert fields(created) == fields(api_created) and created["availability"]["types"]["circle"]["available"] == 30
+    assert created | {"id": None, "organiser_id": None} == api_created | {"id": None, "organiser_id": None}
+    assert http.get(f"/v1/events/{api_created['id']}", headers=org.headers).json() == api_created
 
     event_id, k = api_created["id"], key()
     r = http.post("/v1/purchases", json={"event_id": event_id, "types": {"stalls": 2, "standing": 1}},

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from boxoffice.domain.availability import Summary
-from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
+from boxoffice.domain.availability import Summary, compute_summary
+from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket, initial_shards
 from boxoffice.services.releases import MAX_RELEASE
 from boxoffice.services.waitlist import WaitlistEntry
 
@@ -147,8 +147,10 @@ class Availability(BaseModel):
 
     @classmethod
     def unsold(cls, event: Event) -> Availability:
-        """A just-created event: every ticket available."""
-        return cls(available=event.capacity, held=0, sold=0, capacity=event.capacity, live=True)
+        """A just-created event: counted from the shards it was created with (so per type too, as
+        its organiser's GET shows it), without reading them back."""
+        return cls.counted(compute_summary(initial_shards(event), event.status, event.low_stock_threshold,
+                                           event.catalogue))
 
     @classmethod
     def counted(cls, counts: Summary) -> Availability:

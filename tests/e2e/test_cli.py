@@ -40,6 +40,8 @@ def test_create_buy_replay_and_refusals_with_exit_codes(stack, db):
     assert bad.returncode == 2
     missing = run(stack, "buy", "no-such-event", "--user", "bob", "--json")
     assert missing.returncode == 3
+    missing = run(stack, "waitlist", "leave", "no-such-event", "--user", "bob", "--json")
+    assert missing.returncode == 3 and json.loads(missing.stdout)["error"] == "event_not_found"
 
     shown = json.loads(run(stack, "events", "show", event_id, "--json").stdout)
     # The API's event as its organiser sees it (counted from the shards), and the operator's extras.

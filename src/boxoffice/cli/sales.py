@@ -144,7 +144,8 @@ def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"), as_jso
 
 @waitlist_app.command("leave")
 def waitlist_leave(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
-    """Leave the waitlist."""
-    was = leave_waitlist(client(), event_id, user)
+    """Leave the waitlist (an unknown event exits 3, as the API answers 404)."""
+    with exit_on_error(as_json):
+        was = leave_waitlist(client(), event_id, user)
     emit(as_json, {"ok": True} | WaitlistLeft(event_id=event_id, user_id=user, was_waiting=was).model_dump(mode="json"),
          "left the waitlist" if was else "was not on the waitlist")

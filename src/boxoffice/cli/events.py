@@ -103,16 +103,13 @@ def _show_event(event: Event, summary: dict[str, Any], counts: Summary) -> Table
 @events_app.command("show")
 def events_show(event_id: str, as_json: bool = JsonOpt,
                 watch: bool = typer.Option(False, "--watch", help="Follow the live summary until Ctrl-C.")) -> None:
-    """Show an event, its availability summary and the authoritative shard totals.
-
-    With --json: the event as its organiser gets it from the API (availability counted from the
-    shards, live: true), plus two fields for the operator: summary (the display summary as stored,
-    what buyers see) and shards (how many inventory shards were counted).
-    """
+    """Show an event, its availability summary and the authoritative shard totals."""
     db = client()
     with exit_on_error(as_json):
         event, summary = get_event(db, event_id)
         counts = live_counts(db, event)
+    # --json: the event as the API shows it to its organiser (availability counted from the shards),
+    # plus, for the operator, the display summary as stored (what buyers see) and the shard count.
     payload = EventOut.of(event, Availability.counted(counts)).model_dump(mode="json") | {
         "summary": summary, "shards": counts.shards}
     emit(as_json, payload, _show_event(event, summary, counts))

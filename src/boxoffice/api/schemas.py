@@ -8,7 +8,7 @@ by the API's routes and by the CLI alike, so a script sees the same fields from 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
@@ -168,6 +168,20 @@ class Availability(BaseModel):
         )
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+
+
+@overload
+def _utc(value: None) -> None: ...
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times out in UTC, as Firestore gives them back: an event reads the same when created and
+    when shown later, whatever zone its organiser wrote."""
+    return value.astimezone(UTC) if value is not None else None
+
+
 class EventOut(BaseModel):
     id: str
     name: str
@@ -188,14 +202,14 @@ class EventOut(BaseModel):
     @classmethod
     def of(cls, event: Event, availability: Availability) -> EventOut:
         return cls(
-            id=event.id, name=event.name, venue=event.venue, starts_at=event.starts_at,
+            id=event.id, name=event.name, venue=event.venue, starts_at=_utc(event.starts_at),
             price=event.price, currency=event.currency, capacity=event.capacity,
             per_order_max=event.per_order_max, per_user_limit=event.per_user_limit,
             status=event.status.value, hold_minutes=event.hold_minutes,
             organiser_id=event.organiser_id, availability=availability,
             ticket_types=[TicketTypeOut(id=t.id, name=t.name, price=t.price, currency=t.currency, pool=t.pool_id,
                                         cap=t.cap, per_order_max=t.per_order_max, per_user_limit=t.per_user_limit,
-                                        opens_at=t.opens_at, closes_at=t.closes_at, seated=t.seated)
+                                        opens_at=_utc(t.opens_at), closes_at=_utc(t.closes_at), seated=t.seated)
                           for t in event.ticket_types.types],
             seated=event.seat_map is not None,
         )

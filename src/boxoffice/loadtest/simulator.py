@@ -531,10 +531,12 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
     at_instance = 0
     for r in results:
         doc = docs.get(r.request_id)
-        if r.at_instance and r.answer is Answer.SOLD_OUT:
-            # Refused by its app instance from the summary, never queued: judged by when the buyer
-            # started (before its request would have reached the queue), so it is a violation if
-            # any request that arrived after that still got tickets.
+        if r.answer is Answer.SOLD_OUT and (r.at_instance or doc is None):
+            # Refused by its app instance from the summary, never queued (the library says so;
+            # through the API a "sold out" without an answer document can only be that, since the
+            # allocator writes one for every refusal): judged by when the buyer started (before its
+            # request would have reached the queue), so it is a violation if any request that
+            # arrived after that still got tickets.
             at_instance += 1
             answered.setdefault(r.type_id, []).append(Answered(r.started_at, r.quantity, False, True, r.none_left))
             continue

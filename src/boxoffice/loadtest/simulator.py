@@ -534,11 +534,15 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
         if r.answer is Answer.SOLD_OUT and (r.at_instance or doc is None):
             # Refused by its app instance from the summary, never queued (the library says so;
             # through the API a "sold out" without an answer document can only be that, since the
-            # allocator writes one for every refusal): judged by when the buyer started (before its
-            # request would have reached the queue), so it is a violation if any request that
-            # arrived after that still got tickets.
+            # allocator writes one for every refusal). The library's are judged by when the buyer
+            # started (before its request would have reached the queue): a violation if any
+            # request that arrived after that still got tickets. Through the API the client does
+            # not know when its request reached the instance (it may wait seconds in the server's
+            # queue), so those are counted, not judged: the summary showed nothing left when the
+            # instance read it.
             at_instance += 1
-            answered.setdefault(r.type_id, []).append(Answered(r.started_at, r.quantity, False, True, r.none_left))
+            if r.at_instance:
+                answered.setdefault(r.type_id, []).append(Answered(r.started_at, r.quantity, False, True, r.none_left))
             continue
         if doc is None:
             unanswered += r.answer in (Answer.SOLD, Answer.SOLD_OUT, Answer.HELD_THEN_EXPIRED)

@@ -91,8 +91,10 @@ class SoldOut(BoxofficeError):
     """No ticket is available right now (held tickets may still come back)."""
 
     code = "sold_out"
-    # True when an app instance refused at once from the event's summary (nothing was queued)
+    # True when an app instance refused at once from the event's summary (nothing was queued),
+    # and the server time at which it read that summary (the request's arrival, for fairness)
     at_instance: bool = False
+    seen_at: datetime | None = None
 
     def __init__(self, event_id: str, message: str | None = None) -> None:
         super().__init__(message or f"event {event_id!r} is sold out")

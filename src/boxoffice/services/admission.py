@@ -84,7 +84,7 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     event.validate_quantity(request.quantity)
     if request.kind is RequestKind.HOLD and (event.catalogue is not None or request.lines or request.seats):
         raise InvalidRequest("holds of events with ticket types or seats are not supported yet: buy instead")
-    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request)
+    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request, ev_snap.read_time)
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)
@@ -99,7 +99,8 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     return Asked(answer, replayed=answer.message_id != message_id, waited_s=waited)
 
 
-def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: TicketRequest) -> None:
+def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: TicketRequest,
+                              read_at: Any) -> None:
     """An instance that already knows the event (or a type asked for) is sold out answers at
     once, without queueing: the summary on the event document it has just read says so
     (``domain.availability.gone_per_summary``). Specific seats are always asked of the allocator.
@@ -111,7 +112,7 @@ def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: T
         return
     quantity = dict(request.lines).get(gone, request.quantity)
     refusal = SoldOut(request.event_id) if gone == "" else TicketTypeSoldOut(request.event_id, gone, quantity, 0)
-    refusal.at_instance = True
+    refusal.at_instance, refusal.seen_at = True, read_at
     raise refusal
 
 

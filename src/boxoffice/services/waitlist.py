@@ -45,10 +45,7 @@ def join_waitlist(db: firestore.Client, event_id: str, user_id: str) -> Waitlist
     """
     if not user_id or "/" in user_id:
         raise InvalidRequest("user id must be non-empty and without '/'")
-    snap = event_ref(db, event_id).get()
-    if not snap.exists:
-        raise EventNotFound(event_id)
-    event_from_doc(event_id, snap.to_dict() or {}).require_visible_to(None)
+    _require_published(db, event_id)
     ref = waitlist_col(db, event_id).document(user_id)
     existing = ref.get()
     if existing.exists and (existing.to_dict() or {}).get("status") == "waiting":
@@ -69,11 +66,23 @@ def join_waitlist(db: firestore.Client, event_id: str, user_id: str) -> Waitlist
 
 
 def leave_waitlist(db: firestore.Client, event_id: str, user_id: str) -> bool:
-    """Leave the waitlist; True if the user was on it (leaving twice is harmless)."""
+    """Leave the waitlist; True if the user was on it (leaving twice is harmless).
+
+    Raises ``EventNotFound`` for an unknown event or a draft, as ``join_waitlist`` does.
+    """
+    _require_published(db, event_id)
     ref = waitlist_col(db, event_id).document(user_id)
     was = ref.get().exists
     ref.delete()
     return was
+
+
+def _require_published(db: firestore.Client, event_id: str) -> None:
+    """An unknown event, or a draft (it has no buyers to wait), is ``EventNotFound``."""
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
+        raise EventNotFound(event_id)
+    event_from_doc(event_id, snap.to_dict() or {}).require_visible_to(None)
 
 
 def _with_position(db: firestore.Client, entry: WaitlistEntry) -> WaitlistEntry:

@@ -72,10 +72,14 @@ def test_without_an_allocator_holding_the_queue_the_request_waits_and_no_number_
     assert backlog(stale, at(3)) == (None, None)
 
 
-def test_a_burst_arriving_in_an_instant_is_measured_over_at_least_a_second():
+def test_answers_from_an_instant_of_a_burst_give_no_density_until_they_span_a_quarter_second():
     meter = QueueMeter(since=at(0)).with_batch(at(1), [at(0.5 + i / 10_000) for i in range(100)])
     progress = meter.progress(at(1))
-    assert progress.arrivals_per_s == 100.0  # not 100 / 0.0099 s
+    assert progress.arrivals_per_s is None  # not 100 / 0.0099 s, nor a guess from a floor
+    place = place_in_queue(at(5), progress, now=at(5))
+    assert (place.state, place.ahead) == (QUEUED, None)
+    meter = meter.with_batch(at(2), [at(0.75 + i / 100) for i in range(5)])
+    assert meter.progress(at(2)).arrivals_per_s == 105 / 0.29
 
 
 def test_one_answer_says_nothing_of_the_arrivals_density():

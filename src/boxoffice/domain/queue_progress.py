@@ -28,7 +28,9 @@ from datetime import datetime
 from typing import Any
 
 WINDOW_S = 10.0  # answers this recent make the pace
-MIN_SPAN_S = 1.0  # arrivals measured over at least this long: a burst's instant is not its density
+# No density until the answers span this much arrival time: the first answers of a burst came
+# within an instant and would say almost nothing of how many are behind them.
+MIN_SPAN_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class QueueProgress:
     answered_through: datetime | None  # arrival time of the latest request answered
     drained_at: datetime | None  # the allocator found the queue empty then, after its last answer
     answers_per_s: float  # over the last WINDOW_S (0: none)
-    arrivals_per_s: float | None  # density of the recently answered arrivals (None: too few)
+    arrivals_per_s: float | None  # density of the recently answered arrivals (None: too few, too close)
     live: bool = True  # an allocator holds the event's lease (the reader sets it from the expiry)
 
     def as_doc(self) -> dict[str, Any]:
@@ -94,7 +96,7 @@ class QueueMeter:
         density = None
         if answered >= 2:
             span = (max(b.last_arrival for b in recent) - min(b.first_arrival for b in recent)).total_seconds()
-            density = answered / max(span, MIN_SPAN_S)
+            density = answered / span if span >= MIN_SPAN_S else None
         return QueueProgress(as_of=now, answered_through=self.answered_through, drained_at=self.drained_at,
                              answers_per_s=answered / elapsed, arrivals_per_s=density)
 

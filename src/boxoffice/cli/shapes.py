@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from boxoffice.domain.model import Event, Hold, Order
+from boxoffice.domain.ticket_types import OrderLine
 
 
 def event_json(event: Event, summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,12 +49,15 @@ def order_json(order: Order) -> dict[str, Any]:
         "ticket_ids": list(order.ticket_ids),
         "allocations": dict(order.allocations),
         "idempotency_key": order.idempotency_key,
-    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
-                     "amount": ln.amount, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
-         if order.lines else {})
+    } | ({"lines": lines_json(order.lines)} if order.lines else {})
+
+
+def lines_json(lines: Sequence[OrderLine]) -> list[dict[str, Any]]:
+    return [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+             "amount": ln.amount, "seat_ids": list(ln.seat_ids)} for ln in lines]
 
 
 def hold_json(hold: Hold) -> dict[str, Any]:
     return {"id": hold.id, "event_id": hold.event_id, "user_id": hold.user_id, "quantity": hold.quantity,
             "allocations": dict(hold.allocations), "expires_at": hold.expires_at.isoformat(),
-            "status": hold.status.value}
+            "status": hold.status.value} | ({"lines": lines_json(hold.lines)} if hold.lines else {})

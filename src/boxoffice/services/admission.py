@@ -25,7 +25,7 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.domain.allocation import RequestKind, TicketRequest
-from boxoffice.domain.errors import AnswerPending, EventNotFound, IdempotencyConflict, InvalidRequest
+from boxoffice.domain.errors import AnswerPending, EventNotFound, IdempotencyConflict
 from boxoffice.domain.model import SaleStatus
 from boxoffice.log import kv
 from boxoffice.store.admission_queue import admission_queue
@@ -68,8 +68,6 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
-    if request.kind is RequestKind.HOLD and (event.catalogue is not None or request.lines or request.seats):
-        raise InvalidRequest("holds of events with ticket types or seats are not supported yet: buy instead")
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)

@@ -158,3 +158,14 @@ def test_holding_seats_and_cancelling_by_type_through_the_api(http, user, db, du
     # The seat given back sells again (the allocator frees it before its next decision).
     r = post("/v1/purchases", bob, {"event_id": ev["id"], "seats": ["stalls:A:6"]})
     assert r.status_code == 201, r.text
+
+
+def test_an_organiser_releases_tickets_of_one_type_and_not_of_a_seated_one(http, user, db):
+    org = user(organiser=True)
+    ev = http.post("/v1/events", json=TYPED, headers=org.headers).json()
+    r = http.post(f"/v1/events/{ev['id']}/releases", json={"quantity": 5, "type_id": "standing"}, headers=org.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["capacity"] == ev["capacity"] + 5
+    for body in ({"quantity": 5, "type_id": "stalls"}, {"quantity": 5}, {"quantity": 5, "type_id": "boxes"}):
+        r = http.post(f"/v1/events/{ev['id']}/releases", json=body, headers=org.headers)
+        assert r.status_code == 422, (body, r.text)

@@ -19,6 +19,7 @@ from boxoffice.domain.errors import (
     PerUserTypeLimitExceeded,
     SeatNotInMap,
     SeatUnavailable,
+    TicketTypeSoldOut,
     UnknownTicketType,
 )
 from boxoffice.domain.model import HoldStatus, OrderStatus
@@ -27,6 +28,7 @@ from boxoffice.services.cancellations import cancel_order
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_expired_holds, release_hold
 from boxoffice.services.purchasing import purchase_tickets
+from boxoffice.services.releases import release_tickets
 
 TYPES = {"types": [
     {"id": "stalls", "name": "Stalls", "price": 5000, "per_user_limit": 4},
@@ -209,3 +211,26 @@ def test_holding_what_the_map_or_catalogue_lacks_is_refused_and_holds_nothing(db
     assert seat_docs(db, event.id) == set()
     assert all(c["held"] == 0 for c in counts(db, event.id).values())
     assert audit_inventory(db, event.id, check_summary=False) == []
+
+
+def test_releasing_a_capped_type_of_a_shared_pool_sells_more_of_it_and_bad_releases_write_nothing(db, stack):
+    event = typed_event(db)  # floor: 10, early capped at 3, standing sized by the pool
+    purchase_tickets(db, event.id, "ann", None, "k1", types={"early": 3})
+    with pytest.raises(TicketTypeSoldOut):
+        purchase_tickets(db, event.id, "bob", None, "k2", types={"early": 1})
+    after = release_tickets(db, event.id, 2, type_id="early")
+    assert after.capacity == event.capacity + 2
+    c = counts(db, event.id)
+    # standing was sized by the pool: it grows with it (10 -> 12), none of it sold
+    assert (c["floor"]["available"], c["cap:early"]["available"], c["cap:standing"]["available"]) == (9, 2, 12)
+    assert purchase_tickets(db, event.id, "bob", None, "k3", types={"early": 2}).order.quantity == 2
+    assert audit_inventory(db, event.id, check_summary=False) == []
+
+    before = database_dump(stack)
+    with pytest.raises(InvalidRequest, match="seated"):
+        release_tickets(db, event.id, 2, type_id="stalls")
+    with pytest.raises(InvalidRequest, match="name the type"):
+        release_tickets(db, event.id, 2)
+    with pytest.raises(UnknownTicketType):
+        release_tickets(db, event.id, 2, type_id="boxes")
+    assert database_dump(stack) == before

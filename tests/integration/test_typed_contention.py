@@ -170,3 +170,15 @@ def test_seats_given_back_sell_again_but_never_twice_across_processes_and_an_all
         assert markers == [], "the allocator left seat-release markers behind"
     finally:
         standby.stop()
+
+
+def test_a_seated_simulation_with_holds_and_cancellations_audits_clean(db):
+    from boxoffice.loadtest.simulator import SimulationConfig, run_simulation
+
+    result = run_simulation(db, SimulationConfig(buyers=80, tickets=40, concurrency=40, seed=5, deadline_s=60,
+                                                 seated=True, hold_share=0.3, confirm_share=0.5, cancel_share=0.3,
+                                                 hold_ttl_s=1.0, allocators=0))
+    report = result.report()
+    assert report["errors"] == 0, report
+    assert report["audit"]["ok"], report["audit"]["problems"]
+    assert any(r.via_hold for r in result.results) and any(r.cancelled for r in result.results)

@@ -345,6 +345,9 @@ class WaitlistLeft(BaseModel):
 
 class ReleaseIn(RequestBody):
     quantity: Count = Field(ge=1, le=MAX_RELEASE, description="Tickets to add to the event's inventory.")
+    type_id: str | None = Field(default=None, pattern=TYPE_ID_PATTERN,
+                                description="The ticket type to release (required for an event with ticket types; "
+                                            "not a seated one).")
 
 
 class SaleStatusIn(RequestBody):

@@ -111,10 +111,13 @@ def cancel(
          f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
 
 
-def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"), as_json: bool = JsonOpt) -> None:
+def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"),
+            type_: str | None = typer.Option(None, "--type", help="The ticket type to release (an event with "
+                                             "ticket types; not a seated one)."),
+            as_json: bool = JsonOpt) -> None:
     """Add tickets to a running sale (reopens a sold-out event)."""
     with exit_on_error(as_json):
-        ev = release_tickets(client(), event_id, quantity)
+        ev = release_tickets(client(), event_id, quantity, type_id=type_)
     emit(as_json, {"ok": True, "event": event_json(ev)},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 

@@ -111,10 +111,8 @@ class SimulationConfig:
                 problems.append(f"{name.replace('_', '-')} must be between 0 and 1")
         if self.hold_ttl_s <= 0:
             problems.append("hold-ttl must be positive")
-        if (self.types or self.seated) and (self.hold_share or self.cancel_share or self.strategy is not Strategy.QUEUED
-                                            or self.tickets < 10):
-            problems.append("--types/--seated sell through the allocator (queued strategy), without holds or "
-                            "cancellations, at least 10 tickets")
+        if (self.types or self.seated) and (self.strategy is not Strategy.QUEUED or self.tickets < 10):
+            problems.append("--types/--seated sell through the allocator (queued strategy), at least 10 tickets")
         if problems:
             raise errors.InvalidRequest("invalid simulation: " + "; ".join(problems))
 
@@ -419,17 +417,18 @@ def run_buyers(
 
     def buy(user: str, key: str, quantity: int, choice: random.Random) -> tuple[Answer, str, int, bool]:
         """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
-        if config.types or config.seated:
-            type_id, n = typed_choice(choice)
-            outcome = purchase_tickets(db, event_id, user, None, key, deadline_s=config.deadline_s, types={type_id: n})
-            return Answer.SOLD, outcome.order.id, outcome.attempts, False
+        typed = config.types or config.seated
+        types = dict([typed_choice(choice)]) if typed else None
         if choice.random() < config.hold_share:
-            hold = hold_tickets(db, event_id, user, quantity, key, ttl_s=config.hold_ttl_s,
-                                deadline_s=config.deadline_s)
+            hold = hold_tickets(db, event_id, user, None if typed else quantity, key, ttl_s=config.hold_ttl_s,
+                                deadline_s=config.deadline_s, types=types)
             if choice.random() >= config.confirm_share:
                 return Answer.HELD_THEN_EXPIRED, order_id_for(user, key), 0, True
             outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)
             via_hold = True
+        elif typed:
+            outcome = purchase_tickets(db, event_id, user, None, key, deadline_s=config.deadline_s, types=types)
+            via_hold = False
         else:
             outcome = buy_once(db, event_id, user, quantity, key, deadline_s=config.deadline_s, rng=choice)
             via_hold = False

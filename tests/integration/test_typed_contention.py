@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
+from tests.integration.lease_crash import kill_the_lease_holder
 
 from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.services.audit import audit_inventory
 from boxoffice.services.events import create_event
 from boxoffice.services.holds import release_expired_holds
-from boxoffice.store.leases import LEASES
 
 TYPES = {"types": [
     {"id": "stalls", "name": "Stalls", "price": 5000},
@@ -96,19 +95,6 @@ def test_seats_given_back_sell_again_but_never_twice_across_processes_and_an_all
     running = threading.Event()
     running.set()
 
-    def kill_the_holder_mid_run() -> None:
-        give_up = time.monotonic() + 120
-        while time.monotonic() < give_up and running.is_set():
-            lease = db.collection(LEASES).document(event.id).get()
-            answered = len(list(db.collection("requests").select([]).limit(BUYERS).stream()))
-            if lease.exists and answered >= BUYERS // 2:
-                pid = int(lease.get("holder").rsplit("-", 2)[1])
-                assert pid in ours  # only ever a process this session started
-                os.kill(pid, signal.SIGKILL)
-                killed.update(pid=pid, epoch=lease.get("epoch"))
-                return
-            time.sleep(0.05)
-
     def sweep() -> None:
         while running.is_set():
             release_expired_holds(db)
@@ -119,7 +105,8 @@ def test_seats_given_back_sell_again_but_never_twice_across_processes_and_an_all
     users = [f"u{i:03d}" for i in range(BUYERS)]
     procs = [ctx.Process(target=_instance, args=(dict(os.environ), event.id, users[i::INSTANCES], i, out))
              for i in range(INSTANCES)]
-    threads = [threading.Thread(target=kill_the_holder_mid_run), threading.Thread(target=sweep)]
+    threads = [threading.Thread(target=kill_the_lease_holder, args=(db, event.id, ours, BUYERS // 2, killed, running)),
+               threading.Thread(target=sweep)]
     try:
         for p in procs:
             p.start()

@@ -16,6 +16,7 @@ from tests.e2e.conftest import database_dump
 
 from boxoffice.domain.errors import (
     InvalidRequest,
+    NotSoldOut,
     PerUserTypeLimitExceeded,
     SeatNotInMap,
     SeatUnavailable,
@@ -234,3 +235,29 @@ def test_releasing_a_capped_type_of_a_shared_pool_sells_more_of_it_and_bad_relea
     with pytest.raises(UnknownTicketType):
         release_tickets(db, event.id, 2, type_id="boxes")
     assert database_dump(stack) == before
+
+
+def test_a_waiter_for_a_sold_out_type_is_offered_that_type_when_it_comes_back_and_no_other(db, stack):
+    from boxoffice.services.summary import refresh_summary
+    from boxoffice.services.waitlist import join_waitlist
+
+    event = typed_event(db)
+    with pytest.raises(InvalidRequest, match="name the type"):
+        join_waitlist(db, event.id, "wes")
+    with pytest.raises(NotSoldOut):
+        join_waitlist(db, event.id, "wes", "early")
+    order = purchase_tickets(db, event.id, "ann", None, "k1", types={"early": 3, "standing": 1}).order
+    refresh_summary(db, event.id, force=True)
+    with pytest.raises(NotSoldOut):  # early is gone, standing is not
+        join_waitlist(db, event.id, "sam", "standing")
+    with pytest.raises(UnknownTicketType):
+        join_waitlist(db, event.id, "wes", "boxes")
+    assert join_waitlist(db, event.id, "wes", "early").position == 1
+    assert join_waitlist(db, event.id, "val", "early").position == 2
+    cancel_order(db, order.id, "ann", types={"standing": 1})  # standing comes back: no early waiter is offered
+    refresh_summary(db, event.id, force=True)
+    assert [s for s in db.collection("outbox").stream() if s.get("type") == "waitlist.offer"] == []
+    cancel_order(db, order.id, "ann", types={"early": 1})
+    refresh_summary(db, event.id, force=True)
+    offers = [s.to_dict()["payload"] for s in db.collection("outbox").stream() if s.get("type") == "waitlist.offer"]
+    assert [(o["user_id"], o["type_id"], o["quantity"]) for o in offers] == [("wes", "early", 1)]

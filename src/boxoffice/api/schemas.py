@@ -335,6 +335,7 @@ class WaitlistOut(BaseModel):
     status: str = Field(description="waiting | offered")
     joined_at: datetime | None
     position: int | None = Field(description="1 = next to be offered; null unless waiting.")
+    type_id: str | None = Field(default=None, description="The ticket type waited for (an event with types).")
 
 
 class WaitlistLeft(BaseModel):

@@ -137,12 +137,16 @@ def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume |
 
 
 @waitlist_app.command("join")
-def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
-    """Join the waitlist of a sold-out event: you get an offer when tickets come back."""
+def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"),
+                  type_: str | None = typer.Option(None, "--type", help="The ticket type to wait for (required "
+                                                   "for an event with ticket types)."),
+                  as_json: bool = JsonOpt) -> None:
+    """Join the waitlist of a sold-out event (or type): you get an offer when tickets come back."""
     with exit_on_error(as_json):
-        e = join_waitlist(client(), event_id, user)
+        e = join_waitlist(client(), event_id, user, type_)
     emit(as_json, {"ok": True, "event_id": e.event_id, "user_id": e.user_id, "status": e.status,
-                   "position": e.position}, f"{e.user_id} is {e.status} (position {e.position})")
+                   "position": e.position} | ({"type_id": e.type_id} if e.type_id else {}),
+         f"{e.user_id} is {e.status} (position {e.position})")
 
 
 @waitlist_app.command("leave")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from boxoffice.domain.availability import (
+    Summary,
     compute_summary,
     is_reflected,
     notices,
+    offers_by_type,
     offers_to_make,
     same_counts,
     wait_before_write,
@@ -116,3 +119,12 @@ def test_hold_rules_and_sale_transitions():
     assert next_sale_status(SaleStatus.ON_SALE, SaleStatus.PAUSED) is SaleStatus.PAUSED
     with pytest.raises(InvalidSaleTransition):
         next_sale_status(SaleStatus.CLOSED, SaleStatus.ON_SALE)
+
+
+def test_offers_of_an_event_with_types_follow_what_came_back_of_each_type():
+    new = Summary(available=5, held=0, sold=5, capacity=10, state="on_sale", low_stock=False, shards=2,
+                  types={"early": {"available": 2}, "standing": {"available": 3}, "vip": {"available": 0}})
+    before = {"types": {"early": {"available": 0}, "standing": {"available": 3}, "vip": {"available": 1}}}
+    assert offers_by_type(before, new) == {"early": 2}
+    assert offers_by_type(None, new) == {}
+    assert offers_by_type(before, replace(new, state="paused")) == {}

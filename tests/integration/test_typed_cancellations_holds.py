@@ -122,6 +122,8 @@ def test_cancelling_lines_of_a_mixed_order_refunds_each_at_its_price_to_every_qu
 def test_a_cancellation_naming_what_the_order_lacks_is_refused_with_nothing_written(db, stack, kwargs, message):
     event = typed_event(db)
     order = purchase_tickets(db, event.id, "ann", None, "k1", types={"stalls": 2, "standing": 1}).order
+    seats = {s for ln in order.lines for s in ln.seat_ids}
+    assert shown_taken(db, event.id, seats) == seats  # the allocator's section write is done: the dump holds still
     before = database_dump(stack)
     with pytest.raises(InvalidRequest, match=message):
         cancel_order(db, order.id, "ann", **kwargs)

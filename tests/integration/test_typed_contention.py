@@ -26,9 +26,9 @@ from boxoffice.services.events import create_event
 from boxoffice.services.holds import release_expired_holds
 
 TYPES = {"types": [
-    {"id": "stalls", "name": "Stalls", "price": 5000},
-    {"id": "early", "name": "Early bird", "price": 1000, "pool": "floor", "capacity": 4},
-    {"id": "standing", "name": "Standing", "price": 2000, "pool": "floor"},
+    {"id": "stalls", "name": "Stalls", "price": 5000, "per_user_limit": 20},
+    {"id": "early", "name": "Early bird", "price": 1000, "pool": "floor", "capacity": 4, "per_user_limit": 20},
+    {"id": "standing", "name": "Standing", "price": 2000, "pool": "floor", "per_user_limit": 20},
 ], "pools": [{"id": "floor", "capacity": 8}]}
 SEATS = {"sections": [{"id": s, "rows": [{"id": r, "first": 1, "last": 4, "type": "stalls"} for r in rows]}
                       for s, rows in (("front", "AB"), ("back", "C"))]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 
 import pytest
@@ -146,6 +147,11 @@ def test_holding_seats_and_cancelling_by_type_through_the_api(http, user, db, du
     order = r.json()
     assert order["lines"][0]["seat_ids"] == ["stalls:A:5", "stalls:A:6"] and order["amount"] == 9000
 
+    sections = db.collection("events").document(ev["id"]).collection("sections")
+    give_up = time.monotonic() + 15
+    while time.monotonic() < give_up and {t for sec in sections.stream() for t in sec.to_dict()["taken"]} != {
+            "stalls:A:5", "stalls:A:6"}:
+        time.sleep(0.2)  # the allocator's section write lands before the dump, not during it
     before = dump()
     for body in ({"types": {"boxes": 1}}, {"types": {"stalls": 3}},
                  {"types": {"stalls": 1}, "ticket_ids": [order["ticket_ids"][0]]}, {"types": None}):

@@ -221,3 +221,24 @@ def test_the_audit_catches_an_oversold_shard_and_a_missing_ticket(db):
     text = " | ".join(audit.problems)
     assert not audit.ok
     assert "negative" in text and "1 valid tickets but shards say sold=4" in text and "told no" in text
+
+
+def test_an_instance_that_knows_the_event_is_sold_out_refuses_at_once_without_queueing(db):
+    from boxoffice.services.cancellations import cancel_order
+    from boxoffice.services.summary import refresh_summary
+
+    event = an_event(db, capacity=2)
+    sold = purchase_tickets(db, event.id, "alice", 2, "k-a").order
+    refresh_summary(db, event.id, min_interval_s=0)  # the summary now shows nothing left
+    with pytest.raises(errors.SoldOut) as refused:
+        purchase_tickets(db, event.id, "bob", 1, "k-b")
+    assert refused.value.at_instance
+    # Nothing was queued: no request document for bob, no order.
+    assert [s.to_dict()["user_id"] for s in db.collection("requests").stream()] == ["alice"]
+    assert counts(db)["orders"] == 1
+
+    # A ticket comes back: once the summary shows it, the next buyer is queued and gets it.
+    cancel_order(db, sold.id, "alice", ticket_ids=[sold.ticket_ids[0]])
+    refresh_summary(db, event.id, min_interval_s=0)
+    assert purchase_tickets(db, event.id, "bob", 1, "k-b").order.quantity == 1
+    assert audit_sale(db, event.id).ok

@@ -128,3 +128,25 @@ def test_offers_of_an_event_with_types_follow_what_came_back_of_each_type():
     assert offers_by_type(before, new) == {"early": 2}
     assert offers_by_type(None, new) == {}
     assert offers_by_type(before, replace(new, state="paused")) == {}
+
+
+# --- what an app instance may refuse at once (gone_per_summary) ------------------------------
+
+def test_an_instance_refuses_a_single_type_event_at_once_only_when_its_summary_shows_nothing_left():
+    from boxoffice.domain.availability import gone_per_summary
+
+    assert gone_per_summary({"available": 0, "held": 3}, (), typed=False) == ""
+    assert gone_per_summary({"available": 1}, (), typed=False) is None
+    assert gone_per_summary(None, (), typed=False) is None  # no summary yet: ask the allocator
+    assert gone_per_summary({}, (), typed=False) is None
+
+
+def test_an_instance_refuses_a_typed_request_at_once_only_for_a_type_shown_with_nothing_left():
+    from boxoffice.domain.availability import gone_per_summary
+
+    summary = {"available": 5, "types": {"vip": {"available": 0}, "floor": {"available": 5}}}
+    assert gone_per_summary(summary, (("floor", 2), ("vip", 1)), typed=True) == "vip"
+    assert gone_per_summary(summary, (("floor", 2),), typed=True) is None
+    assert gone_per_summary(summary, (("unknown", 1),), typed=True) is None  # the allocator names the error
+    # A typed event asked without lines (its default type) is left to the allocator.
+    assert gone_per_summary({"available": 0, "types": {}}, (), typed=True) is None

@@ -8,7 +8,7 @@ same summary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,30 @@ def compute_summary(shards: Iterable[InventoryShard], status: SaleStatus, low_st
         shards=len(every),
         types=types,
     )
+
+
+def gone_per_summary(summary_doc: Mapping[str, Any] | None, lines: Sequence[tuple[str, int]], *,
+                     typed: bool) -> str | None:
+    """What an app instance may refuse at once, from the event's summary, without queueing.
+
+    Returns ``""`` when the summary shows the event (a single-type event) with nothing left,
+    the type id of a requested line whose type shows nothing left, else None (ask the
+    allocator). The summary trails the shards by about a second (at most one write a second),
+    so a buyer may be told "sold out" up to about a second after a ticket came back (a
+    cancellation, an expired hold); it shows 0 only once the last ticket has gone.
+    """
+    if not summary_doc:
+        return None
+    if lines:
+        types = summary_doc.get("types") or {}
+        for type_id, _ in lines:
+            row = types.get(type_id)
+            if row is not None and row.get("available") == 0:
+                return type_id
+        return None
+    if not typed and summary_doc.get("available") == 0:
+        return ""
+    return None
 
 
 def same_counts(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:

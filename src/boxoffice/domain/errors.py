@@ -89,6 +89,8 @@ class SoldOut(BoxofficeError):
     """No ticket is available right now (held tickets may still come back)."""
 
     code = "sold_out"
+    # True when an app instance refused at once from the event's summary (nothing was queued)
+    at_instance: bool = False
 
     def __init__(self, event_id: str, message: str | None = None) -> None:
         super().__init__(message or f"event {event_id!r} is sold out")

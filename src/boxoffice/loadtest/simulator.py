@@ -145,6 +145,10 @@ class BuyerResult:
     cancelled: bool = False
     instance: int = 0
     type_id: str | None = None  # --types / --seated: the type asked for
+    # refused "sold out" by the app instance from the event's summary, without queueing (no
+    # request document); its arrival for the FIFO check is the buyer's own start (epoch seconds)
+    at_instance: bool = False
+    started_at: float = 0.0
 
     @property
     def request_id(self) -> str:
@@ -441,11 +445,13 @@ def run_buyers(
         choice = random.Random(seed)
         started = time.time()
         attempts, error, none_left, via_hold, order_id = 0, None, False, False, order_id_for(user, key)
+        at_instance = False
         try:
             answer, order_id, attempts, via_hold = buy(user, key, quantity, choice)
         except errors.SoldOut as exc:
             answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets) and getattr(
                 exc, "available", 0) == 0
+            at_instance = exc.at_instance
         except errors.ContentionTimeout as exc:
             answer, error = Answer.ERROR, type(exc).__name__
         except errors.BoxofficeError as exc:
@@ -456,7 +462,8 @@ def run_buyers(
         cancelled = answer is Answer.SOLD and config.cancel_share > 0 and _was_cancelled(db, order_id)
         result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
                              attempts, error, none_left, via_hold, cancelled, instance,
-                             typed_choice(random.Random(seed))[0] if config.types or config.seated else None)
+                             typed_choice(random.Random(seed))[0] if config.types or config.seated else None,
+                             at_instance, started)
         with lock:
             results.append(result)
         if on_answer is not None:
@@ -520,8 +527,16 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
             db.collection(REQUESTS).where(filter=FieldFilter("event_id", "==", event_id)).stream()}
     answered: dict[str | None, list[Answered]] = {}
     unanswered = 0
+    at_instance = 0
     for r in results:
         doc = docs.get(r.request_id)
+        if r.at_instance and r.answer is Answer.SOLD_OUT:
+            # Refused by its app instance from the summary, never queued: judged by when the buyer
+            # started (before its request would have reached the queue), so it is a violation if
+            # any request that arrived after that still got tickets.
+            at_instance += 1
+            answered.setdefault(r.type_id, []).append(Answered(r.started_at, r.quantity, False, True, r.none_left))
+            continue
         if doc is None:
             unanswered += r.answer in (Answer.SOLD, Answer.SOLD_OUT, Answer.HELD_THEN_EXPIRED)
             continue
@@ -543,6 +558,7 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
     return {
         "requests_answered": len(docs),
         "unanswered": unanswered,
+        "sold_out_at_instance": at_instance,
         "fifo_violations": sum(fifo_violations(group) for group in answered.values()) if fair else None,
         "allocator_commits": len(batches),
         "commits_with_sales": len(sale_batches),

@@ -8,7 +8,8 @@
    refusal binds nothing, as before the queue: the key is asked again, with any parameters,
    under the next attempt number, and may succeed this time.
    Refusals that need no queue are answered at once with nothing written: unknown event, sale
-   not open, bad quantity.
+   not open, bad quantity, and sold out when the event's summary (on the event document just
+   read, at most about a second behind the shards) already shows nothing left of what is asked.
 2. publish the request to the event's admission queue (``store.admission_queue``);
 3. wait for the answer (``store.requests.AnswerBoard``) until ``wait_s``; if it has not come
    by then, ``AnswerPending``: the request stays queued and will be answered exactly once,
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +27,14 @@ from typing import Any
 from google.cloud import firestore
 
 from boxoffice.domain.allocation import RequestKind, TicketRequest
-from boxoffice.domain.errors import AnswerPending, EventNotFound, IdempotencyConflict
+from boxoffice.domain.availability import gone_per_summary
+from boxoffice.domain.errors import (
+    AnswerPending,
+    EventNotFound,
+    IdempotencyConflict,
+    SoldOut,
+    TicketTypeSoldOut,
+)
 from boxoffice.domain.model import SaleStatus
 from boxoffice.log import kv
 from boxoffice.store.admission_queue import admission_queue
@@ -68,6 +77,7 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
+    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request)
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)
@@ -79,6 +89,22 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
            user_id=request.user_id, waited_s=round(waited, 2))
         raise AnswerPending(request.id, waited)
     return Asked(answer, replayed=answer.message_id != message_id, waited_s=waited)
+
+
+def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: TicketRequest) -> None:
+    """An instance that already knows the event (or a type asked for) is sold out answers at
+    once, without queueing: the summary on the event document it has just read says so
+    (``domain.availability.gone_per_summary``). Specific seats are always asked of the allocator.
+    ``BOXOFFICE_SOLD_OUT_AT_INSTANCE=off`` queues every request."""
+    if request.seats or os.environ.get("BOXOFFICE_SOLD_OUT_AT_INSTANCE", "on") == "off":
+        return
+    gone = gone_per_summary(event_doc.get("summary"), request.lines, typed=typed)
+    if gone is None:
+        return
+    quantity = dict(request.lines).get(gone, request.quantity)
+    refusal = SoldOut(request.event_id) if gone == "" else TicketTypeSoldOut(request.event_id, gone, quantity, 0)
+    refusal.at_instance = True
+    raise refusal
 
 
 def _get_two(db: firestore.Client, a: firestore.DocumentReference, b: firestore.DocumentReference) -> tuple[Any, Any]:

@@ -13,9 +13,9 @@ effects, nor effects without their answer.
                     outcome ("order" | "hold" | "refused"), order_id | hold_id,
                     error {code, message, details}, batch, epoch
 
-A buyer waits for its answer with ``AnswerBoard``: one Firestore listener per process on the
-answers addressed to that process, fanning out to the waiting calls. The listener is an
-optimisation; ``wait`` also reads the document itself now and then, which is the truth.
+A buyer waits for its answer with ``AnswerBoard``: one reader per process for all its waiting
+calls, by default one ``get_all`` of the awaited answer documents every 0.1 s (a listener per
+process is the other mode; see the class for why polling is the default).
 """
 
 from __future__ import annotations
@@ -155,29 +155,53 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class AnswerBoard:
-    """Waits for answers addressed to this process: one listener, many waiting calls.
+def _answers_mode() -> str:
+    mode = os.environ.get("BOXOFFICE_ANSWERS", "poll")
+    if mode not in ("poll", "listen"):
+        raise ValueError(f"BOXOFFICE_ANSWERS must be 'poll' or 'listen', got {mode!r}")
+    return mode
 
-    ``instance`` goes into every request this process sends; the allocator copies it into the
-    answer, and the listener (``instance == this``) hands each answer to the call waiting for it.
+
+class AnswerBoard:
+    """Waits for answers addressed to this process: one reader thread, many waiting calls.
+
+    Two ways to learn of answers (``BOXOFFICE_ANSWERS``):
+
+    - ``poll`` (default): one thread reads every awaited answer document of the process in one
+      ``get_all`` every ``POLL_EVERY_S`` (only while calls wait). On the emulator each listener
+      is evaluated inside every commit: 500-write commits took 26-86 ms with no listener,
+      0.4-1.4 s with 8 and 2-4 s with 40 (docs/decisions.md), which made the allocator's
+      commits slower with every app instance; polling reads cost nothing to the writers.
+    - ``listen``: one Firestore listener per process on the answers addressed to it
+      (``instance == this``), which production Firestore serves without slowing the writers;
+      ``wait`` also reads its own document once a second, which is the truth.
     """
 
-    POLL_S = 1.0  # a waiting call also reads its document this often (the listener may lag)
+    POLL_S = 1.0  # listen mode: a waiting call also reads its document this often
+    POLL_EVERY_S = float(os.environ.get("BOXOFFICE_ANSWER_POLL_S", "0.1"))
+    GET_ALL_CHUNK = 300
 
-    def __init__(self, db: firestore.Client, instance: str | None = None) -> None:
+    def __init__(self, db: firestore.Client, instance: str | None = None, *, mode: str | None = None) -> None:
         self.db = db
         self.instance = instance or new_instance_id()
+        self.mode = mode or _answers_mode()
         self._cv = threading.Condition()
         self._answers: dict[str, Answer] = {}
+        self._waiting: dict[str, int] = {}  # request id -> calls waiting for it
         self._watch: Any = None
+        self._poller: threading.Thread | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
-    def _ensure_listening(self) -> None:
+    def _ensure_reading(self) -> None:
         with self._lock:
-            if self._watch is not None:
-                return
-            query = self.db.collection(REQUESTS).where(filter=FieldFilter("instance", "==", self.instance))
-            self._watch = query.on_snapshot(self._on_snapshot)
+            if self.mode == "listen":
+                if self._watch is None:
+                    query = self.db.collection(REQUESTS).where(filter=FieldFilter("instance", "==", self.instance))
+                    self._watch = query.on_snapshot(self._on_snapshot)
+            elif self._poller is None or not self._poller.is_alive():
+                self._poller = threading.Thread(target=self._poll, name="answer-board", daemon=True)
+                self._poller.start()
 
     def _on_snapshot(self, docs: Any, changes: Any, read_time: Any) -> None:
         with self._cv:
@@ -188,22 +212,66 @@ class AnswerBoard:
                     self._answers[doc.id] = answer_from_doc(doc.id, data)
             self._cv.notify_all()
 
+    def _poll(self) -> None:
+        """Poll mode: read every awaited answer, in chunks of one ``get_all`` each."""
+        while True:
+            with self._cv:
+                while not self._waiting and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                ids = [i for i in self._waiting if i not in self._answers]
+            try:
+                for start in range(0, len(ids), self.GET_ALL_CHUNK):
+                    refs = [request_ref(self.db, i) for i in ids[start:start + self.GET_ALL_CHUNK]]
+                    found = {}
+                    for snap in self.db.get_all(refs):
+                        data = snap.to_dict() if snap.exists else None
+                        if data and "outcome" in data:
+                            found[snap.id] = answer_from_doc(snap.id, data)
+                    if found:
+                        with self._cv:
+                            self._answers.update((i, a) for i, a in found.items() if i in self._waiting)
+                            self._cv.notify_all()
+            except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next turn
+                kv(log, logging.WARNING, "answers.poll_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            time.sleep(self.POLL_EVERY_S)
+
     def wait(self, request_id: str, attempt: int, timeout_s: float) -> Answer | None:
         """The answer to ``request_id`` of at least ``attempt``, or None after ``timeout_s``."""
-        self._ensure_listening()
+        with self._cv:
+            self._waiting[request_id] = self._waiting.get(request_id, 0) + 1
+            self._cv.notify_all()
+        try:
+            self._ensure_reading()
+            return self._wait(request_id, attempt, timeout_s)
+        finally:
+            with self._cv:
+                left = self._waiting.get(request_id, 1) - 1
+                if left <= 0:
+                    self._waiting.pop(request_id, None)
+                    if self.mode == "poll":
+                        self._answers.pop(request_id, None)
+                else:
+                    self._waiting[request_id] = left
+
+    def _wait(self, request_id: str, attempt: int, timeout_s: float) -> Answer | None:
         give_up = time.monotonic() + timeout_s
         next_read = time.monotonic() + self.POLL_S
         while True:
             with self._cv:
                 found = self._answers.get(request_id)
                 if found is not None and found.attempt >= attempt:
-                    self._answers.pop(request_id, None)
+                    if self._waiting.get(request_id, 0) <= 1:
+                        self._answers.pop(request_id, None)
                     return found
+                if found is not None and self.mode == "poll":
+                    self._answers.pop(request_id, None)  # an older attempt's answer: read again
                 now = time.monotonic()
                 if now >= give_up:
                     return None
-                self._cv.wait(min(give_up, next_read) - now)
-            if time.monotonic() >= next_read:
+                self._cv.wait(min(give_up, next_read) - now if self.mode == "listen" else give_up - now)
+            if self.mode == "listen" and time.monotonic() >= next_read:
                 next_read = time.monotonic() + self.POLL_S
                 snap = request_ref(self.db, request_id).get()
                 if snap.exists:
@@ -212,6 +280,9 @@ class AnswerBoard:
                         return answer
 
     def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
         with self._lock:
             if self._watch is not None:
                 try:

@@ -32,7 +32,7 @@ from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.releases import release_tickets
 
 TYPES = {"types": [
-    {"id": "stalls", "name": "Stalls", "price": 5000, "per_user_limit": 4},
+    {"id": "stalls", "name": "Stalls", "price": 5000, "per_order_max": 4, "per_user_limit": 4},
     {"id": "early", "name": "Early bird", "price": 1000, "pool": "floor", "capacity": 3},
     {"id": "standing", "name": "Standing", "price": 2000, "pool": "floor"},
 ], "pools": [{"id": "floor", "capacity": 10}]}
@@ -161,7 +161,7 @@ def test_held_seats_are_nobody_elses_until_the_hold_ends_and_confirm_keeps_seats
     assert [(ln.type_id, ln.seat_ids, ln.unit_price) for ln in result.order.lines] == [
         ("stalls", ("front:A:2", "front:A:3"), 5000)]
     seat = db.collection("events").document(event.id).collection("seats").document("front:A:2").get().to_dict()
-    assert seat["order_id"] == result.order.id and "hold_id" not in seat
+    assert (seat["order_id"], seat["ticket_id"], seat["hold_id"]) == (result.order.id, result.order.ticket_ids[0], hold.id)
     c = counts(db, event.id)
     assert (c["stalls"]["held"], c["stalls"]["sold"], c["floor"]["held"]) == (2, 2, 1)  # bob's hold is still live
     assert buyer(db, event.id, "ann")["types"] == {"stalls": 2} and buyer(db, event.id, "ann")["held_types"] == {
@@ -179,7 +179,7 @@ def test_held_seats_are_nobody_elses_until_the_hold_ends_and_confirm_keeps_seats
 
 def test_an_expired_hold_gives_its_seats_and_tickets_back_and_they_sell_again(db):
     event = typed_event(db)
-    hold = hold_tickets(db, event.id, "ann", None, "h1", types={"stalls": 4, "early": 3}, ttl_s=0.5)
+    hold = hold_tickets(db, event.id, "ann", None, "h1", types={"stalls": 4, "early": 2}, ttl_s=0.5)
     assert hold.seat_ids == ("front:A:1", "front:A:2", "front:A:3", "front:A:4")
     with pytest.raises(SeatUnavailable):
         hold_tickets(db, event.id, "bob", None, "h2", seats=[hold.seat_ids[0]])

@@ -89,8 +89,8 @@ def stage_order(
 def stage_seats(db: firestore.Client, writer: Any, tickets: list[Ticket], *, confirm: bool = False) -> None:
     """One document per sold seat, ``create``d: a seat sold twice would fail the whole commit,
     whatever the allocator believed (a second line of defence behind its lease). ``confirm``:
-    the seats were held (``stage_held_seats``) and now belong to these tickets (updated, so a
-    seat freed meanwhile fails the commit instead of being taken back)."""
+    the seats were held (``stage_held_seats``) and now belong to these tickets (updated, keeping
+    the hold id, so a seat freed meanwhile fails the commit instead of being taken back)."""
     for ticket in tickets:
         if ticket.seat is not None:
             doc = {"order_id": ticket.order_id, "ticket_id": ticket.id, "type_id": ticket.type_id,

@@ -30,9 +30,9 @@ TYPES = {"types": [
     {"id": "early", "name": "Early bird", "price": 1000, "pool": "floor", "capacity": 4, "per_user_limit": 20},
     {"id": "standing", "name": "Standing", "price": 2000, "pool": "floor", "per_user_limit": 20},
 ], "pools": [{"id": "floor", "capacity": 8}]}
-SEATS = {"sections": [{"id": s, "rows": [{"id": r, "first": 1, "last": 4, "type": "stalls"} for r in rows]}
-                      for s, rows in (("front", "AB"), ("back", "C"))]}
-ALL_SEATS = [f"{s}:{r}:{n}" for s, rows in (("front", "AB"), ("back", "C")) for r in rows for n in range(1, 5)]
+SEATS = {"sections": [{"id": s, "rows": [{"id": r, "first": 1, "last": 5, "type": "stalls"} for r in rows]}
+                      for s, rows in (("front", "AB"), ("back", "CD"))]}
+ALL_SEATS = [f"{s}:{r}:{n}" for s, rows in (("front", "AB"), ("back", "CD")) for r in rows for n in range(1, 6)]
 BUYERS, INSTANCES, ROUNDS = 60, 3, 3
 
 
@@ -56,14 +56,14 @@ def _instance(env: dict[str, str], event_id: str, users: list[str], seed: int, o
                 if roll < 0.35:  # two seats, best available, then maybe give one back
                     order = purchase_tickets(db, event_id, user, None, key, types={"stalls": 2}, deadline_s=90).order
                     done["bought"] += 1
-                    if rng.random() < 0.6:
+                    if rng.random() < 0.8:
                         cancel_order(db, order.id, user, types={"stalls": rng.choice((1, 2))})
                         done["cancelled"] += 1
                 elif roll < 0.6:  # a contested specific seat
                     seat = rng.choice(ALL_SEATS)
                     order = purchase_tickets(db, event_id, user, None, key, seats=[seat], deadline_s=90).order
                     done["bought"] += 1
-                    if rng.random() < 0.5:
+                    if rng.random() < 0.6:
                         cancel_order(db, order.id, user)
                         done["cancelled"] += 1
                 elif roll < 0.85:  # hold seats and standing, then confirm, release or let it expire

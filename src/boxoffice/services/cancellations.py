@@ -120,7 +120,7 @@ def cancel_order(
             batch.update(shard_ref(db, order.event_id, sid), shard_move(ShardMove.REFUND, n))
         type_of = ticket_types_of(order) if order.lines else {}
         stage_buyer(db, batch, order.event_id, order.user_id, tickets=-len(chosen),
-                    types={k: -n for k, n in Counter(type_of[t] for t in chosen).items()})
+                    types={k: -n for k, n in Counter(type_of[t] for t in chosen if t in type_of).items()})
         seat_of = ticket_seats_of(order)
         stage_free_seats(db, batch, order.event_id, refund.id, [seat_of[t] for t in chosen if t in seat_of])
         batch.create(refund_ref(db, refund.id), refund_to_doc(refund))

@@ -157,3 +157,49 @@ def without_queue_records(dump: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def dump(stack) -> Callable[[], dict[str, str]]:
     return lambda: database_dump(stack)
+
+
+class HeldQueue:
+    """Purchases are queued, not answered: see the `held_queue` fixture."""
+
+    def __init__(self, stack) -> None:
+        self.stack = stack
+        self.allocators = None
+
+    def backlog(self, event_id: str, count: int) -> None:
+        """``count`` requests of other buyers, published by another process, ahead of what comes next."""
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PUBSUB_EMULATOR_HOST=self.stack.pubsub_host,
+                   FIRESTORE_EMULATOR_HOST=self.stack.firestore_host)
+        script = "import sys; from boxoffice.loadtest.browser import queue_backlog; " \
+                 "queue_backlog(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+        out = subprocess.run([sys.executable, "-c", script, self.stack.project, event_id, str(count)],
+                             env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stderr
+
+    def start_slow_allocator(self) -> None:
+        """An allocator process that answers one request per commit, so a backlog takes a while."""
+        from boxoffice.loadtest.browser import SLOW_ALLOCATOR
+        from boxoffice.runtime.allocator import AllocatorProcesses
+
+        self.allocators = AllocatorProcesses(self.stack.firestore_host, self.stack.pubsub_host, self.stack.project,
+                                             settings=SLOW_ALLOCATOR | {"BOXOFFICE_ALLOCATOR_SUMMARY": "off"}).start()
+
+
+@pytest.fixture
+def held_queue(stack, allocator, monkeypatch) -> Iterator[HeldQueue]:
+    """The session's allocator is stopped (it gives its leases back) and the API answers 202 after
+    0.3 s, so purchases wait in the queue; `start_slow_allocator()` lets them be answered. The
+    session's allocator comes back for the next test."""
+    allocator.stop()
+    monkeypatch.setenv("BOXOFFICE_API_WAIT_S", "0.3")
+    held = HeldQueue(stack)
+    try:
+        yield held
+    finally:
+        if held.allocators is not None:
+            held.allocators.stop()
+        allocator.ensure_running()

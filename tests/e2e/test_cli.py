@@ -40,9 +40,13 @@ def test_create_buy_replay_and_refusals_with_exit_codes(stack, db):
     assert bad.returncode == 2
     missing = run(stack, "buy", "no-such-event", "--user", "bob", "--json")
     assert missing.returncode == 3
+    missing = run(stack, "waitlist", "leave", "no-such-event", "--user", "bob", "--json")
+    assert missing.returncode == 3 and json.loads(missing.stdout)["error"] == "event_not_found"
 
     shown = json.loads(run(stack, "events", "show", event_id, "--json").stdout)
-    assert shown["inventory"] == {"available": 1, "held": 0, "sold": 2, "shards": shown["shard_count"]}
+    # The API's event as its organiser sees it (counted from the shards), and the operator's extras.
+    assert shown["availability"] == {"available": 1, "held": 0, "sold": 2, "capacity": 3, "live": True, "types": None}
+    assert shown["shards"] >= 1 and shown["summary"]["capacity"] == 3
 
 
 def test_simulate_writes_a_clean_report_and_a_plot(stack, db, tmp_path: Path):

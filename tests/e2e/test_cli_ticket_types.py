@@ -20,9 +20,9 @@ def test_an_event_is_created_from_the_example_types_and_seat_map_files(stack, db
     # stalls: 19 + 19 + 21 seats (aisles), less 2 blocked, plus 2 in the circle's row E; circle 16 + 14
     assert event["capacity"] == (59 - 2 + 2) + 30 + 200 and event["seated"]
     shown = json.loads(run(stack, "events", "show", event["id"], "--json").stdout)
-    assert shown["inventory"]["available"] == 289
-    assert shown["inventory"]["types"]["early"]["available"] == 50
-    assert shown["inventory"]["types"]["standing"]["available"] == 200
+    assert shown["availability"]["available"] == 289 and shown["availability"]["live"]
+    assert shown["availability"]["types"]["early"]["available"] == 50
+    assert shown["availability"]["types"]["standing"]["available"] == 200
 
     bought = run(stack, "buy", event["id"], "--user", "ann", "--type", "stalls=2", "--type", "early=1", "--json")
     assert bought.returncode == 0, bought.stdout + bought.stderr

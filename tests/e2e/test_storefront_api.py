@@ -41,12 +41,16 @@ def test_the_dashboard_counts_emails_and_dead_letters_of_its_event_for_its_organ
     body = r.json()
     assert body["emails"] == {"sent": 2, "skipped": 1, "failed": 0, "pending": 1}
     assert body["dead_letters"] == {"messages": 1, "inventory_changes": 1}
-    assert body["queue"] is None and body["queue_note"]  # nothing answered yet
+    # nothing answered yet: no queue figures, or (the allocator took the event's lease) zero answers
+    assert (body["queue"] is None and body["queue_note"]) or body["queue"]["answered"] == 0
     from boxoffice.services.purchasing import purchase_tickets
 
     purchase_tickets(db, event["id"], buyer.uid, 1, "dash-1")
     queue = http.get(f"/v1/events/{event['id']}/dashboard", headers=owner.headers).json()["queue"]
     assert queue["answered"] == 1 and queue["answer_p50_ms"] is not None and queue["answer_p50_ms"] >= 0
+    # the allocator (another process) holds the queue; one answer tells no arrival rate, and once
+    # it finds the queue empty the length is 0
+    assert queue["allocator"] is True and queue["length"] in (0, None) and queue["answers_per_s"] > 0
     assert http.get(f"/v1/events/{event['id']}/dashboard", headers=stranger.headers).json()["code"] == "not_event_organiser"
     assert http.get(f"/v1/events/{event['id']}/dashboard", headers=buyer.headers).status_code == 403
     assert http.get("/v1/events/nope/dashboard", headers=owner.headers).status_code == 404

@@ -191,3 +191,55 @@ def test_an_organiser_watches_the_sale_on_the_dashboard_and_a_buyer_cannot(
     assert status == 403
     page.context.close()
     other.context.close()
+
+
+def test_a_queued_purchase_shows_its_place_then_the_order_and_its_retry_reuses_the_key(
+        browser, api, http, user, event_of, held_queue):
+    organiser = user(organiser=True)
+    event = event_of(organiser, capacity=1000, per_order_max=4, per_user_limit=4)
+    held_queue.backlog(event["id"], 300)  # other buyers' requests, from another process, ahead
+    page = open_store(browser, api, width=390)
+    sign_in(page, user().email)
+    message = page.locator(f"#msg-{event['id']}")
+
+    # The first POST reaches the API and is queued, but its answer is lost on the way back.
+    keys: list[str] = []
+
+    def lose_the_first_answer(route) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            route.fetch()
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/v1/purchases", lose_the_first_answer)
+    page.locator(f"#qty-{event['id']}").select_option("2")
+    page.locator(f"#qty-{event['id']}").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(message).to_contain_text("it will not buy twice", timeout=LIVE_S)
+
+    # "Buy" again (keyboard only) sends the same key: the same queued request, waiting for an
+    # allocator, its place kept.
+    page.locator(f"#buy-{event['id']}").focus()
+    page.keyboard.press("Enter")
+    expect(message).to_contain_text("Queued", timeout=LIVE_S)
+    expect(message).to_contain_text("you keep your place", timeout=LIVE_S)
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+
+    # A slow allocator (one request a commit) works through the 300 ahead: the page shows how
+    # many are ahead, then the order.
+    held_queue.start_slow_allocator()
+    expect(message).to_contain_text("Done: 2 tickets", timeout=120_000)
+    places = page.evaluate("window.boxoffice.purchases.at(-1).places")
+    counted = [p for p in places if p["state"] == "queued" and p["ahead"]]
+    assert counted, f"the page never showed a place while 300 requests were ahead: {places}"
+    assert places[0]["state"] == "waiting_for_allocator" and places[0]["ahead"] is None
+    expect(page.locator("#orders li")).to_have_count(1, timeout=LIVE_S)
+
+    token = page.evaluate("window.boxoffice.idToken()")
+    mine = http.get("/v1/orders", headers={"Authorization": f"Bearer {token}"}).json()["orders"]
+    assert [o["quantity"] for o in mine] == [2]  # two POSTs, one key: one order
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.context.close()

@@ -98,15 +98,20 @@ function renderFigures(f) {
   $('fig-dead').textContent = f.dead_letters.messages + f.dead_letters.inventory_changes;
   if (f.queue) {
     const q = f.queue;
-    $('fig-queue').textContent = q.length != null ? q.length : `${q.answered} answered${q.window_s ? ` / ${q.window_s} s` : ''}`;
+    // Estimates from the allocator's progress (docs/decisions.md, "A queued request's place").
+    if (!q.allocator) $('fig-queue').textContent = 'no allocator';
+    else if (q.length == null) $('fig-queue').textContent = '–';
+    else $('fig-queue').textContent = q.length === 0 ? '0' : `≈ ${q.length}${q.oldest_wait_s ? ` (${q.oldest_wait_s} s)` : ''}`;
     const ms = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
     $('fig-latency').textContent = `${ms(q.answer_p50_ms)} / ${ms(q.answer_p99_ms)}`;
-    $('board-note').textContent = q.length == null
-      ? 'Queue length: not measurable on the Pub/Sub emulator (no backlog metric); answers and their latency are read from the answer documents.'
-      : '';
+    $('fig-answers').textContent = q.answers_per_s == null ? '–' : q.answers_per_s.toFixed(1);
+    $('board-note').textContent = q.allocator
+      ? `Queue: requests waiting, estimated from the allocator's pace (oldest wait in brackets); answers per second over the last 10 s; answer latency over the last ${q.window_s} s (${q.answered} answers).`
+      : 'No allocator holds this event\'s queue: requests wait, and keep their place, until one runs (boxoffice worker).';
   } else {
     $('fig-queue').textContent = 'n/a';
     $('fig-latency').textContent = 'n/a';
+    $('fig-answers').textContent = 'n/a';
     $('board-note').textContent = f.queue_note || '';
   }
 }

@@ -5,7 +5,8 @@
 // Answers: 201 with the order; 202 with `Location: /v1/purchases/{id}` when the request is queued
 // (the admission queue): the page listens to its answer document `requests/{id}` and asks that
 // location again when it appears (or after Retry-After at the latest), reporting the request's
-// state until the answer is an order or a refusal.
+// state and estimated place until the answer is an order or a refusal. The Location carries the
+// request's event and arrival time, so a poll (after a reload too) says where it stands.
 
 import { doc, onSnapshot } from 'firebase/firestore';
 import { ApiError, callApi, sleep } from './client.js';
@@ -46,13 +47,32 @@ export function purchaseKey(uid, eventId, quantity) {
 
 const isOrder = (body) => body && Array.isArray(body.ticket_ids) && typeof body.status === 'string';
 
-/** What a queued request's body says: {state, position}. The API's RequestOut has `status`
- *  (pending | order | refused) and, if the queue ever reports it, a place in line. */
+/** What a queued request's body says: {state, ahead, etaS, queuedS}. The API's RequestOut has
+ *  `status` (pending | order | refused) and, while pending, `queue`: the request's place as
+ *  estimated from the allocator's progress (state waiting_for_allocator | queued | next). */
 export function queueState(body) {
+  const q = body?.queue ?? null;
   return {
-    state: body?.status ?? 'pending',
-    position: body?.position ?? body?.place ?? null,
+    state: q?.state ?? body?.status ?? 'pending',
+    ahead: q?.ahead ?? null,
+    etaS: q?.eta_s ?? null,
+    queuedS: q?.queued_s ?? null,
   };
+}
+
+/** The sentence a buyer reads while their request waits. The numbers are estimates ("about"). */
+export function describeQueue({ state, ahead, etaS, queuedS }, waitedMs) {
+  const waited = Math.round(queuedS ?? waitedMs / 1000);
+  const keep = 'Keep this page open: your answer is on its way.';
+  if (state === 'waiting_for_allocator') {
+    return `Queued (${waited} s): the sale's queue is not moving right now; you keep your place. ${keep}`;
+  }
+  if (state === 'next' || ahead === 0) return `Queued (${waited} s): you are next, your answer is being made.`;
+  if (ahead != null) {
+    const eta = etaS != null ? `, answered in about ${Math.max(1, Math.round(etaS))} s` : '';
+    return `Queued (${waited} s): about ${ahead} request${ahead === 1 ? '' : 's'} ahead of you${eta}. ${keep}`;
+  }
+  return `Queued (${waited} s). ${keep}`;
 }
 
 /** Waits until `requests/{id}` exists (the allocator's answer; a buyer may listen to their own
@@ -68,7 +88,7 @@ function answerOrTimeout(db, requestId, ms) {
 }
 
 /**
- * Buy `quantity` tickets of `eventId`. `onQueued({state, position, waitedMs})` is called while
+ * Buy `quantity` tickets of `eventId`. `onQueued({state, ahead, etaS, queuedS, waitedMs})` is called while
  * the request waits in the admission queue. Resolves the order; throws ApiError (`.retryable`).
  */
 export async function buy({ auth, db }, eventId, quantity, { onQueued = () => {}, maxWaitMs = 120_000 } = {}) {

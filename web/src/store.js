@@ -16,7 +16,7 @@ import {
 } from 'firebase/firestore';
 import { mountAuthPanel } from './auth-panel.js';
 import { ApiError, callApi, el, money, startFirebase } from './client.js';
-import { buy, pendingPurchase } from './purchase.js';
+import { buy, describeQueue, pendingPurchase } from './purchase.js';
 
 const PUBLISHED = ['on_sale', 'paused', 'closed'];
 const STATE_LABEL = { on_sale: 'On sale', sold_out: 'Sold out', paused: 'Paused', closed: 'Closed' };
@@ -153,17 +153,17 @@ async function purchase(eventId) {
   const message = $(`msg-${eventId}`);
   if (!state.user || button.dataset.busy === '1') return; // a double click is one purchase
   const quantity = Number(card.querySelector('.qty').value) || 1;
-  const record = { event_id: eventId, quantity, clicked: performance.now(), answered: null, shown: null, order_id: null, outcome: null };
+  const record = { event_id: eventId, quantity, clicked: performance.now(), answered: null, shown: null, order_id: null, outcome: null, places: [] };
   probe.purchases.push(record);
   button.dataset.busy = '1';
   updateCard(card, state.events.get(eventId));
   say(message, 'Buying…');
   try {
     const order = await buy(fb, eventId, quantity, {
-      onQueued: ({ state: where, position, waitedMs }) => {
+      onQueued: (queued) => {
         record.queued = true;
-        const place = position != null ? `number ${position} in line` : where;
-        say(message, `In the queue (${place}, ${Math.round(waitedMs / 1000)} s). Keep this page open: your answer is on its way.`, 'queued');
+        record.places.push({ state: queued.state, ahead: queued.ahead, eta_s: queued.etaS });
+        say(message, describeQueue(queued, queued.waitedMs), 'queued');
       },
     });
     record.answered = performance.now();

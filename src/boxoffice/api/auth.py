@@ -3,16 +3,17 @@
 Production (no ``FIREBASE_AUTH_EMULATOR_HOST``; ``app.create_app`` refuses to start in production
 with any emulator variable set): ``firebase_admin.auth.verify_id_token`` checks the RS256 signature
 against Google's keys, the audience/issuer (the project), expiry and subject, and by default (set
-``BOXOFFICE_CHECK_REVOKED=0`` to skip it) looks the user up in Firebase Auth on every request, so a
-deleted, disabled or signed-out (revoked) user is refused at once rather than when the token
-expires (up to an hour later).
+``BOXOFFICE_CHECK_REVOKED=0`` to skip it) the user is looked up in Firebase Auth on every request,
+so a deleted, disabled or signed-out (revoked) user is refused at once rather than when the token
+expires (up to an hour later). The lookups of concurrent requests share batched calls
+(``UserLookups``): each still starts after its request arrived.
 
 Development and tests (``FIREBASE_AUTH_EMULATOR_HOST`` set): the Auth emulator issues *unsigned*
 tokens and firebase-admin then checks only audience, issuer and subject (not even expiry). So that
 an expired or made-up token is still refused locally, we also check ``exp``/``iat`` ourselves and
-ask the emulator for the user on every request (no cache: a deleted or disabled user is refused at
-once): it must exist, not be disabled, not have had its tokens revoked after the token was issued,
-and the token's custom claims must be the ones the emulator holds (a client cannot promote itself
+ask the emulator for the user on every request (batched the same way; no cache: a deleted or
+disabled user is refused at once): it must exist, not be disabled, not have had its tokens revoked
+after the token was issued, and the token's custom claims must be the ones the emulator holds (a client cannot promote itself
 to organiser by editing its token).
 
 Organisers carry the custom claim ``organiser: true`` (set with ``set_organiser``).
@@ -21,11 +22,14 @@ Organisers carry the custom claim ``organiser: true`` (set with ``set_organiser`
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import firebase_admin
+import firebase_admin.exceptions
 from firebase_admin import auth as fb_auth
 
 from boxoffice.api.problems import ApiProblem
@@ -82,6 +86,63 @@ def custom_claims(claims: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if k not in _STANDARD_CLAIMS}
 
 
+class UserLookups:
+    """Coalesces the user lookups of concurrent requests in a process into batched calls.
+
+    Every signed-in request looks its user up (deleted, disabled, revoked: refused at once), and a
+    lookup is a round trip to Firebase Auth: one per request capped the API at the Auth emulator's
+    pace, about 70 a second, during a sale. Here the first request to need a lookup waits
+    ``window_s`` and fetches, in one ``accounts:lookup`` call per 100 users, every user asked for
+    meanwhile. Each lookup still starts after its request arrived, so nothing is cached: a user
+    deleted or disabled before a request is refused by that request.
+    """
+
+    MAX_PER_CALL = 100  # accounts:lookup takes at most 100 identifiers
+
+    class _Batch:
+        def __init__(self) -> None:
+            self.uids: list[str] = []
+            self.done = threading.Event()
+            self.users: dict[str, Any] = {}
+            self.error: BaseException | None = None
+
+    def __init__(self, fetch: Callable[[list[str]], dict[str, Any]], *, window_s: float = 0.005,
+                 timeout_s: float = 30.0) -> None:
+        self.fetch = fetch
+        self.window_s = window_s
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._open: UserLookups._Batch | None = None
+        self.calls = 0
+
+    def get(self, uid: str) -> Any:
+        """The user record of ``uid`` (None when there is no such user); raises what the fetch raised."""
+        with self._lock:
+            batch, leader = self._open, False
+            if batch is None:
+                batch, leader = UserLookups._Batch(), True
+                self._open = batch
+            if uid not in batch.uids:
+                batch.uids.append(uid)
+        if leader:
+            time.sleep(self.window_s)
+            with self._lock:
+                self._open = None  # later arrivals start the next batch
+            try:
+                for start in range(0, len(batch.uids), self.MAX_PER_CALL):
+                    self.calls += 1
+                    batch.users.update(self.fetch(batch.uids[start:start + self.MAX_PER_CALL]))
+            except BaseException as exc:  # noqa: BLE001 - handed to every request of the batch
+                batch.error = exc
+            finally:
+                batch.done.set()
+        if not batch.done.wait(self.timeout_s):
+            raise ApiProblem(503, "auth_unavailable", "cannot check sign-ins right now; try again shortly")
+        if batch.error is not None:
+            raise batch.error
+        return batch.users.get(uid)
+
+
 class FirebaseTokenVerifier:
     """Verifies Firebase ID tokens for one project (see the module docstring for the two modes)."""
 
@@ -89,11 +150,13 @@ class FirebaseTokenVerifier:
         self.app = firebase_app(project_id)
         self.check_revoked = check_revoked
         self.emulated = bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")) if emulated is None else emulated
+        self.users = UserLookups(self._fetch_users)
 
     def __call__(self, token: str) -> Caller:
         try:
-            claims = fb_auth.verify_id_token(token, app=self.app,
-                                             check_revoked=self.check_revoked and not self.emulated)
+            # The revocation check is ours (``_check_user``, batched), not firebase-admin's one
+            # lookup per call.
+            claims = fb_auth.verify_id_token(token, app=self.app, check_revoked=False)
         except fb_auth.ExpiredIdTokenError:
             raise unauthenticated("your sign-in has expired; sign in again") from None
         except fb_auth.RevokedIdTokenError:
@@ -107,6 +170,8 @@ class FirebaseTokenVerifier:
                              "cannot check sign-ins right now; try again shortly") from None
         if self.emulated:
             self._check_against_emulator(claims)
+        elif self.check_revoked:
+            self._check_user(claims)
         return Caller(uid=claims["uid"], organiser=claims.get(ORGANISER_CLAIM) is True,
                       email=claims.get("email"), email_verified=claims.get("email_verified") is True)
 
@@ -119,22 +184,31 @@ class FirebaseTokenVerifier:
             raise unauthenticated("your sign-in has expired; sign in again")
         if iat > now + CLOCK_SKEW_S:
             raise unauthenticated("the ID token is not valid: issued in the future")
-        user = self._user(claims["uid"])
+        user = self._check_user(claims)
+        if custom_claims(claims) != (user.custom_claims or {}):
+            raise unauthenticated("the ID token is not valid: its claims do not match the account")
+
+    def _check_user(self, claims: dict[str, Any]) -> Any:
+        """The account behind the token exists, is enabled and was not signed out since the token
+        was issued (what firebase-admin's ``check_revoked`` checks, with the lookup batched)."""
+        try:
+            user = self.users.get(claims["uid"])
+        except (fb_auth.UserNotFoundError, ValueError):
+            user = None
+        except firebase_admin.exceptions.FirebaseError:
+            raise ApiProblem(503, "auth_unavailable", "cannot check sign-ins right now; try again shortly") from None
         if user is None:
             raise unauthenticated("the ID token is not valid: no such user")
         if user.disabled:
             raise unauthenticated("this account is disabled")
         valid_after = (user.tokens_valid_after_timestamp or 0) / 1000
-        if iat < valid_after:
+        if float(claims.get("iat", 0)) < valid_after:
             raise unauthenticated("your sign-in was revoked; sign in again")
-        if custom_claims(claims) != (user.custom_claims or {}):
-            raise unauthenticated("the ID token is not valid: its claims do not match the account")
+        return user
 
-    def _user(self, uid: str) -> Any:
-        try:
-            return fb_auth.get_user(uid, app=self.app)
-        except fb_auth.UserNotFoundError:
-            return None
+    def _fetch_users(self, uids: list[str]) -> dict[str, Any]:
+        result = fb_auth.get_users([fb_auth.UidIdentifier(u) for u in uids], app=self.app)
+        return {user.uid: user for user in result.users}
 
 
 def _short(exc: Exception) -> str:

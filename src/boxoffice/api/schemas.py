@@ -1,16 +1,24 @@
-"""Request and response bodies of the HTTP API (pydantic models at the edge only)."""
+"""Request and response bodies of the HTTP API (pydantic models at the edge only).
+
+The response models are also what `boxoffice ... --json` prints for the same resource: each is
+filled from its domain object by one classmethod (``EventOut.of``, ``OrderOut.of``, ...), called
+by the API's routes and by the CLI alike, so a script sees the same fields from both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket
+from boxoffice.domain.availability import Summary, compute_summary
+from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket, initial_shards
+from boxoffice.domain.queue_progress import Place
 from boxoffice.domain.ticket_types import OrderLine
 from boxoffice.services.releases import MAX_RELEASE
+from boxoffice.services.waitlist import WaitlistEntry
 
 # Ids in paths, cursors and bodies: what our own ids look like. Never a '/' (a Firestore path
 # separator), and a letter or digit first, so never Firestore's reserved ids (`__name__`, `__x__`).
@@ -140,6 +148,42 @@ class Availability(BaseModel):
     types: dict[str, dict[str, int]] | None = Field(
         default=None, description="Per ticket type (available, held, sold, capacity); null for a single-type event.")
 
+    @classmethod
+    def unsold(cls, event: Event) -> Availability:
+        """A just-created event: counted from the shards it was created with (so per type too, as
+        its organiser's GET shows it), without reading them back."""
+        return cls.counted(compute_summary(initial_shards(event), event.status, event.low_stock_threshold,
+                                           event.catalogue))
+
+    @classmethod
+    def counted(cls, counts: Summary) -> Availability:
+        """Counted from the inventory shards just now (``services.events.live_counts``)."""
+        return cls(available=counts.available, held=counts.held, sold=counts.sold, capacity=counts.capacity,
+                   live=True, types={k: dict(v) for k, v in counts.types.items()} or None)
+
+    @classmethod
+    def of_summary(cls, event: Event, summary: dict[str, Any]) -> Availability:
+        """From the event's display summary (one read; may lag the shards a few seconds)."""
+        return cls(
+            available=int(summary.get("available", event.capacity)), held=int(summary.get("held", 0)),
+            sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
+            live=False, types=summary.get("types"),
+        )
+
+
+@overload
+def _utc(value: datetime) -> datetime: ...
+
+
+@overload
+def _utc(value: None) -> None: ...
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times out in UTC, as Firestore gives them back: an event reads the same when created and
+    when shown later, whatever zone its organiser wrote."""
+    return value.astimezone(UTC) if value is not None else None
+
 
 class EventOut(BaseModel):
     id: str
@@ -161,14 +205,14 @@ class EventOut(BaseModel):
     @classmethod
     def of(cls, event: Event, availability: Availability) -> EventOut:
         return cls(
-            id=event.id, name=event.name, venue=event.venue, starts_at=event.starts_at,
+            id=event.id, name=event.name, venue=event.venue, starts_at=_utc(event.starts_at),
             price=event.price, currency=event.currency, capacity=event.capacity,
             per_order_max=event.per_order_max, per_user_limit=event.per_user_limit,
             status=event.status.value, hold_minutes=event.hold_minutes,
             organiser_id=event.organiser_id, availability=availability,
             ticket_types=[TicketTypeOut(id=t.id, name=t.name, price=t.price, currency=t.currency, pool=t.pool_id,
                                         cap=t.cap, per_order_max=t.per_order_max, per_user_limit=t.per_user_limit,
-                                        opens_at=t.opens_at, closes_at=t.closes_at, seated=t.seated)
+                                        opens_at=_utc(t.opens_at), closes_at=_utc(t.closes_at), seated=t.seated)
                           for t in event.ticket_types.types],
             seated=event.seat_map is not None,
         )
@@ -191,6 +235,12 @@ class TicketTypeOut(BaseModel):
 class EventPage(BaseModel):
     events: list[EventOut]
     next: str | None = Field(description="Pass as ?after= to get the next page; null on the last page.")
+
+    @classmethod
+    def of(cls, rows: list[tuple[Event, dict[str, Any]]], limit: int) -> EventPage:
+        """A page of ``(event, summary)`` rows asked with ``limit``: availability from the summaries."""
+        return cls(events=[EventOut.of(e, Availability.of_summary(e, s)) for e, s in rows],
+                   next=rows[-1][0].id if len(rows) == limit else None)
 
 
 SEAT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,19}:[A-Za-z0-9][A-Za-z0-9_-]{0,19}:[0-9]{1,5}$"
@@ -337,6 +387,11 @@ class WaitlistOut(BaseModel):
     position: int | None = Field(description="1 = next to be offered; null unless waiting.")
     type_id: str | None = Field(default=None, description="The ticket type waited for (an event with types).")
 
+    @classmethod
+    def of(cls, entry: WaitlistEntry) -> WaitlistOut:
+        return cls(event_id=entry.event_id, user_id=entry.user_id, status=entry.status, joined_at=entry.joined_at,
+                   position=entry.position, type_id=entry.type_id)
+
 
 class WaitlistLeft(BaseModel):
     event_id: str
@@ -356,29 +411,41 @@ class SaleStatusIn(RequestBody):
         description="on_sale (start or resume), paused, closed (final).")
 
 
-def summary_availability(event: Event, summary: dict[str, Any]) -> Availability:
-    return Availability(
-        available=int(summary.get("available", event.capacity)), held=int(summary.get("held", 0)),
-        sold=int(summary.get("sold", 0)), capacity=int(summary.get("capacity", event.capacity)),
-        live=False, types=summary.get("types"),
-    )
-
-
 class RefusalOut(BaseModel):
     code: str
     message: str
+
+
+class QueuePlaceOut(BaseModel):
+    """Where a pending request stands in the event's admission queue: an estimate from the
+    allocator's latest progress (docs/decisions.md, "A queued request's place")."""
+
+    state: str = Field(description="waiting_for_allocator (nothing moves; the place is kept) | queued | next")
+    queued_at: datetime = Field(description="When the request entered the queue.")
+    queued_s: float = Field(description="Seconds since then.")
+    ahead: int | None = Field(description="About how many requests before it have no answer yet; null: not known.")
+    eta_s: float | None = Field(description="About how many seconds until its answer; null: not known.")
+    answering_arrivals_of: datetime | None = Field(
+        description="Arrival time of the latest request the allocator answered (all before it are answered).")
+
+    @classmethod
+    def of(cls, place: Place) -> QueuePlaceOut:
+        return cls(state=place.state, queued_at=place.queued_at, queued_s=round(place.queued_s, 1),
+                   ahead=place.ahead, eta_s=place.eta_s, answering_arrivals_of=place.answering_arrivals_of)
 
 
 class RequestOut(BaseModel):
     """A purchase or hold request: pending in the queue, or its answer.
 
     ``status`` is ``pending`` (poll again; a signed-in client may instead listen to the
-    Firestore document ``requests/{id}``), ``order`` (see ``order``), ``hold`` (see ``hold``)
-    or ``refused`` (see ``error``: sold out, limit...).
+    Firestore document ``requests/{id}``; ``queue`` then says where it stands), ``order`` (see
+    ``order``), ``hold`` (see ``hold``) or ``refused`` (see ``error``: sold out, limit...).
     """
 
     id: str
     status: str = Field(description="pending | order | hold | refused")
+    queue: QueuePlaceOut | None = Field(
+        default=None, description="While pending: its place in the queue (when the poll URL carries its arrival).")
     order: OrderOut | None = None
     hold: HoldOut | None = None
     error: RefusalOut | None = None
@@ -392,7 +459,9 @@ class SaleFiguresOut(BaseModel):
     dead_letters: dict[str, int] = Field(
         description="messages: subscriber dead letters; inventory_changes: unresolved trigger failures")
     queue: dict[str, Any] | None = Field(
-        description="Admission queue: length, answer_p50_ms, answer_p99_ms; null when there is none.")
+        description="Admission queue: length (about how many wait), oldest_wait_s (at most), allocator (one "
+                    "holds the queue), answers_per_s, answered and answer_p50_ms / answer_p99_ms over the "
+                    "last window_s; estimates are null while unknown; null when the event has no request.")
     queue_note: str | None
     tickets_sold: int = Field(description="Counted by the analytics subscriber (lags the summary).")
     tickets_cancelled: int

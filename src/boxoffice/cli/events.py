@@ -11,12 +11,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from boxoffice.api.schemas import Availability, EventOut, EventPage
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money, out
-from boxoffice.cli.shapes import event_json
-from boxoffice.domain.availability import compute_summary
+from boxoffice.domain.availability import Summary
 from boxoffice.domain.errors import InvalidRequest
-from boxoffice.domain.model import Event, InventoryShard
-from boxoffice.services.events import create_event, get_event, inventory, list_events
+from boxoffice.domain.model import Event
+from boxoffice.services.events import create_event, get_event, list_events, live_counts
 from boxoffice.store.documents import event_ref
 from boxoffice.triggers.inventory import list_failures, reconcile_event
 
@@ -53,7 +53,8 @@ def events_create(
             shard_count=shards, hold_minutes=hold_minutes, low_stock_threshold=low_stock,
             types=_json_file(types, "--types"), seats=_json_file(seats, "--seats"),
         )
-    emit(as_json, event_json(event), f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
+    emit(as_json, EventOut.of(event, Availability.unsold(event)),
+         f"created event [bold]{event.id}[/bold] ({event.capacity} tickets, {event.shard_count} shards)")
 
 
 def _json_file(path: Path | None, option: str) -> Any:
@@ -74,15 +75,14 @@ def events_list(
     """List events by start time."""
     with exit_on_error(as_json):
         rows = list_events(client(), limit=limit, start_after=after)
-    next_cursor = rows[-1][0].id if len(rows) == limit else None
     table = Table("id", "name", "starts", "price", "available", "state")
     for event, summary in rows:
         table.add_row(event.id, event.name, event.starts_at.isoformat(), money(event.price, event.currency),
                       f"{summary.get('available', '?')}/{event.capacity}", str(summary.get("state", event.status.value)))
-    emit(as_json, {"events": [event_json(e, s) for e, s in rows], "next": next_cursor}, table)
+    emit(as_json, EventPage.of(rows, limit), table)
 
 
-def _show_event(event: Event, summary: dict[str, Any], shards: list[InventoryShard]) -> Table:
+def _show_event(event: Event, summary: dict[str, Any], counts: Summary) -> Table:
     table = Table(title=f"{event.name} ({event.id})", show_header=False, title_justify="left")
     table.add_row("venue", event.venue)
     table.add_row("starts", event.starts_at.isoformat())
@@ -91,8 +91,7 @@ def _show_event(event: Event, summary: dict[str, Any], shards: list[InventorySha
     table.add_row("limits", f"{event.per_order_max} per order, {event.per_user_limit} per user")
     table.add_row("summary", f"{summary.get('available', '?')} available, {summary.get('held', 0)} held, "
                   f"{summary.get('sold', 0)} sold of {event.capacity} ({summary.get('state', '?')})")
-    counts = compute_summary(shards, event.status, event.low_stock_threshold, event.catalogue)
-    table.add_row("shards", f"{len(shards)}: {counts.available} available, "
+    table.add_row("shards", f"{counts.shards}: {counts.available} available, "
                   f"{counts.held} held, {counts.sold} sold (authoritative)")
     for t in event.catalogue.types if event.catalogue is not None else ():
         c = counts.types[t.id]
@@ -108,17 +107,12 @@ def events_show(event_id: str, as_json: bool = JsonOpt,
     db = client()
     with exit_on_error(as_json):
         event, summary = get_event(db, event_id)
-        shards = inventory(db, event_id)
-    counts = compute_summary(shards, event.status, event.low_stock_threshold, event.catalogue)
-    payload = event_json(event, summary) | {
-        "inventory": {
-            "available": counts.available,
-            "held": counts.held,
-            "sold": counts.sold,
-            "shards": len(shards),
-        } | ({"types": dict(counts.types)} if counts.types else {})
-    }
-    emit(as_json, payload, _show_event(event, summary, shards))
+        counts = live_counts(db, event)
+    # --json: the event as the API shows it to its organiser (availability counted from the shards),
+    # plus, for the operator, the display summary as stored (what buyers see) and the shard count.
+    payload = EventOut.of(event, Availability.counted(counts)).model_dump(mode="json") | {
+        "summary": summary, "shards": counts.shards}
+    emit(as_json, payload, _show_event(event, summary, counts))
     if watch:
         watch_summary(db, event_id, as_json)
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NoReturn
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from boxoffice.domain import errors
@@ -70,11 +72,24 @@ def exit_on_error(as_json: bool) -> Iterator[None]:
 
 
 def emit(as_json: bool, payload: Any, human: Any) -> None:
-    """Print ``payload`` as one JSON document with --json, else ``human`` (text or a rich table)."""
+    """Print ``payload`` as one JSON document with --json, else ``human`` (text or a rich table).
+
+    An API resource in ``payload`` is its response model (``api/schemas.py``, e.g.
+    ``OrderOut.of(order)``), written as the API writes it, so a script gets the same fields from
+    the CLI and the API.
+    """
     if as_json:
-        print(json.dumps(payload, default=str))
+        print(json.dumps(payload, default=_as_json))
     else:
         out.print(human)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def money(amount: int, currency: str) -> str:

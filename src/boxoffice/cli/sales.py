@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import typer
 
+from boxoffice.api.schemas import Availability, EventOut, HoldOut, OrderOut, WaitlistLeft, WaitlistOut
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money
-from boxoffice.cli.shapes import event_json, hold_json, order_json
 from boxoffice.domain import errors
+from boxoffice.domain.model import Event
 from boxoffice.services.cancellations import cancel_order
+from boxoffice.services.events import live_counts
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_hold
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.releases import release_tickets, set_sale_status
@@ -40,7 +43,7 @@ def buy(
     order = result.order
     note = " (replayed: this key already bought it)" if result.replayed else ""
     seats = [s for line in order.lines for s in line.seat_ids]
-    emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(order)},
+    emit(as_json, {"ok": True, "replayed": result.replayed, "order": OrderOut.of(order)},
          f"order [bold]{order.id}[/bold]: {order.quantity} ticket(s), {money(order.amount, order.currency)}{note}"
          + (f", seats {', '.join(seats)}" if seats else ""))
 
@@ -74,7 +77,7 @@ def hold(
         h = hold_tickets(client(), event_id, user, quantity if quantity is not None else default,
                          key or secrets.token_hex(8), ttl_s=ttl, types=types or None, seats=seat or None)
     seats = ", seats " + ", ".join(h.seat_ids) if h.seat_ids else ""
-    emit(as_json, {"ok": True, "hold": hold_json(h)},
+    emit(as_json, {"ok": True, "hold": HoldOut.of(h)},
          f"hold [bold]{h.id}[/bold]: {h.quantity} ticket(s){seats} until {h.expires_at.isoformat()}")
 
 
@@ -83,7 +86,7 @@ def confirm(hold_id: str, user: str = typer.Option(..., "--user"), as_json: bool
     with exit_on_error(as_json):
         result = confirm_hold(client(), hold_id, user)
     o = result.order
-    emit(as_json, {"ok": True, "replayed": result.replayed, "order": order_json(o)},
+    emit(as_json, {"ok": True, "replayed": result.replayed, "order": OrderOut.of(o)},
          f"order [bold]{o.id}[/bold]: {o.quantity} ticket(s), {money(o.amount, o.currency)}")
 
 
@@ -91,7 +94,7 @@ def unhold(hold_id: str, user: str = typer.Option(..., "--user"), as_json: bool 
     """Give up a hold: its tickets go back on sale now."""
     with exit_on_error(as_json):
         h = release_hold(client(), hold_id, user)
-    emit(as_json, {"ok": True, "hold": hold_json(h)}, f"hold {h.id} is {h.status.value}")
+    emit(as_json, {"ok": True, "hold": HoldOut.of(h)}, f"hold {h.id} is {h.status.value}")
 
 
 def cancel(
@@ -107,7 +110,7 @@ def cancel(
     with exit_on_error(as_json):
         types = _type_quantities(type_ or []) or None
         o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, types=types, by_organiser=organiser)
-    emit(as_json, {"ok": True, "order": order_json(o) | {"cancelled_quantity": o.cancelled_quantity}},
+    emit(as_json, {"ok": True, "order": OrderOut.of(o)},
          f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
 
 
@@ -116,9 +119,10 @@ def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q")
                                              "ticket types; not a seated one)."),
             as_json: bool = JsonOpt) -> None:
     """Add tickets to a running sale (reopens a sold-out event)."""
+    db = client()
     with exit_on_error(as_json):
-        ev = release_tickets(client(), event_id, quantity, type_id=type_)
-    emit(as_json, {"ok": True, "event": event_json(ev)},
+        ev = release_tickets(db, event_id, quantity, type_id=type_)
+    emit(as_json, {"ok": True, "event": _counted(db, ev)},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 
 
@@ -132,8 +136,15 @@ def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume |
         status = SALE_ACTIONS.get(action)
         if status is None:
             raise errors.InvalidRequest(f"action must be pause, resume or close, got {action!r}")
-        ev = set_sale_status(client(), event_id, status)
-    emit(as_json, {"ok": True, "event": event_json(ev)}, f"event {ev.id} is {ev.status.value}")
+        db = client()
+        ev = set_sale_status(db, event_id, status)
+    emit(as_json, {"ok": True, "event": _counted(db, ev)}, f"event {ev.id} is {ev.status.value}")
+
+
+def _counted(db: Any, event: Event) -> EventOut:
+    """The event as the API answers its organiser after a release or a sale change: counted from
+    the shards."""
+    return EventOut.of(event, Availability.counted(live_counts(db, event)))
 
 
 @waitlist_app.command("join")
@@ -144,13 +155,14 @@ def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"),
     """Join the waitlist of a sold-out event (or type): you get an offer when tickets come back."""
     with exit_on_error(as_json):
         e = join_waitlist(client(), event_id, user, type_)
-    emit(as_json, {"ok": True, "event_id": e.event_id, "user_id": e.user_id, "status": e.status,
-                   "position": e.position} | ({"type_id": e.type_id} if e.type_id else {}),
+    emit(as_json, {"ok": True} | WaitlistOut.of(e).model_dump(mode="json"),
          f"{e.user_id} is {e.status} (position {e.position})")
 
 
 @waitlist_app.command("leave")
 def waitlist_leave(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
-    """Leave the waitlist."""
-    was = leave_waitlist(client(), event_id, user)
-    emit(as_json, {"ok": True, "was_waiting": was}, "left the waitlist" if was else "was not on the waitlist")
+    """Leave the waitlist (an unknown event exits 3, as the API answers 404)."""
+    with exit_on_error(as_json):
+        was = leave_waitlist(client(), event_id, user)
+    emit(as_json, {"ok": True} | WaitlistLeft(event_id=event_id, user_id=user, was_waiting=was).model_dump(mode="json"),
+         "left the waitlist" if was else "was not on the waitlist")

@@ -6,6 +6,8 @@ problem responses. Raising one of them means nothing was written.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class BoxofficeError(Exception):
     """Base of every error that is the caller's to handle (never a bug)."""
@@ -89,8 +91,10 @@ class SoldOut(BoxofficeError):
     """No ticket is available right now (held tickets may still come back)."""
 
     code = "sold_out"
-    # True when an app instance refused at once from the event's summary (nothing was queued)
+    # True when an app instance refused at once from the event's summary (nothing was queued),
+    # and the server time at which it read that summary (the request's arrival, for fairness)
     at_instance: bool = False
+    seen_at: datetime | None = None
 
     def __init__(self, event_id: str, message: str | None = None) -> None:
         super().__init__(message or f"event {event_id!r} is sold out")
@@ -277,13 +281,16 @@ class AnswerPending(ContentionTimeout):
 
     code = "answer_pending"
 
-    def __init__(self, request_id: str, waited_s: float) -> None:
+    def __init__(self, request_id: str, waited_s: float, *, event_id: str | None = None,
+                 queued_at: datetime | None = None) -> None:
         super().__init__(
             f"request {request_id} is queued but not answered after {waited_s:.1f}s; nothing is lost: "
             "ask again with the same idempotency key to get its answer (locally, the allocator runs in "
             "`boxoffice worker`)"
         )
         self.request_id = request_id
+        self.event_id = event_id
+        self.queued_at = queued_at  # when it entered the queue (this instance's clock)
 
 
 def _all_subclasses(cls: type[BoxofficeError]) -> list[type[BoxofficeError]]:

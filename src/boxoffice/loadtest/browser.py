@@ -4,8 +4,9 @@
     python -m boxoffice.loadtest.browser figures [--buyers 5000 --tickets 1000 --clickers-buyers 1000]
 
 Both bring up a local site: the emulators (the `boxoffice dev up` stack, else their own),
-firestore.rules loaded, the Auth emulator, the API in its own uvicorn process, and the inventory
-trigger as `boxoffice worker --only inventory-trigger` in another; everything they start they stop.
+firestore.rules loaded, the Auth emulator, the API in its own uvicorn process, an allocator
+process, and the inventory trigger as `boxoffice worker --only inventory-trigger` in another;
+everything they start they stop.
 Chromium is Debian's package (``/usr/bin/chromium`` or ``BOXOFFICE_CHROMIUM``) driven by
 Playwright for Python; no browser is ever downloaded.
 
@@ -106,13 +107,17 @@ class Site:
     project: str
     firestore_host: str
     auth_host: str
+    pubsub_host: str
+    allocators: Any  # runtime.allocator.AllocatorProcesses: stop() and ensure_running()
 
 
 @contextmanager
 def local_site(project: str = "demo-boxoffice") -> Iterator[Site]:
-    """Emulators + rules + Auth + the API process + the inventory worker (see the module docstring)."""
+    """Emulators + rules + Auth + the API process + an allocator process + the inventory worker
+    (see the module docstring)."""
     from boxoffice.api.web import DEMO_ORGANISER
     from boxoffice.loadtest.via_api import running_api_server
+    from boxoffice.runtime.allocator import AllocatorProcesses
     from boxoffice.runtime.auth_emulator import running_auth_emulator
     from boxoffice.runtime.emulator_users import ensure_organiser
     from boxoffice.runtime.emulators import load_rules, running_stack
@@ -121,8 +126,30 @@ def local_site(project: str = "demo-boxoffice") -> Iterator[Site]:
     with running_stack(project) as stack, running_auth_emulator(project) as auth:
         load_rules(stack.firestore_host, project)
         ensure_organiser(auth.host, project, DEMO_ORGANISER["email"], DEMO_ORGANISER["password"])
-        with running_api_server(stack.firestore_host, auth.host, project) as url, inventory_worker():
-            yield Site(url=url, project=project, firestore_host=stack.firestore_host, auth_host=auth.host)
+        pubsub = stack.pubsub_host
+        if pubsub is None:
+            raise RuntimeError("the pages need the Pub/Sub emulator (purchases go through the admission queue)")
+        with running_api_server(stack.firestore_host, auth.host, project) as url, inventory_worker(), \
+                AllocatorProcesses(stack.firestore_host, pubsub, project) as allocators:
+            yield Site(url=url, project=project, firestore_host=stack.firestore_host, auth_host=auth.host,
+                       pubsub_host=pubsub, allocators=allocators)
+
+
+def queue_backlog(project: str, event_id: str, count: int) -> None:
+    """Publish ``count`` one-ticket requests of buyers fan-0.. to the event's admission queue (this
+    process is one more app instance): what is ahead of the next buyer while no allocator answers."""
+    from boxoffice.domain.allocation import RequestKind, TicketRequest
+    from boxoffice.domain.model import order_id_for
+    from boxoffice.store.admission_queue import admission_queue
+
+    queue = admission_queue(project)
+    for i in range(count):
+        user = f"fan-{i}"
+        queue.publish(TicketRequest(id=order_id_for(user, "backlog"), kind=RequestKind.PURCHASE, event_id=event_id,
+                                    user_id=user, quantity=1, idempotency_key="backlog", instance="backlog"))
+
+
+SLOW_ALLOCATOR = {"BOXOFFICE_ALLOCATOR_BATCH": "1"}  # one request a commit: a backlog takes a while
 
 
 # ------------------------------------------------------------------------------ page actions
@@ -169,8 +196,9 @@ def run_cli(*args: str) -> dict[str, Any]:
 
 
 def screenshots(out: Path) -> list[Path]:
-    """The storefront (desktop and phone width, signed in, after some sales, one event sold out)
-    and the dashboard during a small simulated sale, as PNGs in ``out``."""
+    """The storefront (signed in, after some sales, one event sold out; and at a phone's width
+    with a purchase waiting in the queue, its place shown) and the dashboard during a small
+    simulated sale, as PNGs in ``out``."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -197,14 +225,13 @@ def screenshots(out: Path) -> list[Path]:
         page.locator(f"#event-{opera['id']} .badge").filter(has_text="Sold out").wait_for(timeout=60_000)
         page.locator(f"#wait-{opera['id']}").click()
         try:
-            page.locator(f"#event-{opera['id']} .waitlist-state").filter(has_text="waitlist").wait_for(timeout=60_000)
+            # the API's answer, in the card's message (the waitlist listener's own line may come later)
+            page.locator(f"#msg-{opera['id']}").filter(has_text="waitlist").wait_for(timeout=60_000)
         except Exception:
             _shot(page, out / "failed.png")
             raise
         written.append(_shot(page, out / "storefront.png"))
-        phone = open_page(browser, site, width=390, height=844)
-        phone.locator(f"#event-{opera['id']} .badge").filter(has_text="Sold out").wait_for(timeout=60_000)
-        written.append(_shot(phone, out / "storefront-phone.png"))
+        written.append(_queued_on_a_phone(browser, site, token, out / "storefront-phone.png"))
 
         board = open_page(browser, site, "/app/dashboard.html", width=1100, height=900)
         from boxoffice.api.web import DEMO_ORGANISER
@@ -227,6 +254,36 @@ def screenshots(out: Path) -> list[Path]:
             sale.wait(timeout=600)
         browser.close()
     return written
+
+
+def _queued_on_a_phone(browser: Any, site: Site, token: str, path: Path) -> Path:
+    """The storefront at a phone's width, a purchase waiting behind 200 others with its place shown:
+    the site's allocator is stopped while the others and then the page's purchase are queued, and
+    a slow one (one request a commit) works through them."""
+    from boxoffice.runtime.allocator import AllocatorProcesses
+
+    fest = create_event(site, token, name="Summer Festival", venue="Park Stage", capacity=2000,
+                        starts_at="2026-12-12T18:00:00+01:00", price=6000)
+    site.allocators.stop()
+    slow = None
+    try:
+        queue_backlog(site.project, fest["id"], 200)
+        phone = open_page(browser, site, width=390, height=844)
+        sign_in(phone, f"bo-{uuid.uuid4().hex[:6]}@example.com", create=True)
+        phone.locator(f"#qty-{fest['id']}").select_option("2")
+        phone.locator(f"#buy-{fest['id']}").click()
+        message = phone.locator(f"#msg-{fest['id']}")
+        message.filter(has_text="keep your place").wait_for(timeout=60_000)  # the API's 202, nothing moving
+        slow = AllocatorProcesses(site.firestore_host, site.pubsub_host, site.project, settings=SLOW_ALLOCATOR).start()
+        message.filter(has_text="ahead of you").wait_for(timeout=120_000)
+        time.sleep(4)  # a few more answers: the pace is measured from the first ones
+        shot = _shot(phone, path)
+        message.filter(has_text="Done").wait_for(timeout=600_000)
+        return shot
+    finally:
+        if slow is not None:
+            slow.stop()
+        site.allocators.ensure_running()
 
 
 def _shot(page: Any, path: Path) -> Path:

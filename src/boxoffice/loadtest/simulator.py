@@ -146,9 +146,9 @@ class BuyerResult:
     instance: int = 0
     type_id: str | None = None  # --types / --seated: the type asked for
     # refused "sold out" by the app instance from the event's summary, without queueing (no
-    # request document); its arrival for the FIFO check is the buyer's own start (epoch seconds)
+    # request document); its arrival for the FIFO check: when the instance read the summary
     at_instance: bool = False
-    started_at: float = 0.0
+    seen_at: float = 0.0
     hold_id: str = ""  # the hold the buyer asked for first (granted or not)
 
     @property
@@ -451,7 +451,7 @@ def run_buyers(
         choice = random.Random(seed)
         started = time.time()
         attempts, error, none_left, via_hold, order_id = 0, None, False, False, order_id_for(user, key)
-        at_instance = False
+        at_instance, seen_at = False, 0.0
         asked: dict[str, str] = {}
         try:
             answer, order_id, attempts, via_hold = buy(user, key, quantity, choice, asked)
@@ -459,6 +459,8 @@ def run_buyers(
             answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets) and getattr(
                 exc, "available", 0) == 0
             at_instance = exc.at_instance
+            # its arrival: the server time at which the instance read the summary
+            seen_at = exc.seen_at.timestamp() if exc.seen_at is not None else started
         except errors.ContentionTimeout as exc:
             answer, error = Answer.ERROR, type(exc).__name__
         except errors.BoxofficeError as exc:
@@ -470,7 +472,7 @@ def run_buyers(
         result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
                              attempts, error, none_left, via_hold, cancelled, instance,
                              typed_choice(random.Random(seed))[0] if config.types or config.seated else None,
-                             at_instance, started, hold_id=asked.get("hold", ""))
+                             at_instance, seen_at, hold_id=asked.get("hold", ""))
         with lock:
             results.append(result)
         if on_answer is not None:
@@ -537,12 +539,18 @@ def queue_figures(db: firestore.Client, event_id: str, results: Sequence[BuyerRe
     at_instance = 0
     for r in results:
         doc = docs.get(r.request_id)
-        if r.at_instance and r.answer is Answer.SOLD_OUT:
-            # Refused by its app instance from the summary, never queued: judged by when the buyer
-            # started (before its request would have reached the queue), so it is a violation if
-            # any request that arrived after that still got tickets.
+        if r.answer is Answer.SOLD_OUT and (r.at_instance or doc is None):
+            # Refused by its app instance from the summary, never queued (the library says so;
+            # through the API a "sold out" without an answer document can only be that, since the
+            # allocator writes one for every refusal). The library's are judged by the server time
+            # at which the instance read the summary: a violation if any request that arrived
+            # after that still got tickets. Through the API the client does
+            # not know when its request reached the instance (it may wait seconds in the server's
+            # queue), so those are counted, not judged: the summary showed nothing left when the
+            # instance read it.
             at_instance += 1
-            answered.setdefault(r.type_id, []).append(Answered(r.started_at, r.quantity, False, True, r.none_left))
+            if r.at_instance:
+                answered.setdefault(r.type_id, []).append(Answered(r.seen_at, r.quantity, False, True, r.none_left))
             continue
         if doc is None:
             unanswered += r.answer in (Answer.SOLD, Answer.SOLD_OUT, Answer.HELD_THEN_EXPIRED)

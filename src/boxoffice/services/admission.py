@@ -13,7 +13,8 @@
 2. publish the request to the event's admission queue (``store.admission_queue``);
 3. wait for the answer (``store.requests.AnswerBoard``) until ``wait_s``; if it has not come
    by then, ``AnswerPending``: the request stays queued and will be answered exactly once,
-   and asking again with the same key returns that answer.
+   and asking again with the same key returns that answer. ``AnswerPending`` carries the
+   request's arrival time, from which ``queue_place`` estimates its place while it waits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -36,9 +38,11 @@ from boxoffice.domain.errors import (
     TicketTypeSoldOut,
 )
 from boxoffice.domain.model import SaleStatus
+from boxoffice.domain.queue_progress import Place, place_in_queue
 from boxoffice.log import kv
 from boxoffice.store.admission_queue import admission_queue
 from boxoffice.store.documents import event_from_doc, event_ref
+from boxoffice.store.leases import read_queue_progress
 from boxoffice.store.requests import Answer, answer_board, answer_from_doc, request_ref
 
 log = logging.getLogger(__name__)
@@ -77,21 +81,23 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
-    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request)
+    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request, ev_snap.read_time)
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)
+    queued_at = datetime.now(UTC)
     left = max(0.0, wait_s - (time.monotonic() - started))
     answer = board.wait(request.id, request.attempt, left)
     waited = time.monotonic() - started
     if answer is None:
         kv(log, logging.WARNING, "request.pending", request_id=request.id, event_id=request.event_id,
            user_id=request.user_id, waited_s=round(waited, 2))
-        raise AnswerPending(request.id, waited)
+        raise AnswerPending(request.id, waited, event_id=request.event_id, queued_at=queued_at)
     return Asked(answer, replayed=answer.message_id != message_id, waited_s=waited)
 
 
-def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: TicketRequest) -> None:
+def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: TicketRequest,
+                              read_at: Any) -> None:
     """An instance that already knows the event (or a type asked for) is sold out answers at
     once, without queueing: the summary on the event document it has just read says so
     (``domain.availability.gone_per_summary``). Specific seats are always asked of the allocator.
@@ -103,7 +109,7 @@ def _refuse_if_known_sold_out(event_doc: dict[str, Any], typed: bool, request: T
         return
     quantity = dict(request.lines).get(gone, request.quantity)
     refusal = SoldOut(request.event_id) if gone == "" else TicketTypeSoldOut(request.event_id, gone, quantity, 0)
-    refusal.at_instance = True
+    refusal.at_instance, refusal.seen_at = True, read_at
     raise refusal
 
 
@@ -144,3 +150,9 @@ def request_status(db: firestore.Client, request_id: str, user_id: str) -> Reque
     if answer.user_id != user_id:
         raise NotFound(f"no request with id {request_id!r}")
     return RequestStatus(request_id, answer)
+
+
+def queue_place(db: firestore.Client, event_id: str, queued_at: datetime, now: datetime | None = None) -> Place:
+    """Where a request of ``event_id`` that entered the queue at ``queued_at`` and has no answer
+    stands, from its allocator's latest progress (``domain.queue_progress``: an estimate)."""
+    return place_in_queue(queued_at, read_queue_progress(db, event_id), now or datetime.now(UTC))

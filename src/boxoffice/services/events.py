@@ -10,6 +10,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from boxoffice.domain.availability import Summary, compute_summary
 from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
 from boxoffice.domain.seating import seat_map_from_json
@@ -112,6 +113,12 @@ def list_events(
 def inventory(db: firestore.Client, event_id: str) -> list[InventoryShard]:
     """The authoritative shard counts."""
     return sorted(store.load_shards(db, event_id), key=lambda s: s.id)
+
+
+def live_counts(db: firestore.Client, event: Event) -> Summary:
+    """The event's availability counted from its inventory shards just now (the authoritative
+    counts, one read per shard, up to 200: for organisers and operators, not for every buyer)."""
+    return compute_summary(inventory(db, event.id), event.status, event.low_stock_threshold, event.catalogue)
 
 
 # What an organiser may change after creation. Capacity and sale state have their own use cases

@@ -11,8 +11,10 @@ a handful of index reads, not thousands of document reads:
                       the latency from a request's arrival in the queue to its answer (p50, p99),
                       read from the allocator's answer documents ``requests/{id}`` (arrived_at,
                       answered_at); None while the event has none (purchases answered directly).
-                      The queue's length is not known here: the Pub/Sub emulator has no backlog
-                      metric (in production: Cloud Monitoring's num_undelivered_messages).
+                      Its length, the oldest wait and the answer rate are estimated from the
+                      allocator's progress on its lease (domain/queue_progress.py: one read);
+                      Pub/Sub itself counts no backlog that the emulator would show (in
+                      production: Cloud Monitoring's num_undelivered_messages, a minute late).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from boxoffice.domain.queue_progress import backlog
 from boxoffice.store.documents import TRIGGER_FAILURES
+from boxoffice.store.leases import read_queue_progress
 from boxoffice.store.messaging import EMAILS, FAILURES
 
 EMAIL_STATES = ("sent", "skipped", "failed", "sending")
@@ -52,12 +56,15 @@ def _of_event(db: firestore.Client, collection: str, event_id: str) -> Any:
 
 
 def queue_figures(db: firestore.Client, event_id: str, now: datetime | None = None) -> dict[str, Any] | None:
-    """The admission queue's recent answers: {length, answered, window_s, answer_p50_ms,
-    answer_p99_ms}; None when the event has no queued request at all."""
+    """The admission queue: {length (about how many wait), oldest_wait_s (at most), allocator (one
+    holds the queue), answers_per_s, answered, window_s, answer_p50_ms, answer_p99_ms} (the
+    estimates are None while unknown); None when the event has no allocator and no answer yet."""
     requests = _of_event(db, REQUESTS, event_id)
-    if not list(requests.limit(1).select([]).stream()):
+    progress = read_queue_progress(db, event_id)
+    if progress is None and not list(requests.limit(1).select([]).stream()):
         return None
-    since = (now or datetime.now(UTC)) - timedelta(seconds=QUEUE_WINDOW_S)
+    now = now or datetime.now(UTC)
+    since = now - timedelta(seconds=QUEUE_WINDOW_S)
     recent = (requests.where(filter=FieldFilter("answered_at", ">=", since))
               .select(["arrived_at", "answered_at"]).limit(QUEUE_SAMPLE).stream())
     waits = sorted((doc.get("answered_at") - doc.get("arrived_at")).total_seconds() * 1000
@@ -66,7 +73,10 @@ def queue_figures(db: firestore.Client, event_id: str, now: datetime | None = No
     def pct(q: float) -> float | None:
         return round(waits[min(len(waits) - 1, int(q * (len(waits) - 1) + 0.5))], 1) if waits else None
 
-    return {"length": None, "answered": len(waits), "window_s": QUEUE_WINDOW_S,
+    length, oldest_wait_s = backlog(progress, now)
+    return {"length": length, "oldest_wait_s": oldest_wait_s, "allocator": progress is not None and progress.live,
+            "answers_per_s": None if progress is None else round(progress.answers_per_s, 1),
+            "answered": len(waits), "window_s": QUEUE_WINDOW_S,
             "answer_p50_ms": pct(0.5), "answer_p99_ms": pct(0.99)}
 
 

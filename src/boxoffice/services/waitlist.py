@@ -23,6 +23,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.errors import EventNotFound, InvalidRequest, NotSoldOut, UnknownTicketType
+from boxoffice.domain.model import Event
 from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, DEFAULT_TYPE_ID
 from boxoffice.store.documents import event_from_doc, event_ref, inventory_col, waitlist_col
 
@@ -52,11 +53,7 @@ def join_waitlist(db: firestore.Client, event_id: str, user_id: str, type_id: st
     """
     if not user_id or "/" in user_id:
         raise InvalidRequest("user id must be non-empty and without '/'")
-    snap = event_ref(db, event_id).get()
-    if not snap.exists:
-        raise EventNotFound(event_id)
-    event = event_from_doc(event_id, snap.to_dict() or {})
-    event.require_visible_to(None)
+    event = _require_published(db, event_id)
     if event.catalogue is None:
         if type_id not in (None, DEFAULT_TYPE_ID):
             raise UnknownTicketType([str(type_id)])
@@ -91,11 +88,25 @@ def join_waitlist(db: firestore.Client, event_id: str, user_id: str, type_id: st
 
 
 def leave_waitlist(db: firestore.Client, event_id: str, user_id: str) -> bool:
-    """Leave the waitlist; True if the user was on it (leaving twice is harmless)."""
+    """Leave the waitlist; True if the user was on it (leaving twice is harmless).
+
+    Raises ``EventNotFound`` for an unknown event or a draft, as ``join_waitlist`` does.
+    """
+    _require_published(db, event_id)
     ref = waitlist_col(db, event_id).document(user_id)
     was = ref.get().exists
     ref.delete()
     return was
+
+
+def _require_published(db: firestore.Client, event_id: str) -> Event:
+    """The event; an unknown event, or a draft (it has no buyers to wait), is ``EventNotFound``."""
+    snap = event_ref(db, event_id).get()
+    if not snap.exists:
+        raise EventNotFound(event_id)
+    event = event_from_doc(event_id, snap.to_dict() or {})
+    event.require_visible_to(None)
+    return event
 
 
 def _with_position(db: firestore.Client, entry: WaitlistEntry) -> WaitlistEntry:

@@ -16,6 +16,11 @@ read takes a lock (emulator, PESSIMISTIC databases) that an allocator killed mid
 leave behind for the transaction's 60 s idle expiry, stalling its successor (measured: answers
 resumed 60.2 s after the SIGKILL instead of about 10 s). The price is one write of the lease
 document per batch during a sale (docs/decisions.md).
+
+The fence write also carries the allocator's ``queue`` progress (``domain.queue_progress``):
+the arrival time of the latest request answered and the recent pace, in the same commit as the
+answers it describes and fenced like them, at no extra write; ``read_queue_progress`` gives it
+to whoever estimates a queued request's place.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+
+from boxoffice.domain.queue_progress import QueueProgress, progress_from_doc
 
 LEASES = "allocator_leases"
 
@@ -76,15 +83,19 @@ def try_acquire(db: firestore.Client, event_id: str, holder: str, ttl_s: float) 
         return None  # another contender wrote first
 
 
-def stage_fence(db: firestore.Client, writer: Any, lease: Lease, ttl_s: float) -> Lease:
-    """Stage, as the batch's FIRST write, the lease renewal guarded by ``lease.version``.
+def stage_fence(db: firestore.Client, writer: Any, lease: Lease, ttl_s: float,
+                progress: QueueProgress | None = None) -> Lease:
+    """Stage, as the batch's FIRST write, the lease renewal guarded by ``lease.version`` (with
+    the queue's ``progress`` when given).
 
     The returned lease's ``version`` is a placeholder until ``landed`` gives it the commit's
     update_time (the first write result of the batch).
     """
     expires = _now() + timedelta(seconds=ttl_s)
-    writer.update(lease_ref(db, lease.event_id), {"expires_at": expires, "renewed_at": firestore.SERVER_TIMESTAMP},
-                  option=db.write_option(last_update_time=lease.version))
+    fields: dict[str, Any] = {"expires_at": expires, "renewed_at": firestore.SERVER_TIMESTAMP}
+    if progress is not None:
+        fields["queue"] = progress.as_doc()
+    writer.update(lease_ref(db, lease.event_id), fields, option=db.write_option(last_update_time=lease.version))
     return Lease(lease.event_id, lease.holder, lease.epoch, expires, lease.version)
 
 
@@ -93,10 +104,10 @@ def landed(lease: Lease, write_results: list[Any]) -> Lease:
     return Lease(lease.event_id, lease.holder, lease.epoch, lease.expires_at, write_results[0].update_time)
 
 
-def renew(db: firestore.Client, lease: Lease, ttl_s: float) -> Lease:
+def renew(db: firestore.Client, lease: Lease, ttl_s: float, progress: QueueProgress | None = None) -> Lease:
     """Renew with a batch of its own (an allocator with nothing to commit). Raises ``LeaseLost``."""
     batch = db.batch()
-    staged = stage_fence(db, batch, lease, ttl_s)
+    staged = stage_fence(db, batch, lease, ttl_s, progress)
     try:
         return landed(staged, batch.commit())
     except (gexc.FailedPrecondition, gexc.NotFound) as exc:
@@ -119,3 +130,19 @@ def release(db: firestore.Client, lease: Lease) -> None:
             ref.update({"expires_at": snap.read_time}, option=db.write_option(last_update_time=snap.update_time))
         except (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound):
             pass
+
+
+def read_queue_progress(db: firestore.Client, event_id: str) -> QueueProgress | None:
+    """The event's queue progress as its allocator last wrote it (None before any); ``live`` says
+    whether an allocator holds the lease now (one document read)."""
+    snap = lease_ref(db, event_id).get()
+    if not snap.exists:
+        return None
+    doc = snap.to_dict() or {}
+    now = snap.read_time or _now()
+    live = bool(doc.get("expires_at")) and doc["expires_at"] > now
+    if doc.get("queue"):
+        return progress_from_doc(doc["queue"], live=live)
+    # A holder that has neither committed nor renewed yet: it reported nothing so far.
+    return QueueProgress(as_of=now, answered_through=None, drained_at=None, answers_per_s=0.0,
+                         arrivals_per_s=None, live=live) if live else None

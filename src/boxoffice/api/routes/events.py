@@ -6,7 +6,7 @@ states): anyone else is answered as for a missing event, and the public list lea
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -20,10 +20,8 @@ from boxoffice.api.schemas import (
     EventOut,
     EventPage,
     EventPatch,
-    summary_availability,
 )
-from boxoffice.domain.availability import compute_summary
-from boxoffice.domain.model import Event, SaleStatus
+from boxoffice.domain.model import SaleStatus
 from boxoffice.services import events as service
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -42,8 +40,7 @@ def create_event(body: EventIn, caller: Organiser, db: Db, response: Response) -
         seats=body.seats.model_dump() if body.seats is not None else None,
     )
     response.headers["Location"] = f"/v1/events/{event.id}"
-    return EventOut.of(event, Availability(available=event.capacity, held=0, sold=0,
-                                           capacity=event.capacity, live=True))
+    return EventOut.of(event, Availability.unsold(event))
 
 
 @router.get("", response_model=EventPage, responses=responses(404, 422))
@@ -55,10 +52,7 @@ def list_events(
     """Published events (not drafts) by start time. Availability here is the display summary
     (may lag a little)."""
     rows = service.list_events(db, limit=limit, start_after=after, published_only=True)
-    return EventPage(
-        events=[EventOut.of(e, summary_availability(e, s)) for e, s in rows],
-        next=rows[-1][0].id if len(rows) == limit else None,
-    )
+    return EventPage.of(rows, limit)
 
 
 @router.get("/{event_id}", response_model=EventOut, responses=responses(401, 404, 422))
@@ -68,16 +62,8 @@ def show_event(event_id: EventId, db: Db, caller: MaybeSignedIn) -> EventOut:
     A draft is shown to its organiser only."""
     event, summary = service.show_event(db, event_id, caller.uid if caller else None)
     if caller is not None and caller.uid == event.organiser_id:
-        return EventOut.of(event, live_availability(db, event))
-    return EventOut.of(event, summary_availability(event, summary))
-
-
-def live_availability(db: Any, event: Event) -> Availability:
-    """Counted from the inventory shards just now (up to 200 reads: for organisers only)."""
-    counts = compute_summary(service.inventory(db, event.id), event.status, event.low_stock_threshold,
-                             event.catalogue)
-    return Availability(available=counts.available, held=counts.held, sold=counts.sold,
-                        capacity=counts.capacity, live=True, types={k: dict(v) for k, v in counts.types.items()} or None)
+        return EventOut.of(event, Availability.counted(service.live_counts(db, event)))
+    return EventOut.of(event, Availability.of_summary(event, summary))
 
 
 @router.patch("/{event_id}", response_model=EventOut,
@@ -86,4 +72,4 @@ def update_event(event_id: EventId, body: EventPatch, caller: Organiser, db: Db)
     """Change an event's details. Only the organiser who created it may."""
     event = service.update_event(db, event_id, caller.uid, body.model_dump(exclude_unset=True, exclude_none=True))
     _, summary = service.get_event(db, event_id)
-    return EventOut.of(event, summary_availability(event, summary))
+    return EventOut.of(event, Availability.of_summary(event, summary))

@@ -11,7 +11,15 @@ from fastapi import APIRouter, Header, Path, Request, Response
 
 from boxoffice.api.deps import Db, SignedIn, Throttled, keep_contact
 from boxoffice.api.problems import ApiProblem, responses
-from boxoffice.api.routes.purchases import KEY_PATTERN, RequestId, answer_wait_s, pending, request_out
+from boxoffice.api.routes.purchases import (
+    KEY_PATTERN,
+    EventHint,
+    QueuedAt,
+    RequestId,
+    answer_wait_s,
+    pending,
+    request_out,
+)
 from boxoffice.api.schemas import ID_PATTERN, HoldIn, HoldOut, OrderOut, RequestOut
 from boxoffice.domain.errors import AnswerPending, HoldNotFound, NotAllowed
 from boxoffice.domain.model import Hold, hold_id_for
@@ -63,7 +71,7 @@ def create_hold(
                                     deadline_s=answer_wait_s(), types=body.types, seats=body.seats)
     except AnswerPending as exc:
         keep_contact(request, caller)
-        return pending(exc.request_id, f"/v1/holds/requests/{exc.request_id}")
+        return pending(db, exc, f"/v1/holds/requests/{exc.request_id}")
     keep_contact(request, caller)
     response.headers["Location"] = f"/v1/holds/{hold.id}"
     if existed:
@@ -72,9 +80,11 @@ def create_hold(
 
 
 @router.get("/requests/{request_id}", response_model=RequestOut, responses=responses(401, 404, 422))
-def show_hold_request(request_id: RequestId, caller: SignedIn, db: Db) -> RequestOut:
-    """A hold request of the signed-in user: `pending`, or its answer (the hold, or the refusal)."""
-    return request_out(db, request_id, caller.uid)
+def show_hold_request(request_id: RequestId, caller: SignedIn, db: Db, event_id: EventHint = None,
+                      queued_at: QueuedAt = None) -> RequestOut:
+    """A hold request of the signed-in user: `pending` (with its place in the queue, as for a
+    purchase), or its answer (the hold, or the refusal)."""
+    return request_out(db, request_id, caller.uid, event_id, queued_at)
 
 
 @router.get("/{hold_id}", response_model=HoldOut, responses=responses(401, 404, 422))

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query, Request
 from boxoffice.api.deps import Db, SignedIn, keep_contact
 from boxoffice.api.problems import responses
 from boxoffice.api.schemas import ID_PATTERN, TYPE_ID_PATTERN, WaitlistLeft, WaitlistOut
-from boxoffice.services import events
 from boxoffice.services import waitlist as service
 
 router = APIRouter(prefix="/v1/events/{event_id}/waitlist", tags=["waitlist"])
@@ -31,13 +30,11 @@ def join_waitlist(
     """
     entry = service.join_waitlist(db, event_id, caller.uid, type_id)
     keep_contact(request, caller)
-    return WaitlistOut(event_id=entry.event_id, user_id=entry.user_id, status=entry.status,
-                       joined_at=entry.joined_at, position=entry.position, type_id=entry.type_id)
+    return WaitlistOut.of(entry)
 
 
 @router.delete("", response_model=WaitlistLeft, responses=responses(401, 404, 422))
 def leave_waitlist(event_id: EventId, caller: SignedIn, db: Db) -> WaitlistLeft:
     """Leave the waitlist; leaving when not on it is harmless (`was_waiting: false`)."""
-    events.show_event(db, event_id, caller.uid)  # an unknown event (or a draft) is a 404, as everywhere
-    was = service.leave_waitlist(db, event_id, caller.uid)
+    was = service.leave_waitlist(db, event_id, caller.uid)  # an unknown event (or a draft): 404
     return WaitlistLeft(event_id=event_id, user_id=caller.uid, was_waiting=was)

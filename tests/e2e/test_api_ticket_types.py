@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 
 import pytest
@@ -124,3 +125,53 @@ def test_buying_by_type_and_by_seat_returns_priced_lines_and_seated_tickets(http
     assert r.status_code == 422 and r.json()["code"] == "unknown_ticket_type", r.text
     r = buy(bob, seats=["balcony:A:1"])  # sold as stalls (the row's "types")
     assert r.status_code == 201 and r.json()["lines"][0]["type_id"] == "stalls", r.text
+
+
+def test_holding_seats_and_cancelling_by_type_through_the_api(http, user, db, dump):
+    org, ann, bob = user(organiser=True), user(), user()
+    ev = http.post("/v1/events", json=TYPED, headers=org.headers).json()
+
+    def post(path, who, body, key=True):
+        headers = who.headers | ({"Idempotency-Key": uuid.uuid4().hex} if key else {})
+        return http.post(path, json=body, headers=headers)
+
+    r = post("/v1/holds", ann, {"event_id": ev["id"], "seats": ["stalls:A:5", "stalls:A:6"]})
+    assert r.status_code == 201, r.text
+    hold = r.json()
+    assert [(ln["type_id"], ln["seat_ids"], ln["unit_price"]) for ln in hold["lines"]] == [
+        ("stalls", ["stalls:A:5", "stalls:A:6"], 4500)]
+    r = post("/v1/purchases", bob, {"event_id": ev["id"], "seats": ["stalls:A:6"]})
+    assert r.status_code == 409 and r.json()["code"] == "seat_unavailable", r.text
+    r = post(f"/v1/holds/{hold['id']}/confirm", ann, None, key=False)
+    assert r.status_code in (200, 201), r.text
+    order = r.json()
+    assert order["lines"][0]["seat_ids"] == ["stalls:A:5", "stalls:A:6"] and order["amount"] == 9000
+
+    sections = db.collection("events").document(ev["id"]).collection("sections")
+    give_up = time.monotonic() + 15
+    while time.monotonic() < give_up and {t for sec in sections.stream() for t in sec.to_dict()["taken"]} != {
+            "stalls:A:5", "stalls:A:6"}:
+        time.sleep(0.2)  # the allocator's section write lands before the dump, not during it
+    before = dump()
+    for body in ({"types": {"boxes": 1}}, {"types": {"stalls": 3}},
+                 {"types": {"stalls": 1}, "ticket_ids": [order["ticket_ids"][0]]}, {"types": None}):
+        r = post(f"/v1/orders/{order['id']}/cancel", ann, body, key=False)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request", (body, r.text)
+    assert dump() == before
+    r = post(f"/v1/orders/{order['id']}/cancel", ann, {"types": {"stalls": 1}}, key=False)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "partially_cancelled" and r.json()["cancelled_quantity"] == 1
+    # The seat given back sells again (the allocator frees it before its next decision).
+    r = post("/v1/purchases", bob, {"event_id": ev["id"], "seats": ["stalls:A:6"]})
+    assert r.status_code == 201, r.text
+
+
+def test_an_organiser_releases_tickets_of_one_type_and_not_of_a_seated_one(http, user, db):
+    org = user(organiser=True)
+    ev = http.post("/v1/events", json=TYPED, headers=org.headers).json()
+    r = http.post(f"/v1/events/{ev['id']}/releases", json={"quantity": 5, "type_id": "standing"}, headers=org.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["capacity"] == ev["capacity"] + 5
+    for body in ({"quantity": 5, "type_id": "stalls"}, {"quantity": 5}, {"quantity": 5, "type_id": "boxes"}):
+        r = http.post(f"/v1/events/{ev['id']}/releases", json=body, headers=org.headers)
+        assert r.status_code == 422, (body, r.text)

@@ -47,3 +47,22 @@ def test_a_types_file_that_contradicts_the_seat_map_exits_2_and_writes_nothing(s
     refused = run(stack, *BASE, "--types", str(EXAMPLES / "theatre-types.json"), "--seats", str(not_json), "--json")
     assert refused.returncode == 2 and "not a readable JSON file" in refused.stdout
     assert list(db.collection("events").limit(1).stream()) == []
+
+
+def test_holding_a_seat_and_cancelling_by_type_from_the_cli(stack, db):
+    created = run(stack, *BASE, "--types", str(EXAMPLES / "theatre-types.json"),
+                  "--seats", str(EXAMPLES / "theatre-seats.json"), "--json")
+    event = json.loads(created.stdout)
+    held = run(stack, "hold", event["id"], "--user", "ann", "--seat", "stalls:B:7", "--ttl", "300", "--json")
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert json.loads(held.stdout)["hold"]["lines"][0]["seat_ids"] == ["stalls:B:7"]
+    taken = run(stack, "hold", event["id"], "--user", "bob", "--seat", "stalls:B:7", "--json")
+    assert taken.returncode == 4 and json.loads(taken.stdout)["error"] == "seat_unavailable"
+
+    bought = run(stack, "buy", event["id"], "--user", "bob", "--type", "stalls=2", "--type", "early=1", "--json")
+    order = json.loads(bought.stdout)["order"]
+    wrong = run(stack, "cancel", order["id"], "--user", "bob", "--type", "circle=1", "--json")
+    assert wrong.returncode == 2 and "no tickets of type 'circle'" in wrong.stdout
+    cancelled = run(stack, "cancel", order["id"], "--user", "bob", "--type", "early=1", "--json")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert json.loads(cancelled.stdout)["order"]["cancelled_quantity"] == 1

@@ -11,17 +11,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.integration.lease_crash import kill_the_lease_holder
+
 from boxoffice.runtime.allocator import AllocatorProcesses
 from boxoffice.services.audit import audit_inventory
 from boxoffice.services.events import create_event
-from boxoffice.store.leases import LEASES
 
 TYPES = {"types": [
     {"id": "front", "name": "Front", "price": 5000},
@@ -78,25 +78,12 @@ def test_no_seat_is_sold_twice_across_processes_and_an_allocator_crash(db, stack
     ours = set(standby.pids) | set(allocator.pids)
     killed: dict[str, Any] = {}
 
-    def kill_the_holder_mid_sale() -> None:
-        give_up = time.monotonic() + 120
-        while time.monotonic() < give_up:
-            lease = db.collection(LEASES).document(event.id).get()
-            answered = len(list(db.collection("requests").select([]).limit(BUYERS // 3).stream()))
-            if lease.exists and answered >= BUYERS // 3:
-                pid = int(lease.get("holder").rsplit("-", 2)[1])
-                assert pid in ours  # only ever a process this session started
-                os.kill(pid, signal.SIGKILL)
-                killed.update(pid=pid, epoch=lease.get("epoch"))
-                return
-            time.sleep(0.05)
-
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     items = plan(seed=13)
     procs = [ctx.Process(target=_instance, args=(dict(os.environ), event.id, items[i::INSTANCES], out))
              for i in range(INSTANCES)]
-    killer = threading.Thread(target=kill_the_holder_mid_sale)
+    killer = threading.Thread(target=kill_the_lease_holder, args=(db, event.id, ours, BUYERS // 3, killed))
     try:
         for p in procs:
             p.start()

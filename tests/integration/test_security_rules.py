@@ -37,6 +37,10 @@ def rules(stack, db):
     db.document("analytics/daily").set({"sold": 1})
     db.document("users/alice").set({"email": "alice@example.com"})
     db.document("events/pub/waitlist/alice").set({"user_id": "alice", "status": "offered"})
+    db.document("events/pub/sections/stalls").set({"taken": ["stalls:A:1"], "free": {"stalls": 9}, "blocked": []})
+    db.document("events/draft/sections/stalls").set({"taken": [], "free": {"stalls": 10}, "blocked": []})
+    db.document("events/pub/seats/stalls:A:1").set({"user_id": "alice", "order_id": "o_alice"})
+    db.document("events/pub/seat_releases/r1").set({"seats": ["stalls:A:2"]})
     return Client(stack)
 
 
@@ -139,3 +143,26 @@ def test_a_buyer_reads_and_may_await_only_their_own_request_document(rules):
     assert rules.write("requests/o_alice", "alice") == 403
     assert rules.query("requests", "user_id", "alice", "alice") == 200
     assert rules.query("requests", "user_id", "alice", "mallory") == 403
+
+
+def test_anyone_reads_the_sections_of_a_published_event_and_nobody_writes_them(rules):
+    assert rules.get("events/pub/sections/stalls") == 200
+    assert rules.get("events/pub/sections/stalls", "bob") == 200
+    listed = httpx.post(f"{rules.base}/events/pub:runQuery",
+                        json={"structuredQuery": {"from": [{"collectionId": "sections"}]}}, timeout=30)
+    assert listed.status_code == 200 and "stalls:A:1" in listed.text
+    assert rules.get("events/draft/sections/stalls") == 403
+    assert rules.get("events/draft/sections/stalls", "alice") == 403
+    assert rules.get("events/draft/sections/stalls", "olga") == 200
+    for path in ("events/pub/sections/stalls", "events/pub/sections/new", "events/draft/sections/stalls"):
+        assert rules.write(path, "alice") == 403, path
+        assert rules.write(path, "olga") == 403, path
+        assert rules.write(path) == 403, path
+    assert rules.delete("events/pub/sections/stalls", "alice") == 403
+
+
+def test_who_holds_a_seat_and_the_seat_release_markers_stay_server_only(rules):
+    for path in ("events/pub/seats/stalls:A:1", "events/pub/seat_releases/r1"):
+        assert rules.get(path, "alice") == 403, path
+        assert rules.get(path) == 403, path
+        assert rules.write(path, "alice") == 403, path

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from boxoffice.domain.availability import (
+    Summary,
     compute_summary,
     is_reflected,
     notices,
+    offers_by_type,
     offers_to_make,
     same_counts,
     wait_before_write,
@@ -100,7 +103,7 @@ def test_shard_moves_keep_the_counts_adding_up():
 def test_cancelled_tickets_go_back_to_a_stable_shard_and_twice_is_a_no_op():
     order = Order(id="o1", event_id="e", user_id="u", quantity=3, unit_price=100, currency="EUR",
                   allocations={"s9": 1, "s2": 2}, idempotency_key="k", ticket_ids=("o1-t01", "o1-t02", "o1-t03"))
-    assert ticket_shards(order) == {"o1-t01": "s2", "o1-t02": "s2", "o1-t03": "s9"}
+    assert ticket_shards(order) == {"o1-t01": ("s2",), "o1-t02": ("s2",), "o1-t03": ("s9",)}
     assert choose_tickets_to_cancel(order, ["o1-t02", "o1-t03"], None) == ["o1-t02", "o1-t03"]
     assert choose_tickets_to_cancel(order, [], ["o1-t01"]) == []
     assert cancel_order_tickets(order, 3).status.value == "cancelled"
@@ -116,6 +119,15 @@ def test_hold_rules_and_sale_transitions():
     assert next_sale_status(SaleStatus.ON_SALE, SaleStatus.PAUSED) is SaleStatus.PAUSED
     with pytest.raises(InvalidSaleTransition):
         next_sale_status(SaleStatus.CLOSED, SaleStatus.ON_SALE)
+
+
+def test_offers_of_an_event_with_types_follow_what_came_back_of_each_type():
+    new = Summary(available=5, held=0, sold=5, capacity=10, state="on_sale", low_stock=False, shards=2,
+                  types={"early": {"available": 2}, "standing": {"available": 3}, "vip": {"available": 0}})
+    before = {"types": {"early": {"available": 0}, "standing": {"available": 3}, "vip": {"available": 1}}}
+    assert offers_by_type(before, new) == {"early": 2}
+    assert offers_by_type(None, new) == {}
+    assert offers_by_type(before, replace(new, state="paused")) == {}
 
 
 # --- what an app instance may refuse at once (gone_per_summary) ------------------------------

@@ -166,3 +166,25 @@ def test_seated_types_must_agree_with_the_seat_map(
 ):
     with pytest.raises(error, match=fragment):
         new_catalogue(types, pools, seat_counts=seats, order_max=4)
+
+
+def test_a_release_grows_a_types_own_pool_or_its_shared_pool_with_the_caps_sized_by_it():
+    cat = festival()
+    after, growth = cat.released("vip", 10)
+    assert growth == {"vip": 10} and after.quota_capacities()["vip"] == 60
+    assert after.capacity == cat.capacity + 10
+    after, growth = cat.released("early", 100)  # early's cap grows; standard was sized by the pool: it grows too
+    assert growth == {"floor": 100, cap_quota_id("early"): 100, cap_quota_id("standard"): 100}
+    caps = after.quota_capacities()
+    assert (caps["floor"], caps[cap_quota_id("early")], caps[cap_quota_id("standard")]) == (1100, 300, 1100)
+    after, growth = cat.released("standard", 5)  # the early bird keeps its cap
+    assert growth == {"floor": 5, cap_quota_id("standard"): 5}
+    assert after.quota_capacities()[cap_quota_id("early")] == 200
+    with pytest.raises(errors.UnknownTicketType):
+        cat.released("boxes", 1)
+
+
+def test_a_seated_type_is_not_released():
+    cat = new_catalogue([spec("stalls")], seat_counts={"stalls": 20}, order_max=6)
+    with pytest.raises(errors.InvalidRequest, match="seated"):
+        cat.released("stalls", 5)

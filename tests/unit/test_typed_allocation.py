@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boxoffice.domain import errors
 from boxoffice.domain.allocation import Grant, Refusal, RequestKind, Stock, TicketRequest, allocate
-from boxoffice.domain.model import Event, initial_shards, new_event
+from boxoffice.domain.model import (
+    Event,
+    Order,
+    choose_tickets_to_cancel,
+    initial_shards,
+    new_event,
+    new_order,
+    shard_quota,
+    ticket_prices_of,
+    ticket_seats_of,
+    ticket_shards,
+    ticket_types_of,
+)
 from boxoffice.domain.seating import RowSpec, SeatBook, SectionSpec, new_seat_map
 from boxoffice.domain.ticket_types import Pool, TypeSpec
 
@@ -118,3 +131,44 @@ def test_over_many_batches_no_seat_is_sold_twice_and_seats_sold_equal_tickets_of
     assert sold_by_type.get("stalls", 0) + sold_by_type.get("vip", 0) == len(sold_seats) == len(book.taken)
     assert sold_by_type.get("early", 0) <= 3 and sold_by_type.get("early", 0) + sold_by_type.get("standing", 0) <= 10
     assert all(n >= 0 for shards in stock.pools.values() for n in shards.values())
+
+
+def _order_of(grant: Grant) -> Order:
+    event = seated_event()
+    order, _ = new_order(order_id="o1", event=event, user_id="u1", quantity=grant.request.quantity,
+                         allocations=grant.allocations, idempotency_key="k1", lines=grant.lines)
+    return order
+
+
+def test_cancelled_tickets_of_a_mixed_order_go_back_to_every_quota_they_took_and_no_shard_more_than_it_gave():
+    event = seated_event()
+    (grant,) = allocate(event, stock_of(event), [req(1, lines=[("stalls", 2), ("early", 2), ("standing", 1)])], {},
+                        seats=SeatBook(event.seat_map), now=NOW).grants
+    order = _order_of(grant)
+    shards = ticket_shards(order, lambda t: event.ticket_types.type(t).quota_ids)
+    types = ticket_types_of(order)
+    for ticket, sids in shards.items():
+        assert sorted(shard_quota(s) for s in sids) == sorted(event.ticket_types.type(types[ticket]).quota_ids)
+    per_shard: dict[str, int] = {}
+    for sids in shards.values():
+        for s in sids:
+            per_shard[s] = per_shard.get(s, 0) + 1
+    assert per_shard == dict(grant.allocations)  # cancelling every ticket gives back exactly what was taken
+    assert ticket_prices_of(order) == dict(zip(order.ticket_ids, [3000, 3000, 1000, 1000, 2000], strict=True))
+    assert ticket_seats_of(order) == dict(zip(order.ticket_ids[:2], grant.lines[0].seat_ids, strict=True))
+
+
+def test_cancelling_by_type_takes_the_last_valid_tickets_of_that_type_and_refuses_what_the_order_lacks():
+    event = seated_event()
+    (grant,) = allocate(event, stock_of(event), [req(1, lines=[("stalls", 3), ("standing", 1)])], {},
+                        seats=SeatBook(event.seat_map), now=NOW).grants
+    order = _order_of(grant)
+    t1, t2, t3, t4 = order.ticket_ids
+    assert choose_tickets_to_cancel(order, [t1, t2, t3, t4], None, {"stalls": 2}) == [t2, t3]
+    assert choose_tickets_to_cancel(order, [t1, t2, t4], None, {"stalls": 2, "standing": 1}) == [t1, t2, t4]
+    with pytest.raises(errors.InvalidRequest, match="no tickets of type 'vip'"):
+        choose_tickets_to_cancel(order, [t1, t2, t3, t4], None, {"vip": 1})
+    with pytest.raises(errors.InvalidRequest, match="1 valid tickets of type 'stalls'"):
+        choose_tickets_to_cancel(order, [t1, t4], None, {"stalls": 2})
+    with pytest.raises(errors.InvalidRequest, match="by id or by type"):
+        choose_tickets_to_cancel(order, [t1], [t1], {"stalls": 1})

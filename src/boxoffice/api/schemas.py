@@ -7,6 +7,7 @@ by the API's routes and by the CLI alike, so a script sees the same fields from 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, overload
 
@@ -15,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 from boxoffice.domain.availability import Summary, compute_summary
 from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket, initial_shards
 from boxoffice.domain.queue_progress import Place
+from boxoffice.domain.ticket_types import OrderLine
 from boxoffice.services.releases import MAX_RELEASE
 from boxoffice.services.waitlist import WaitlistEntry
 
@@ -273,6 +275,11 @@ class OrderLineOut(BaseModel):
     currency: str
     seat_ids: list[str]
 
+    @classmethod
+    def of_lines(cls, lines: Sequence[OrderLine]) -> list[OrderLineOut]:
+        return [cls(type_id=ln.type_id, quantity=ln.quantity, unit_price=ln.unit_price, amount=ln.amount,
+                    currency=ln.currency, seat_ids=list(ln.seat_ids)) for ln in lines]
+
 
 class OrderOut(BaseModel):
     """An order as its buyer sees it. The same purchase replayed gives the same body."""
@@ -298,8 +305,7 @@ class OrderOut(BaseModel):
             cancelled_quantity=order.cancelled_quantity, unit_price=order.unit_price,
             amount=order.amount, currency=order.currency, status=order.status.value,
             ticket_ids=list(order.ticket_ids), idempotency_key=order.idempotency_key,
-            lines=[OrderLineOut(type_id=ln.type_id, quantity=ln.quantity, unit_price=ln.unit_price, amount=ln.amount,
-                                currency=ln.currency, seat_ids=list(ln.seat_ids)) for ln in order.lines],
+            lines=OrderLineOut.of_lines(order.lines),
         )
 
 
@@ -329,9 +335,8 @@ class OrderPage(BaseModel):
     next: str | None
 
 
-class HoldIn(RequestBody):
-    event_id: str = Field(pattern=ID_PATTERN)
-    quantity: Count = Field(ge=1, le=MAX_PER_ORDER)
+class HoldIn(PurchaseIn):
+    """What a purchase names (a quantity, ticket types or specific seats), held until it expires."""
 
 
 class HoldOut(BaseModel):
@@ -345,18 +350,33 @@ class HoldOut(BaseModel):
     expires_at: datetime
     order_id: str | None = Field(description="The order it became, once confirmed.")
     idempotency_key: str
+    lines: list[OrderLineOut] = Field(default_factory=list, description="By ticket type, at the price held, with "
+                                      "the seats held; empty for a single-type event.")
 
     @classmethod
     def of(cls, hold: Hold) -> HoldOut:
         return cls(id=hold.id, event_id=hold.event_id, user_id=hold.user_id, quantity=hold.quantity,
                    status=hold.status.value, expires_at=hold.expires_at, order_id=hold.order_id,
-                   idempotency_key=hold.idempotency_key)
+                   idempotency_key=hold.idempotency_key, lines=OrderLineOut.of_lines(hold.lines))
 
 
 class CancelIn(RequestBody):
     ticket_ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] | None = Field(
         default=None, min_length=1, max_length=MAX_PER_ORDER,
         description="The tickets to cancel (from the order's ticket_ids); all of them when absent.")
+    types: dict[Annotated[str, Field(pattern=TYPE_ID_PATTERN)], Annotated[Count, Field(ge=1, le=MAX_PER_ORDER)]] | None = (
+        Field(default=None, min_length=1, max_length=20,
+              description="Or, for an order with ticket types: how many tickets of each type to cancel, "
+                          "e.g. {\"stalls\": 1}."))
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CancelIn:
+        nulls = sorted(f for f in ("ticket_ids", "types") if f in self.model_fields_set and getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} must be left out rather than null")
+        if self.ticket_ids is not None and self.types is not None:
+            raise ValueError("name the tickets to cancel by ticket_ids or by types, not both")
+        return self
 
 
 class WaitlistOut(BaseModel):
@@ -365,11 +385,12 @@ class WaitlistOut(BaseModel):
     status: str = Field(description="waiting | offered")
     joined_at: datetime | None
     position: int | None = Field(description="1 = next to be offered; null unless waiting.")
+    type_id: str | None = Field(default=None, description="The ticket type waited for (an event with types).")
 
     @classmethod
     def of(cls, entry: WaitlistEntry) -> WaitlistOut:
         return cls(event_id=entry.event_id, user_id=entry.user_id, status=entry.status, joined_at=entry.joined_at,
-                   position=entry.position)
+                   position=entry.position, type_id=entry.type_id)
 
 
 class WaitlistLeft(BaseModel):
@@ -380,6 +401,9 @@ class WaitlistLeft(BaseModel):
 
 class ReleaseIn(RequestBody):
     quantity: Count = Field(ge=1, le=MAX_RELEASE, description="Tickets to add to the event's inventory.")
+    type_id: str | None = Field(default=None, pattern=TYPE_ID_PATTERN,
+                                description="The ticket type to release (required for an event with ticket types; "
+                                            "not a seated one).")
 
 
 class SaleStatusIn(RequestBody):

@@ -61,16 +61,24 @@ def _type_quantities(items: list[str]) -> dict[str, int]:
 def hold(
     event_id: str,
     user: str = typer.Option(..., "--user", help="User id."),
-    quantity: int = typer.Option(1, "--quantity", "-q"),
+    quantity: int | None = typer.Option(None, "--quantity", "-q", help="Number of tickets (default 1, or what "
+                                        "--type / --seat add up to)."),
     key: str | None = typer.Option(None, "--key", help="Idempotency key (default: random)."),
     ttl: float | None = typer.Option(None, "--ttl", help="Hold time in seconds (default: the event's hold_minutes)."),
+    type_: list[str] | None = typer.Option(None, "--type", help="TYPE=N: N tickets of a ticket type (repeatable); "
+                                           "seated types get the best seats available together."),
+    seat: list[str] | None = typer.Option(None, "--seat", help="A specific seat, section:row:number (repeatable)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Hold tickets in a cart until they expire; `boxoffice confirm HOLD` buys them."""
+    """Hold tickets (or seats) in a cart until they expire; `boxoffice confirm HOLD` buys them."""
     with exit_on_error(as_json):
-        h = hold_tickets(client(), event_id, user, quantity, key or secrets.token_hex(8), ttl_s=ttl)
+        types = _type_quantities(type_ or [])
+        default = None if types or seat else 1
+        h = hold_tickets(client(), event_id, user, quantity if quantity is not None else default,
+                         key or secrets.token_hex(8), ttl_s=ttl, types=types or None, seats=seat or None)
+    seats = ", seats " + ", ".join(h.seat_ids) if h.seat_ids else ""
     emit(as_json, {"ok": True, "hold": HoldOut.of(h)},
-         f"hold [bold]{h.id}[/bold]: {h.quantity} ticket(s) until {h.expires_at.isoformat()}")
+         f"hold [bold]{h.id}[/bold]: {h.quantity} ticket(s){seats} until {h.expires_at.isoformat()}")
 
 
 def confirm(hold_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
@@ -93,21 +101,27 @@ def cancel(
     order_id: str,
     user: str = typer.Option("", "--user", help="The buyer (not needed with --organiser)."),
     ticket: list[str] = typer.Option(None, "--ticket", help="Cancel only these tickets (repeatable)."),
+    type_: list[str] | None = typer.Option(None, "--type", help="TYPE=N: cancel N tickets of a ticket type "
+                                           "(repeatable; an order with ticket types)."),
     organiser: bool = typer.Option(False, "--organiser", help="Cancel as the organiser (any order)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Cancel an order or some of its tickets; a refund is recorded. Cancelling twice is harmless."""
     with exit_on_error(as_json):
-        o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, by_organiser=organiser)
+        types = _type_quantities(type_ or []) or None
+        o = cancel_order(client(), order_id, user, ticket_ids=ticket or None, types=types, by_organiser=organiser)
     emit(as_json, {"ok": True, "order": OrderOut.of(o)},
          f"order {o.id}: {o.status.value}, {o.cancelled_quantity} of {o.quantity} cancelled")
 
 
-def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"), as_json: bool = JsonOpt) -> None:
+def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q"),
+            type_: str | None = typer.Option(None, "--type", help="The ticket type to release (an event with "
+                                             "ticket types; not a seated one)."),
+            as_json: bool = JsonOpt) -> None:
     """Add tickets to a running sale (reopens a sold-out event)."""
     db = client()
     with exit_on_error(as_json):
-        ev = release_tickets(db, event_id, quantity)
+        ev = release_tickets(db, event_id, quantity, type_id=type_)
     emit(as_json, {"ok": True, "event": _counted(db, ev)},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 
@@ -134,10 +148,13 @@ def _counted(db: Any, event: Event) -> EventOut:
 
 
 @waitlist_app.command("join")
-def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"), as_json: bool = JsonOpt) -> None:
-    """Join the waitlist of a sold-out event: you get an offer when tickets come back."""
+def waitlist_join(event_id: str, user: str = typer.Option(..., "--user"),
+                  type_: str | None = typer.Option(None, "--type", help="The ticket type to wait for (required "
+                                                   "for an event with ticket types)."),
+                  as_json: bool = JsonOpt) -> None:
+    """Join the waitlist of a sold-out event (or type): you get an offer when tickets come back."""
     with exit_on_error(as_json):
-        e = join_waitlist(client(), event_id, user)
+        e = join_waitlist(client(), event_id, user, type_)
     emit(as_json, {"ok": True} | WaitlistOut.of(e).model_dump(mode="json"),
          f"{e.user_id} is {e.status} (position {e.position})")
 

@@ -163,6 +163,20 @@ def notices(previous: Mapping[str, Any] | None, new: Summary, low_stock_threshol
     return out
 
 
+def offers_by_type(previous: Mapping[str, Any] | None, new: Summary) -> dict[str, int]:
+    """An event with ticket types: per type, how many of its waiters to offer tickets (as many
+    of that type as came back since the last summary)."""
+    if new.state != SaleStatus.ON_SALE.value or not previous:
+        return {}
+    before = previous.get("types") or {}
+    out: dict[str, int] = {}
+    for type_id, counts in new.types.items():
+        back = counts["available"] - int((before.get(type_id) or {}).get("available", 0))
+        if back > 0:
+            out[type_id] = min(MAX_OFFERS_PER_WRITE, back)
+    return out
+
+
 def offers_to_make(previous: Mapping[str, Any] | None, new: Summary) -> int:
     """How many waiting users to offer tickets: as many as came back since the last summary."""
     if new.state != SaleStatus.ON_SALE.value or not previous:

@@ -130,8 +130,10 @@ def inventory_notice(kind: str, event_id: str, summary_key: str, summary: dict[s
     )
 
 
-def waitlist_offer(event_id: str, user_id: str, offer_id: str, available: int) -> OutboxMessage:
-    """Tickets came back: tell a waiting user (delivered as an email by messaging)."""
+def waitlist_offer(event_id: str, user_id: str, offer_id: str, available: int,
+                   type_id: str | None = None) -> OutboxMessage:
+    """Tickets came back (of ``type_id``, for a waiter of one ticket type): tell a waiting user
+    (delivered as an email by messaging)."""
     return OutboxMessage(
         id=f"{event_id}.offer.{user_id}.{offer_id}",
         type=MessageType.WAITLIST_OFFER,
@@ -142,5 +144,5 @@ def waitlist_offer(event_id: str, user_id: str, offer_id: str, available: int) -
             "user_id": user_id,
             "offer_id": offer_id,
             "quantity": available,
-        },
+        } | ({"type_id": type_id} if type_id else {}),
     )

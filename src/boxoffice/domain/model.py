@@ -13,7 +13,7 @@ import random
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -99,6 +99,11 @@ def split_capacity(capacity: int, shard_count: int) -> list[int]:
 def shard_id(index: int, quota: str | None = None) -> str:
     """``s000`` for a single-type event; ``{quota}.s000`` for a quota of an event with types."""
     return f"s{index:03d}" if quota is None else f"{quota}.s{index:03d}"
+
+
+def shard_quota(sid: str) -> str:
+    """The quota a shard counts (the inverse of ``shard_id``): ``DEFAULT_POOL_ID`` for ``s000``."""
+    return sid.rsplit(".", 1)[0] if "." in sid else DEFAULT_POOL_ID
 
 
 def quota_shard_counts(catalogue: Catalogue) -> dict[str, int]:
@@ -535,6 +540,7 @@ class BuyerRecord:
     order_ids: tuple[str, ...] = field(default_factory=tuple)
     held: int = 0  # tickets in this user's live holds for the event
     types: Mapping[str, int] = field(default_factory=dict)  # tickets bought, per ticket type
+    held_types: Mapping[str, int] = field(default_factory=dict)  # tickets in live holds, per ticket type
 
     @property
     def counted(self) -> int:
@@ -543,6 +549,14 @@ class BuyerRecord:
         Counting holds stops a user from reserving the limit in carts and buying it again.
         """
         return self.tickets + self.held
+
+    @property
+    def counted_types(self) -> dict[str, int]:
+        """What each type's per-user limit counts: bought plus held of that type."""
+        out = dict(self.types)
+        for type_id, n in self.held_types.items():
+            out[type_id] = out.get(type_id, 0) + n
+        return out
 
 
 # --- sale status ---------------------------------------------------------------------------
@@ -591,6 +605,12 @@ class Hold:
     idempotency_key: str = ""
     order_id: str | None = None
     created_at: datetime | None = None
+    # Events with ticket types: the held lines, priced when held, with their seats (seated types).
+    lines: tuple[OrderLine, ...] = ()
+
+    @property
+    def seat_ids(self) -> tuple[str, ...]:
+        return tuple(s for line in self.lines for s in line.seat_ids)
 
     def is_expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -621,28 +641,90 @@ def order_id_for_hold(user_id: str, hold_id: str) -> str:
 # --- cancellations -------------------------------------------------------------------------
 
 
-def ticket_shards(order: Order) -> dict[str, str]:
-    """Which shard each ticket of an order counts against.
+def ticket_shards(order: Order, quota_ids: Callable[[str], Sequence[str]] | None = None) -> dict[str, tuple[str, ...]]:
+    """Which shards each ticket of an order counts against (one per quota its type takes from).
 
-    Tickets do not record their shard; the order's allocations are spread over its tickets in
-    ticket order and shard-id order, a rule that is stable, so a cancelled ticket always goes
-    back to the same shard and no shard's ``sold`` can go below zero.
+    Tickets do not record their shards; the order's allocations are spread over its tickets by
+    a stable rule, so a cancelled ticket always goes back to the same shards and no shard's
+    ``sold`` can go below zero. A single-type order spreads its allocations over its tickets in
+    ticket order and shard-id order. An order with ticket types (``quota_ids`` gives the quotas
+    of a type, ``Catalogue.type(t).quota_ids``) does the same per quota: the allocations of a
+    quota's shards (``{quota}.sNNN``) over the tickets whose type takes from that quota.
     """
+    out: dict[str, list[str]] = {t: [] for t in order.ticket_ids}
+    if not order.lines:
+        tickets = iter(order.ticket_ids)
+        for sid in sorted(order.allocations):
+            for _ in range(order.allocations[sid]):
+                out[next(tickets)].append(sid)
+        return {t: tuple(s) for t, s in out.items()}
+    if quota_ids is None:
+        raise ValueError("an order with ticket types needs the quotas of its types")
+    types = ticket_types_of(order)
+    by_quota: dict[str, list[str]] = {}
+    for sid in sorted(order.allocations):
+        by_quota.setdefault(shard_quota(sid), []).append(sid)
+    for quota, sids in by_quota.items():
+        tickets = iter(t for t in order.ticket_ids if quota in quota_ids(types[t]))
+        for sid in sids:
+            for _ in range(order.allocations[sid]):
+                out[next(tickets)].append(sid)
+    return {t: tuple(s) for t, s in out.items()}
+
+
+def ticket_types_of(order: Order) -> dict[str, str]:
+    """The ticket type of each ticket of an order with types (tickets follow the lines in order)."""
+    kinds = [line.type_id for line in order.lines for _ in range(line.quantity)]
+    return dict(zip(order.ticket_ids, kinds, strict=True))
+
+
+def ticket_seats_of(order: Order) -> dict[str, str]:
+    """The seat of each seated ticket of an order (tickets follow the lines in order)."""
     out: dict[str, str] = {}
     tickets = iter(order.ticket_ids)
-    for sid in sorted(order.allocations):
-        for _ in range(order.allocations[sid]):
-            out[next(tickets)] = sid
+    for line in order.lines:
+        for i in range(line.quantity):
+            t = next(tickets)
+            if line.seat_ids:
+                out[t] = line.seat_ids[i]
     return out
 
 
+def ticket_prices_of(order: Order) -> dict[str, int]:
+    """The price each ticket was sold at (per line for an order with types)."""
+    if not order.lines:
+        return dict.fromkeys(order.ticket_ids, order.unit_price)
+    prices = [line.unit_price for line in order.lines for _ in range(line.quantity)]
+    return dict(zip(order.ticket_ids, prices, strict=True))
+
+
 def choose_tickets_to_cancel(
-    order: Order, valid_ticket_ids: Sequence[str], requested: Sequence[str] | None
+    order: Order, valid_ticket_ids: Sequence[str], requested: Sequence[str] | None,
+    types: Mapping[str, int] | None = None,
 ) -> list[str]:
     """The tickets a cancellation voids: the requested ones (all by default) still valid.
 
-    Tickets already void are skipped, which makes cancelling twice harmless.
+    ``types`` ({type id: n}, an order with ticket types) asks for n of the still-valid tickets of
+    each type instead (the last ones of the line first); a type not in the order, or more than
+    are still valid, is ``InvalidRequest``. Tickets already void are skipped when named by id,
+    which makes cancelling twice harmless.
     """
+    valid = set(valid_ticket_ids)
+    if types is not None:
+        if requested is not None:
+            raise InvalidRequest("name the tickets to cancel by id or by type, not both")
+        kinds = ticket_types_of(order) if order.lines else {}
+        chosen: list[str] = []
+        for type_id, n in sorted(types.items()):
+            of_type = [t for t in order.ticket_ids if kinds.get(t) == type_id]
+            if not of_type:
+                raise InvalidRequest(f"order {order.id} has no tickets of type {type_id!r}")
+            live = [t for t in of_type if t in valid]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(live):
+                raise InvalidRequest(f"order {order.id} has {len(live)} valid tickets of type {type_id!r}, "
+                                     f"cannot cancel {n!r}")
+            chosen += live[len(live) - n:]
+        return [t for t in order.ticket_ids if t in set(chosen)]
     if requested is not None:
         unknown = sorted(set(requested) - set(order.ticket_ids))
         if unknown:
@@ -650,7 +732,6 @@ def choose_tickets_to_cancel(
         wanted = [t for t in order.ticket_ids if t in set(requested)]
     else:
         wanted = list(order.ticket_ids)
-    valid = set(valid_ticket_ids)
     return [t for t in wanted if t in valid]
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from boxoffice.domain.errors import (
     InvalidQuantity,
+    InvalidRequest,
     InvalidSaleWindow,
     InvalidTicketTypes,
     OvercommittedPool,
@@ -147,6 +148,30 @@ class Catalogue:
         out = {p.id: p.capacity for p in self.pools}
         out.update({cap_quota_id(t.id): t.cap for t in self.types if t.cap is not None})
         return out
+
+    def released(self, type_id: str, quantity: int) -> tuple[Catalogue, dict[str, int]]:
+        """The catalogue after ``quantity`` more tickets of ``type_id`` go on sale, and what each
+        quota grows by.
+
+        A type with a pool of its own grows its pool. A type in a shared pool grows the pool and
+        its own cap; the other types of that pool that were sized by the pool (their cap is the
+        pool's size) grow with it, and capped ones keep their cap. Raises ``UnknownTicketType``,
+        ``InvalidRequest`` for a seated type (its capacity is its seats: a seat map changes).
+        """
+        t = self.type(type_id)
+        if t.seated:
+            raise InvalidRequest(f"ticket type {type_id!r} is seated: its capacity is its seats on the map, "
+                                 "which a release does not change")
+        pool = next(p for p in self.pools if p.id == t.pool_id)
+        growth = {pool.id: quantity}
+        types = []
+        for other in self.types:
+            if other.cap is not None and other.pool_id == pool.id and (other.id == t.id or other.cap == pool.capacity):
+                growth[cap_quota_id(other.id)] = quantity
+                other = replace(other, cap=other.cap + quantity)
+            types.append(other)
+        pools = tuple(replace(p, capacity=p.capacity + quantity) if p.id == pool.id else p for p in self.pools)
+        return Catalogue(tuple(types), pools), growth
 
     def lines_for(self, request: Mapping[str, int], now: datetime, order_max: int) -> tuple[OrderLine, ...]:
         """Price a request {type id: quantity}; lines in catalogue order.

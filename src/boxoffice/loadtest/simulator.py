@@ -36,7 +36,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from boxoffice.domain import errors
 from boxoffice.domain.allocation import Answered, fifo_violations
 from boxoffice.domain.availability import is_reflected
-from boxoffice.domain.model import order_id_for
+from boxoffice.domain.model import hold_id_for, order_id_for
 from boxoffice.loadtest.baselines import CommitMode, purchase_directly
 from boxoffice.loadtest.sale_audit import Audit, audit_sale
 from boxoffice.runtime import emulators as em
@@ -111,10 +111,8 @@ class SimulationConfig:
                 problems.append(f"{name.replace('_', '-')} must be between 0 and 1")
         if self.hold_ttl_s <= 0:
             problems.append("hold-ttl must be positive")
-        if (self.types or self.seated) and (self.hold_share or self.cancel_share or self.strategy is not Strategy.QUEUED
-                                            or self.tickets < 10):
-            problems.append("--types/--seated sell through the allocator (queued strategy), without holds or "
-                            "cancellations, at least 10 tickets")
+        if (self.types or self.seated) and (self.strategy is not Strategy.QUEUED or self.tickets < 10):
+            problems.append("--types/--seated sell through the allocator (queued strategy), at least 10 tickets")
         if problems:
             raise errors.InvalidRequest("invalid simulation: " + "; ".join(problems))
 
@@ -151,11 +149,15 @@ class BuyerResult:
     # request document); its arrival for the FIFO check: when the instance read the summary
     at_instance: bool = False
     seen_at: float = 0.0
+    hold_id: str = ""  # the hold the buyer asked for first (granted or not)
 
     @property
     def request_id(self) -> str:
-        """The request the allocator answered first: the hold for a buyer who held, else the order."""
-        return "h_" + self.order_id[2:] if self.via_hold or self.answer is Answer.HELD_THEN_EXPIRED else self.order_id
+        """The request the allocator answered first: the hold for a buyer who asked to hold (a
+        confirmed hold's order id derives from the hold, not from the key), else the order."""
+        if self.hold_id:
+            return self.hold_id
+        return "h_" + self.order_id[2:] if self.answer is Answer.HELD_THEN_EXPIRED else self.order_id
 
     @property
     def finished_s(self) -> float:
@@ -421,19 +423,22 @@ def run_buyers(
     results: list[BuyerResult] = []
     lock = threading.Lock()
 
-    def buy(user: str, key: str, quantity: int, choice: random.Random) -> tuple[Answer, str, int, bool]:
+    def buy(user: str, key: str, quantity: int, choice: random.Random, asked: dict[str, str]) -> tuple[
+            Answer, str, int, bool]:
         """One buyer's journey: buy, or hold then confirm or walk away; maybe cancel after."""
-        if config.types or config.seated:
-            type_id, n = typed_choice(choice)
-            outcome = purchase_tickets(db, event_id, user, None, key, deadline_s=config.deadline_s, types={type_id: n})
-            return Answer.SOLD, outcome.order.id, outcome.attempts, False
+        typed = config.types or config.seated
+        types = dict([typed_choice(choice)]) if typed else None
         if choice.random() < config.hold_share:
-            hold = hold_tickets(db, event_id, user, quantity, key, ttl_s=config.hold_ttl_s,
-                                deadline_s=config.deadline_s)
+            asked["hold"] = hold_id_for(user, key)
+            hold = hold_tickets(db, event_id, user, None if typed else quantity, key, ttl_s=config.hold_ttl_s,
+                                deadline_s=config.deadline_s, types=types)
             if choice.random() >= config.confirm_share:
                 return Answer.HELD_THEN_EXPIRED, order_id_for(user, key), 0, True
             outcome = confirm_hold(db, hold.id, user, deadline_s=config.deadline_s)
             via_hold = True
+        elif typed:
+            outcome = purchase_tickets(db, event_id, user, None, key, deadline_s=config.deadline_s, types=types)
+            via_hold = False
         else:
             outcome = buy_once(db, event_id, user, quantity, key, deadline_s=config.deadline_s, rng=choice)
             via_hold = False
@@ -447,8 +452,9 @@ def run_buyers(
         started = time.time()
         attempts, error, none_left, via_hold, order_id = 0, None, False, False, order_id_for(user, key)
         at_instance, seen_at = False, 0.0
+        asked: dict[str, str] = {}
         try:
-            answer, order_id, attempts, via_hold = buy(user, key, quantity, choice)
+            answer, order_id, attempts, via_hold = buy(user, key, quantity, choice, asked)
         except errors.SoldOut as exc:
             answer, none_left = Answer.SOLD_OUT, not isinstance(exc, errors.NotEnoughTickets) and getattr(
                 exc, "available", 0) == 0
@@ -466,7 +472,7 @@ def run_buyers(
         result = BuyerResult(index, order_id, quantity, answer, started - opened, done - started,
                              attempts, error, none_left, via_hold, cancelled, instance,
                              typed_choice(random.Random(seed))[0] if config.types or config.seated else None,
-                             at_instance, seen_at)
+                             at_instance, seen_at, hold_id=asked.get("hold", ""))
         with lock:
             results.append(result)
         if on_answer is not None:

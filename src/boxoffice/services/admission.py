@@ -34,7 +34,6 @@ from boxoffice.domain.errors import (
     AnswerPending,
     EventNotFound,
     IdempotencyConflict,
-    InvalidRequest,
     SoldOut,
     TicketTypeSoldOut,
 )
@@ -82,8 +81,6 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
-    if request.kind is RequestKind.HOLD and (event.catalogue is not None or request.lines or request.seats):
-        raise InvalidRequest("holds of events with ticket types or seats are not supported yet: buy instead")
     _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request, ev_snap.read_time)
     board = answer_board(db)
     request = replace(request, instance=board.instance)

@@ -68,6 +68,7 @@ from boxoffice.store.documents import (
     hold_ref,
     inventory_col,
     order_ref,
+    seat_releases_col,
     seats_col,
     section_ref,
 )
@@ -129,6 +130,8 @@ class EventAllocator:
         self._sections_due: set[str] = set()
         self._sections_at = 0.0
         self._resync_sections = False
+        self._releases_at = 0.0
+        self._markers_seen: set[str] = set()  # seat-release markers applied in an idle turn, to delete
         self._meter = QueueMeter(since=datetime.now(UTC))  # the queue's progress, with every fence write
         self.stats = AllocatorStats()
         self._turn_ms: dict[str, float] = {}
@@ -220,8 +223,26 @@ class EventAllocator:
         self._renewed_at = time.monotonic()
 
     def _idle_chores(self) -> None:
+        self._notice_seat_releases()
         self._write_summary_if_due()
         self._write_sections_if_due()
+
+    def _notice_seat_releases(self) -> None:
+        """While no request comes, seats given back still show as free within about a second:
+        at most once a second, free them in the book and mark their sections due; the section
+        write deletes the markers (a batch that comes first deletes them itself)."""
+        if self._seat_map is None or self.lease is None or time.monotonic() - self._releases_at < 1.0:
+            return
+        self._releases_at = time.monotonic()
+        try:
+            if self._book is None:
+                self._book = self._load_seat_book(self._seat_map)
+            freed = self._seat_releases(self._book)
+        except gexc.GoogleAPICallError as exc:
+            kv(log, logging.WARNING, "allocator.seat_releases_failed", event_id=self.event_id, error=str(exc)[:200])
+            return
+        self._markers_seen.update(freed)
+        self._sections_due.update(self._seat_map.section_of(s) for seats in freed.values() for s in seats)
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -251,6 +272,7 @@ class EventAllocator:
         event, answered, versions, existing, counted, counted_types = self._read(requests)
         t_decide = time.perf_counter()
         book: SeatBook | None = None
+        freed: dict[str, list[str]] = {}
         fresh, made, skipped = [], [], 0
         for r in requests:
             prior = answered.get(r.id)
@@ -267,6 +289,7 @@ class EventAllocator:
                 if self._book is None:
                     self._book = self._load_seat_book(event.seat_map)
                 book = self._book.copy()  # taken for good only if the batch commits
+                freed = self._seat_releases(book)
             stock = self._stock()
             t_decide = time.perf_counter()
             allocation = allocate(event, stock, fresh, counted, counted_types=counted_types, seats=book,
@@ -291,6 +314,8 @@ class EventAllocator:
                 stage_grant(self.db, batch, event, d, now)
             stage_answer(self.db, batch, d, batch=batch_id, epoch=lease.epoch,
                          prior_update_time=versions.get(d.request.id))
+        for marker in freed:
+            batch.delete(seat_releases_col(self.db, self.event_id).document(marker))
         started = time.perf_counter()
         try:
             results = batch.commit()
@@ -305,6 +330,8 @@ class EventAllocator:
             self._book = book
             self._sections_due.update(event.seat_map.section_of(s) for g in allocation.grants
                                       for line in g.lines for s in line.seat_ids)
+            self._sections_due.update(event.seat_map.section_of(s) for seats in freed.values() for s in seats)
+            self._markers_seen.difference_update(freed)
         self._renewed_at = time.monotonic()
         now_s = time.monotonic()
         for per_shard in taken.values():
@@ -356,7 +383,7 @@ class EventAllocator:
         for u in users:
             snap = snaps[buyer_ref(self.db, self.event_id, u).path]
             buyer = buyer_from_doc(self.event_id, u, snap.to_dict() if snap.exists else None)
-            counted[u], counted_types[u] = buyer.counted, dict(buyer.types)
+            counted[u], counted_types[u] = buyer.counted, buyer.counted_types
         return event, answered, versions, existing, counted, counted_types
 
     def _load_seat_book(self, seat_map: SeatMap) -> SeatBook:
@@ -367,6 +394,24 @@ class EventAllocator:
         # documents (written at most once a second): rewrite every section with a taken seat.
         self._sections_due.update(seat_map.section_of(s) for s in sold)
         return SeatBook(seat_map, sold)
+
+    def _seat_releases(self, book: SeatBook) -> dict[str, list[str]]:
+        """Seats given back since the last look (``store.allocation.stage_free_seats``), freed in
+        ``book``: marker id -> seats. The caller deletes the markers in a fenced commit.
+
+        Always after the book was loaded and before any decision from it: a marker committed
+        before the load frees a seat the load already saw free (a no-op), and no marker outlives
+        the commit of the first sale made from a book that saw it, so a stale marker never frees
+        a seat sold again since. All markers, no limit: a partial read would break that.
+        """
+        freed: dict[str, list[str]] = {}
+        for snap in seat_releases_col(self.db, self.event_id).stream():
+            freed[snap.id] = [str(s) for s in (snap.to_dict() or {}).get("seats", ())]
+            book.release(freed[snap.id])
+        if freed:
+            kv(log, logging.INFO, "allocator.seats_freed", event_id=self.event_id, markers=len(freed),
+               seats=sum(len(v) for v in freed.values()))
+        return freed
 
     def _stock(self) -> Stock:
         """Shards with tickets, least recently written by this allocator first (spreads the writes)."""
@@ -408,6 +453,9 @@ class EventAllocator:
         for section in sorted(self._sections_due):
             batch.set(section_ref(self.db, self.event_id, section),
                       self._book.section_view(section) | {"updated_at": firestore.SERVER_TIMESTAMP})
+        markers = sorted(self._markers_seen)
+        for marker in markers:
+            batch.delete(seat_releases_col(self.db, self.event_id).document(marker))
         try:
             self.lease = landed(staged, batch.commit())
         except gexc.FailedPrecondition:
@@ -419,6 +467,7 @@ class EventAllocator:
             return
         self._renewed_at = self._sections_at = time.monotonic()
         self._sections_due.clear()
+        self._markers_seen.difference_update(markers)
 
     def _write_summary_if_due(self) -> None:
         """Start the summary write when one is due (at most one a second), on a thread of its own:

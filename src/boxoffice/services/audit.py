@@ -15,7 +15,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from boxoffice.domain.model import HoldStatus, TicketStatus
+from boxoffice.domain.model import HoldStatus, TicketStatus, shard_quota
 from boxoffice.domain.ticket_types import DEFAULT_POOL_ID, Catalogue
 from boxoffice.store.documents import HOLDS, ORDERS, TICKETS, event_from_doc, event_ref, inventory_col, seats_col
 
@@ -52,11 +52,15 @@ def audit_inventory(db: firestore.Client, event_id: str, *, check_summary: bool 
         problems.append(f"event capacity {event.get('capacity')} != shards' capacity {totals['capacity']}")
 
     hold_by_shard = Counter[str]()
+    live_holds: list[dict[str, Any]] = []
     holds = db.collection(HOLDS).where(filter=FieldFilter("event_id", "==", event_id)).stream()
     for snap in holds:
         h = snap.to_dict() or {}
         if h.get("status") == HoldStatus.ACTIVE.value:
-            if sum(h.get("allocations", {}).values()) != h.get("quantity"):
+            live_holds.append(h)
+            # A ticket of a type capped in a shared pool takes from its pool and its cap: count pools.
+            in_pools = sum(n for sid, n in h.get("allocations", {}).items() if pools is None or shard_quota(sid) in pools)
+            if in_pools != h.get("quantity"):
                 problems.append(f"hold {snap.id}: allocations do not add up to its quantity")
             hold_by_shard.update(h.get("allocations", {}))
     for sid in sorted(set(shard_held) | set(hold_by_shard)):
@@ -78,7 +82,7 @@ def audit_inventory(db: firestore.Client, event_id: str, *, check_summary: bool 
         problems.append(f"{valid_tickets} valid tickets but shards say sold={totals['sold']}")
 
     if catalogue is not None:
-        problems += _audit_types_and_seats(db, event_id, catalogue, by_quota)
+        problems += _audit_types_and_seats(db, event_id, catalogue, by_quota, live_holds)
 
     if check_summary:
         summary = event.get("summary") or {}
@@ -89,18 +93,28 @@ def audit_inventory(db: firestore.Client, event_id: str, *, check_summary: bool 
 
 
 def _audit_types_and_seats(db: firestore.Client, event_id: str, catalogue: Catalogue,
-                           by_quota: dict[str, Counter[str]]) -> list[str]:
-    """Per type: valid tickets == sold of the type's own counter, and no quota oversold. Per seat:
-    at most one valid ticket, and exactly the seats of valid tickets have a seat document."""
+                           by_quota: dict[str, Counter[str]], live_holds: list[dict[str, Any]]) -> list[str]:
+    """Per type: valid tickets == sold of the type's own counter, tickets in live holds == its
+    held, and no quota oversold. Per seat: at most one valid ticket or live hold, and exactly the
+    seats of valid tickets and live holds have a seat document."""
     problems: list[str] = []
     tickets = [s.to_dict() or {} for s in db.collection(TICKETS).where(filter=FieldFilter("event_id", "==", event_id))
                .where(filter=FieldFilter("status", "==", TicketStatus.VALID.value)).stream()]
     per_type = Counter(t.get("type_id") for t in tickets)
+    held_type = Counter[str]()
+    held_seats = Counter[str]()
+    for h in live_holds:
+        for line in h.get("lines", ()):
+            held_type[line["type_id"]] += line["quantity"]
+            held_seats.update(line.get("seat_ids", ()))
     for t in catalogue.types:
         counter = by_quota.get(t.counter, Counter())
         if per_type.get(t.id, 0) != counter["sold"]:
             problems.append(f"type {t.id}: {per_type.get(t.id, 0)} valid tickets but its counter says "
                             f"sold={counter['sold']}")
+        if held_type.get(t.id, 0) != counter["held"]:
+            problems.append(f"type {t.id}: {held_type.get(t.id, 0)} tickets in live holds but its counter says "
+                            f"held={counter['held']}")
     for quota, capacity in catalogue.quota_capacities().items():
         counts = by_quota.get(quota, Counter())
         if counts["capacity"] != capacity or counts["sold"] + counts["held"] > capacity:
@@ -109,15 +123,16 @@ def _audit_types_and_seats(db: firestore.Client, event_id: str, catalogue: Catal
     if unknown:
         problems.append(f"valid tickets of unknown types: {unknown}")
     seats = Counter(t["seat"] for t in tickets if t.get("seat"))
-    twice = sorted(s for s, n in seats.items() if n > 1)
+    twice = sorted(s for s, n in (seats + held_seats).items() if n > 1)
     if twice:
-        problems.append(f"seats with more than one valid ticket: {twice[:20]}")
+        problems.append(f"seats with more than one valid ticket or live hold: {twice[:20]}")
     seated_types = {t.id for t in catalogue.types if t.seated}
     seated_tickets = sum(n for t, n in per_type.items() if t in seated_types)
     if seated_tickets != sum(seats.values()):
         problems.append(f"{seated_tickets} valid tickets of seated types but {sum(seats.values())} carry a seat")
     docs = {s.id for s in seats_col(db, event_id).select([]).stream()}
-    if docs != set(seats):
-        problems.append(f"seat documents and seats of valid tickets differ: {len(docs - set(seats))} without a "
-                        f"ticket, {len(set(seats) - docs)} tickets without a seat document")
+    taken = set(seats) | set(held_seats)
+    if docs != taken:
+        problems.append(f"seat documents and seats of valid tickets and live holds differ: {len(docs - taken)} "
+                        f"without a ticket or hold, {len(taken - docs)} tickets or held seats without a seat document")
     return problems

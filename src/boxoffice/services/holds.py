@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -51,10 +52,9 @@ from boxoffice.log import kv
 from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
 from boxoffice.services.admission import ask
 from boxoffice.services.purchasing import PurchaseResult, make_request
-from boxoffice.store.allocation import stage_order
+from boxoffice.store.allocation import stage_buyer, stage_free_seats, stage_order, stage_seats
 from boxoffice.store.documents import (
     HOLDS,
-    buyer_ref,
     event_from_doc,
     event_ref,
     hold_from_doc,
@@ -82,11 +82,13 @@ def hold_tickets(
     db: firestore.Client,
     event_id: str,
     user_id: str,
-    quantity: int,
+    quantity: int | None,
     idempotency_key: str,
     *,
     ttl_s: float | None = None,
     deadline_s: float = DEFAULT_DEADLINE_S,
+    types: Mapping[str, int] | None = None,
+    seats: Sequence[str] | None = None,
 ) -> Hold:
     """Reserve ``quantity`` tickets for a user until the event's hold time (``hold_minutes``) passes.
 
@@ -95,9 +97,16 @@ def hold_tickets(
     per-event record, the hold and the answer are written in one commit; the same key returns
     the first hold; the user's bought + held tickets never exceed the per-user limit. ``ttl_s``
     overrides the event's hold time (tests, the simulator).
+
+    An event with ticket types holds by type (``types``; seated types get the best seats
+    available together) or specific ``seats``, exactly as ``purchase_tickets`` buys: the lines
+    are priced when held, and the seats are the hold's (seat documents, like sold seats) until
+    it is confirmed, released or expires; a seat taken or held by someone else is refused
+    (``SeatUnavailable``).
     Raises like ``purchase_tickets`` (``SoldOut``, ``PerUserLimitExceeded``, ``AnswerPending`` ...).
     """
-    request = replace(make_request(event_id, user_id, quantity, idempotency_key, RequestKind.HOLD), hold_ttl_s=ttl_s)
+    request = replace(make_request(event_id, user_id, quantity, idempotency_key, RequestKind.HOLD,
+                                   types=types, seats=seats), hold_ttl_s=ttl_s)
     asked = ask(db, request, wait_s=deadline_s)
     if not asked.answer.granted:
         raise asked.answer.error()
@@ -161,20 +170,19 @@ def confirm_hold(
         if event.status is SaleStatus.CLOSED:
             raise EventNotOnSale(event.id, event.status.value)
         order, tickets = new_order(order_id=order_id, event=event, user_id=user_id, quantity=hold.quantity,
-                                   allocations=hold.allocations, idempotency_key=f"hold:{hold_id}", hold_id=hold_id)
+                                   allocations=hold.allocations, idempotency_key=f"hold:{hold_id}", hold_id=hold_id,
+                                   lines=hold.lines)
         batch = db.batch()
         for sid, n in hold.allocations.items():
             batch.update(shard_ref(db, event.id, sid), shard_move(ShardMove.CONFIRM, n))
         batch.update(hold_ref(db, hold_id), {"status": HoldStatus.CONFIRMED.value, "order_id": order_id,
                                              "closed_at": firestore.SERVER_TIMESTAMP},
                      option=db.write_option(last_update_time=hold_snap.update_time))
-        batch.update(buyer_ref(db, event.id, user_id), {
-            "held": firestore.Increment(-hold.quantity),
-            "tickets": firestore.Increment(hold.quantity),
-            "order_ids": firestore.ArrayUnion([order_id]),
-            "updated_at": firestore.SERVER_TIMESTAMP,
-        })
+        per_type = _per_type(hold)
+        stage_buyer(db, batch, event.id, user_id, tickets=hold.quantity, held=-hold.quantity, order_ids=[order_id],
+                    types=per_type, held_types={t: -n for t, n in per_type.items()})
         stage_order(db, batch, order, tickets, messages.order_confirmed(order))
+        stage_seats(db, batch, tickets, confirm=True)
         batch.commit()
         return order, False
 
@@ -187,14 +195,23 @@ def confirm_hold(
 # --- release and expiry -------------------------------------------------------------------------
 
 
+def _per_type(hold: Hold) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in hold.lines:
+        out[line.type_id] = out.get(line.type_id, 0) + line.quantity
+    return out
+
+
 def _stage_unhold(db: firestore.Client, batch: Any, hold: Hold, hold_snap: Any, status: HoldStatus) -> None:
-    """Stage the return of a hold's tickets to its shards, guarded by the hold's ``update_time``."""
+    """Stage the return of a hold's tickets to its shards and of its seats (deleted seat documents
+    and a marker for the allocator: ``stage_free_seats``), guarded by the hold's ``update_time``."""
     for sid, n in hold.allocations.items():
         batch.update(shard_ref(db, hold.event_id, sid), shard_move(ShardMove.UNHOLD, n))
     batch.update(hold_ref(db, hold.id), {"status": status.value, "closed_at": firestore.SERVER_TIMESTAMP},
                  option=db.write_option(last_update_time=hold_snap.update_time))
-    batch.update(buyer_ref(db, hold.event_id, hold.user_id),
-                 {"held": firestore.Increment(-hold.quantity), "updated_at": firestore.SERVER_TIMESTAMP})
+    stage_buyer(db, batch, hold.event_id, hold.user_id, held=-hold.quantity,
+                held_types={t: -n for t, n in _per_type(hold).items()})
+    stage_free_seats(db, batch, hold.event_id, f"{hold.id}.{status.value}", list(hold.seat_ids))
 
 
 def release_hold(

@@ -41,6 +41,7 @@ from boxoffice.domain.availability import (
     compute_summary,
     is_reflected,
     notices,
+    offers_by_type,
     offers_to_make,
     wait_before_write,
 )
@@ -132,16 +133,16 @@ def _write(
                               event.status, event.low_stock_threshold, event.catalogue)
     key = summary_key(as_of)
     raised = notices(previous, summary, event.low_stock_threshold) if event.status.value == "on_sale" else []
-    waiting = []
-    n_offers = offers_to_make(previous, summary)
-    if n_offers:
-        waiting = list(
-            waitlist_col(db, event_id)
-            .where(filter=FieldFilter("status", "==", "waiting"))
-            .order_by("joined_at")
-            .limit(n_offers)
-            .stream()
-        )
+    # Waiters of a single-type event wait for any ticket; of an event with types, for one type.
+    lines = {None: offers_to_make(previous, summary)} if event.catalogue is None else offers_by_type(previous, summary)
+    waiting: list[tuple[Any, str | None, int]] = []
+    for type_id, n_offers in lines.items():
+        if not n_offers:
+            continue
+        query = waitlist_col(db, event_id).where(filter=FieldFilter("status", "==", "waiting"))
+        if type_id is not None:
+            query = query.where(filter=FieldFilter("type_id", "==", type_id))
+        waiting += [(entry, type_id, n_offers) for entry in query.order_by("joined_at").limit(n_offers).stream()]
     new_doc = summary.as_doc() | {
         "as_of": as_of,  # every shard commit up to this instant is counted
         "source_time": source_time,  # the newest shard change counted (for lag figures)
@@ -154,10 +155,11 @@ def _write(
     for kind in raised:
         message = messages.inventory_notice(kind, event_id, key, summary.as_doc())
         batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
-    for entry in waiting:
+    for entry, type_id, back in waiting:
         batch.update(entry.reference, {"status": "offered", "offered_at": firestore.SERVER_TIMESTAMP, "offer_id": key},
                      option=db.write_option(last_update_time=entry.update_time))
-        message = messages.waitlist_offer(event_id, entry.id, key, summary.available)
+        message = messages.waitlist_offer(event_id, entry.id, key, summary.available if type_id is None else back,
+                                          type_id=type_id)
         batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
     results = batch.commit()
     write_time = results[0].update_time

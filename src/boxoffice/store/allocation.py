@@ -31,6 +31,7 @@ from boxoffice.store.documents import (
     outbox_ref,
     outbox_to_doc,
     seat_ref,
+    seat_releases_col,
     shard_move,
     shard_ref,
     ticket_ref,
@@ -50,9 +51,11 @@ def stage_take(db: firestore.Client, writer: Any, event_id: str, taken: Mapping[
 def stage_buyer(
     db: firestore.Client, writer: Any, event_id: str, user_id: str, *, tickets: int = 0, held: int = 0,
     order_ids: list[str] | None = None, types: Mapping[str, int] | None = None,
+    held_types: Mapping[str, int] | None = None,
 ) -> None:
     """Add to a buyer's per-event record (created if missing): tickets bought and held, orders,
-    and for an event with ticket types the tickets bought of each type."""
+    and for an event with ticket types the tickets bought and held of each type (negative
+    numbers take away: a cancellation, a hold that ends)."""
     doc: dict[str, Any] = {
         "event_id": event_id,
         "user_id": user_id,
@@ -62,6 +65,8 @@ def stage_buyer(
     }
     if types:
         doc["types"] = {t: firestore.Increment(n) for t, n in types.items()}
+    if held_types:
+        doc["held_types"] = {t: firestore.Increment(n) for t, n in held_types.items()}
     if order_ids:
         doc["order_ids"] = firestore.ArrayUnion(order_ids)
     writer.set(buyer_ref(db, event_id, user_id), doc, merge=True)
@@ -81,14 +86,44 @@ def stage_order(
     writer.create(outbox_ref(db, message.id), outbox_to_doc(message))
 
 
-def stage_seats(db: firestore.Client, writer: Any, tickets: list[Ticket]) -> None:
+def stage_seats(db: firestore.Client, writer: Any, tickets: list[Ticket], *, confirm: bool = False) -> None:
     """One document per sold seat, ``create``d: a seat sold twice would fail the whole commit,
-    whatever the allocator believed (a second line of defence behind its lease)."""
+    whatever the allocator believed (a second line of defence behind its lease). ``confirm``:
+    the seats were held (``stage_held_seats``) and now belong to these tickets (updated, keeping
+    the hold id, so a seat freed meanwhile fails the commit instead of being taken back)."""
     for ticket in tickets:
         if ticket.seat is not None:
-            writer.create(seat_ref(db, ticket.event_id, ticket.seat), {
-                "order_id": ticket.order_id, "ticket_id": ticket.id, "type_id": ticket.type_id,
-                "user_id": ticket.user_id, "sold_at": firestore.SERVER_TIMESTAMP})
+            doc = {"order_id": ticket.order_id, "ticket_id": ticket.id, "type_id": ticket.type_id,
+                   "user_id": ticket.user_id, "sold_at": firestore.SERVER_TIMESTAMP}
+            ref = seat_ref(db, ticket.event_id, ticket.seat)
+            if confirm:
+                writer.update(ref, doc)
+            else:
+                writer.create(ref, doc)
+
+
+def stage_held_seats(db: firestore.Client, writer: Any, hold: Hold) -> None:
+    """The seat documents of a hold's seats, ``create``d like sold ones: a seat is held or sold
+    by one buyer at most, whatever the allocator believed."""
+    for line in hold.lines:
+        for seat in line.seat_ids:
+            writer.create(seat_ref(db, hold.event_id, seat), {
+                "hold_id": hold.id, "type_id": line.type_id, "user_id": hold.user_id,
+                "held_at": firestore.SERVER_TIMESTAMP})
+
+
+def stage_free_seats(db: firestore.Client, writer: Any, event_id: str, marker_id: str, seats: list[str]) -> None:
+    """Give seats back (a cancelled ticket, a hold that ended): delete their seat documents and, in
+    the same commit, leave a marker that the event's allocator reads before its next decision
+    and deletes once its seat book has them free again (see ``services.allocator``). The
+    allocator stays the only writer that *takes* seats and of the section documents.
+    ``marker_id`` derives from what freed them, so a retried commit writes the same marker."""
+    if not seats:
+        return
+    for seat in seats:
+        writer.delete(seat_ref(db, event_id, seat))
+    writer.set(seat_releases_col(db, event_id).document(marker_id),
+               {"seats": sorted(seats), "created_at": firestore.SERVER_TIMESTAMP})
 
 
 def stage_grant(db: firestore.Client, writer: Any, event: Event, grant: Grant, now: datetime) -> Order | Hold:
@@ -107,7 +142,9 @@ def stage_grant(db: firestore.Client, writer: Any, event: Event, grant: Grant, n
     ttl = timedelta(seconds=request.hold_ttl_s) if request.hold_ttl_s else timedelta(minutes=event.hold_minutes)
     hold = Hold(id=request.id, event_id=event.id, user_id=request.user_id, quantity=request.quantity,
                 allocations=dict(grant.allocations), expires_at=now + ttl,
-                idempotency_key=request.idempotency_key, created_at=now)
+                idempotency_key=request.idempotency_key, created_at=now, lines=grant.lines)
     writer.create(hold_ref(db, hold.id), hold_to_doc(hold))
-    stage_buyer(db, writer, event.id, request.user_id, held=request.quantity)
+    stage_held_seats(db, writer, hold)
+    stage_buyer(db, writer, event.id, request.user_id, held=request.quantity,
+                held_types={line.type_id: line.quantity for line in grant.lines})
     return hold

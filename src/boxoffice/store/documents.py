@@ -54,6 +54,7 @@ WAITLIST = "waitlist"
 TRIGGER_FAILURES = "trigger_failures"
 SEATS = "seats"
 SECTIONS = "sections"
+SEAT_RELEASES = "seat_releases"
 
 
 def event_ref(db: firestore.Client, event_id: str) -> firestore.DocumentReference:
@@ -113,6 +114,13 @@ def seat_ref(db: firestore.Client, event_id: str, seat: str) -> firestore.Docume
 def section_ref(db: firestore.Client, event_id: str, section: str) -> firestore.DocumentReference:
     """``events/{e}/sections/{section}``: the display copy of a section's taken seats."""
     return cast(firestore.DocumentReference, event_ref(db, event_id).collection(SECTIONS).document(section))
+
+
+def seat_releases_col(db: firestore.Client, event_id: str) -> firestore.CollectionReference:
+    """``events/{e}/seat_releases/{id}``: seats freed by a cancellation or a hold's end, created in
+    the commit that deletes their seat documents; the allocator frees them in its seat book and
+    deletes the marker in a fenced commit (``services.allocator``)."""
+    return cast(firestore.CollectionReference, event_ref(db, event_id).collection(SEAT_RELEASES))
 
 
 def trigger_failure_ref(db: firestore.Client, change_id: str) -> firestore.DocumentReference:
@@ -223,9 +231,17 @@ def order_to_doc(order: Order) -> dict[str, Any]:
         "created_at": order.created_at or firestore.SERVER_TIMESTAMP,
         # Commit time as the database saw it: the clock that delivery lags are measured against.
         "committed_at": firestore.SERVER_TIMESTAMP,
-    } | ({"lines": [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
-                     "currency": ln.currency, "seat_ids": list(ln.seat_ids)} for ln in order.lines]}
-         if order.lines else {})
+    } | ({"lines": _lines_to_doc(order.lines)} if order.lines else {})
+
+
+def _lines_to_doc(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
+    return [{"type_id": ln.type_id, "quantity": ln.quantity, "unit_price": ln.unit_price,
+             "currency": ln.currency, "seat_ids": list(ln.seat_ids)} for ln in lines]
+
+
+def _lines_from_doc(doc: dict[str, Any]) -> tuple[OrderLine, ...]:
+    return tuple(OrderLine(ln["type_id"], ln["quantity"], ln["unit_price"], ln["currency"],
+                           tuple(ln.get("seat_ids", ()))) for ln in doc.get("lines", ()))
 
 
 def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
@@ -244,8 +260,7 @@ def order_from_doc(order_id: str, doc: dict[str, Any]) -> Order:
         cancelled_quantity=doc.get("cancelled_quantity", 0),
         created_at=created,
         hold_id=doc.get("hold_id"),
-        lines=tuple(OrderLine(ln["type_id"], ln["quantity"], ln["unit_price"], ln["currency"],
-                              tuple(ln.get("seat_ids", ()))) for ln in doc.get("lines", ())),
+        lines=_lines_from_doc(doc),
     )
 
 
@@ -285,6 +300,7 @@ def buyer_from_doc(event_id: str, user_id: str, doc: dict[str, Any] | None) -> B
         order_ids=tuple(doc.get("order_ids", ())),
         held=doc.get("held", 0),
         types=dict(doc.get("types") or {}),
+        held_types=dict(doc.get("held_types") or {}),
     )
 
 
@@ -333,7 +349,7 @@ def hold_to_doc(hold: Hold) -> dict[str, Any]:
         "idempotency_key": hold.idempotency_key,
         "order_id": hold.order_id,
         "created_at": hold.created_at or firestore.SERVER_TIMESTAMP,
-    }
+    } | ({"lines": _lines_to_doc(hold.lines)} if hold.lines else {})
 
 
 def hold_from_doc(hold_id: str, doc: dict[str, Any]) -> Hold:
@@ -348,6 +364,7 @@ def hold_from_doc(hold_id: str, doc: dict[str, Any]) -> Hold:
         idempotency_key=doc.get("idempotency_key", ""),
         order_id=doc.get("order_id"),
         created_at=doc.get("created_at"),
+        lines=_lines_from_doc(doc),
     )
 
 

@@ -68,7 +68,7 @@ def create_hold(
         existed = False
     try:
         hold = service.hold_tickets(db, body.event_id, caller.uid, body.quantity, idempotency_key,
-                                    deadline_s=answer_wait_s())
+                                    deadline_s=answer_wait_s(), types=body.types, seats=body.seats)
     except AnswerPending as exc:
         keep_contact(request, caller)
         return pending(db, exc, f"/v1/holds/requests/{exc.request_id}")

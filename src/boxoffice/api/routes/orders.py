@@ -47,14 +47,16 @@ def cancel_order(
     db: Db,
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> OrderOut:
-    """Cancel a whole order, or some of its tickets (`ticket_ids`); returns the order after it.
+    """Cancel a whole order, or some of its tickets (`ticket_ids`, or `types`: how many of each
+    ticket type); returns the order after it.
 
     The buyer cancels their own orders; the organiser of the event may cancel any order of it
     (the refund record then says `by_organiser`). The tickets go back on sale at once. Tickets
     already cancelled are skipped, so cancelling twice is harmless. A ticket id that is not part
-    of the order is a 422.
+    of the order, a type it has no tickets of, or more of a type than are still valid is a 422.
+    A cancelled seat is free again within about a second (the allocator frees it).
     """
-    ticket_ids = body.ticket_ids if body is not None else None
     order = cancel_order_as(db, order_id, caller.uid, caller_is_organiser=caller.organiser,
-                            ticket_ids=ticket_ids)
+                            ticket_ids=body.ticket_ids if body is not None else None,
+                            types=body.types if body is not None else None)
     return OrderOut.of(order)

@@ -25,7 +25,7 @@ EventId = Annotated[str, Path(pattern=ID_PATTERN)]
 def release_tickets(event_id: EventId, body: ReleaseIn, caller: Organiser, db: Db) -> EventOut:
     """Add tickets to the event's inventory (a sold-out event goes back on sale and its waitlist
     is offered them). Not idempotent: every call adds tickets. A closed sale is a 409."""
-    event = service.release_tickets(db, event_id, body.quantity, organiser_id=caller.uid)
+    event = service.release_tickets(db, event_id, body.quantity, organiser_id=caller.uid, type_id=body.type_id)
     return EventOut.of(event, Availability.counted(live_counts(db, event)))
 
 

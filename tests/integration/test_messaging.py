@@ -31,6 +31,7 @@ from boxoffice.messaging.topology import (
     publisher_client,
     subscriber_client,
 )
+from boxoffice.runtime.mailbox import Mailbox
 from boxoffice.runtime.messaging_runner import build_loops, subscriber_for
 from boxoffice.runtime.worker import wait_until
 from boxoffice.services.cancellations import cancel_order
@@ -442,3 +443,29 @@ def test_a_relay_without_the_listener_publishes_by_polling(db, topology):
     finally:
         relay.stop()
     assert relay._watch is None and relay.published == 5
+
+
+def test_analytics_count_each_ticket_type_of_mixed_orders_and_of_their_cancelled_lines(db, tmp_path):
+    types = {"types": [
+        {"id": "stalls", "name": "Stalls", "price": 5000, "capacity": 10},
+        {"id": "standing", "name": "Standing", "price": 2000, "capacity": 10},
+    ]}
+    event = create_event(db, name="Typed", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=3),
+                         per_order_max=6, per_user_limit=10, types=types)
+    first = purchase_tickets(db, event.id, "ann", None, "k1", types={"stalls": 2, "standing": 1}).order
+    purchase_tickets(db, event.id, "bob", None, "k2", types={"standing": 3})
+    cancel_order(db, first.id, "ann", types={"stalls": 1})
+    messages = _delivered(db, "order.confirmed", "order.cancelled")
+    assert set(analytics.handle_analytics_batch(db, messages).values()) == {"counted"}
+    stats = analytics.read_stats(db, event.id)
+    assert (stats.orders, stats.tickets_sold, stats.revenue) == (2, 6, 2 * 5000 + 4 * 2000)
+    assert (stats.tickets_cancelled, stats.refunds) == (1, 5000)
+    assert stats.types == {
+        "stalls": {"orders": 1, "tickets_sold": 2, "revenue": 10000, "tickets_cancelled": 1, "refunds": 5000},
+        "standing": {"orders": 2, "tickets_sold": 4, "revenue": 8000, "tickets_cancelled": 0, "refunds": 0},
+    }
+    # No email was sent here (the audit says so), but the analytics, per type included, agree
+    # with the orders and refunds.
+    problems = audit_pipeline(db, event.id, Mailbox(tmp_path), check_dead_letters=False)
+    assert any("confirmation emails" in p for p in problems)
+    assert [p for p in problems if "analytics" in p] == []

@@ -468,3 +468,7 @@ class SaleFiguresOut(BaseModel):
     orders: int
     revenue: int
     per_minute: dict[str, int] = Field(description="Tickets sold per minute (UTC), from analytics.")
+    types: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Events with ticket types: per type, orders, tickets_sold, revenue, tickets_cancelled and "
+                    "refunds, from analytics.")

@@ -161,6 +161,9 @@ def stats_cmd(event_id: str, as_json: bool = JsonOpt) -> None:
     table.add_row("tickets sold", f"{s.tickets_sold} (net {s.net_tickets})")
     table.add_row("revenue", f"{money(s.revenue, cur)} (net {money(s.net_revenue, cur)})")
     table.add_row("cancellations", f"{s.cancellations} ({s.tickets_cancelled} tickets, refunds {money(s.refunds, cur)})")
+    for type_id, c in sorted(s.types.items()):
+        table.add_row(f"type {type_id}", f"{c['tickets_sold']} sold in {c['orders']} orders, {money(c['revenue'], cur)}; "
+                                         f"{c['tickets_cancelled']} cancelled, refunds {money(c['refunds'], cur)}")
     for minute, n in sorted(s.per_minute.items())[-10:]:
         table.add_row(f"  {minute}", f"{n} tickets")
     emit(as_json, s.as_dict(), table)

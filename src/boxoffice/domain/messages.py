@@ -56,7 +56,8 @@ def order_confirmed(order: Order) -> OutboxMessage:
             "currency": order.currency,
             "ticket_ids": list(order.ticket_ids),
             "hold_id": order.hold_id,
-        },
+        } | ({"types": {line.type_id: {"quantity": line.quantity, "amount": line.amount} for line in order.lines}}
+             if order.lines else {}),
     )
 
 
@@ -79,8 +80,23 @@ def order_cancelled(order: Order, refund: Refund) -> OutboxMessage:
             "by_organiser": refund.by_organiser,
             "order_status": order.status.value,
             "remaining_quantity": order.active_quantity,
-        },
+        } | ({"types": _refund_types(order, refund)} if order.lines else {}),
     )
+
+
+def _refund_types(order: Order, refund: Refund) -> dict[str, dict[str, int]]:
+    """Per ticket type, the tickets and amount of a refund (an order's tickets follow its lines)."""
+    line_of = [line for line in order.lines for _ in range(line.quantity)]
+    by_ticket = dict(zip(order.ticket_ids, line_of, strict=False))
+    out: dict[str, dict[str, int]] = {}
+    for ticket in refund.ticket_ids:
+        line = by_ticket.get(ticket)
+        if line is None:
+            continue
+        row = out.setdefault(line.type_id, {"quantity": 0, "amount": 0})
+        row["quantity"] += 1
+        row["amount"] += line.unit_price
+    return out
 
 
 def tickets_released(event_id: str, release_id: str, quantity: int, capacity: int) -> OutboxMessage:

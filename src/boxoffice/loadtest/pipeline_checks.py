@@ -27,7 +27,7 @@ from boxoffice.messaging.topology import (
     subscriber_client,
 )
 from boxoffice.runtime.mailbox import Mailbox
-from boxoffice.store.documents import ORDERS, OUTBOX
+from boxoffice.store.documents import ORDERS, OUTBOX, REFUNDS
 from boxoffice.store.messaging import EMAILS, PROCESSED
 
 
@@ -70,15 +70,27 @@ def audit_pipeline(db: firestore.Client, event_id: str, mailbox: Mailbox, *, top
     truth = {
         "orders": len(orders),
         "tickets_sold": sum(int(o.get("quantity", 0)) for o in orders.values()),
-        "revenue": sum(int(o.get("quantity", 0)) * int(o.get("unit_price", 0)) for o in orders.values()),
+        "revenue": sum(_order_amount(o) for o in orders.values()),
         "tickets_cancelled": sum(int(o.get("cancelled_quantity", 0)) for o in orders.values()),
-        "refunds": sum(int(o.get("cancelled_quantity", 0)) * int(o.get("unit_price", 0)) for o in orders.values()),
+        "refunds": _refunded(db, event_id, orders),
         "cancellations": len(cancel_msgs),
     }
     for key, want in truth.items():
         got = getattr(stats, key)
         if got != want:
             problems.append(f"analytics {key}={got}, orders say {want}")
+    per_type: dict[str, dict[str, int]] = {}
+    for o in orders.values():
+        for line in o.get("lines") or ():
+            row = per_type.setdefault(line["type_id"], {"orders": 0, "tickets_sold": 0, "revenue": 0})
+            row["orders"] += 1
+            row["tickets_sold"] += int(line["quantity"])
+            row["revenue"] += int(line["quantity"]) * int(line["unit_price"])
+    for type_id, want_row in per_type.items():
+        got_row = stats.types.get(type_id, {})
+        for key, want in want_row.items():
+            if got_row.get(key, 0) != want:
+                problems.append(f"analytics of type {type_id}: {key}={got_row.get(key, 0)}, orders say {want}")
     if sum(stats.per_minute.values()) != truth["tickets_sold"]:
         problems.append(f"analytics per-minute sales add up to {sum(stats.per_minute.values())}, "
                         f"tickets sold {truth['tickets_sold']}")
@@ -219,3 +231,20 @@ def measure_raw_consume_rate(n: int, *, project: str | None = None, ordered: boo
     finally:
         subscriber.delete_subscription(subscription=sub)
         publisher.delete_topic(topic=topic)
+
+
+def _order_amount(order: dict[str, Any]) -> int:
+    """An order's amount: its lines at their prices (ticket types), else quantity x unit price."""
+    lines = order.get("lines") or ()
+    if lines:
+        return sum(int(ln["quantity"]) * int(ln["unit_price"]) for ln in lines)
+    return int(order.get("quantity", 0)) * int(order.get("unit_price", 0))
+
+
+def _refunded(db: firestore.Client, event_id: str, orders: dict[str, dict[str, Any]]) -> int:
+    """What was refunded: the refund records when an order has ticket types (each line refunded
+    at its own price), else cancelled tickets x unit price."""
+    if not any(o.get("lines") for o in orders.values()):
+        return sum(int(o.get("cancelled_quantity", 0)) * int(o.get("unit_price", 0)) for o in orders.values())
+    return sum(int((s.to_dict() or {}).get("amount", 0)) for s in
+               db.collection(REFUNDS).where(filter=FieldFilter("event_id", "==", event_id)).stream())

@@ -19,6 +19,8 @@ Semantics of the payloads (shared with the inventory branch):
 - ``order.confirmed``: quantity tickets sold, amount (minor units) of revenue, one order;
 - ``order.cancelled``: quantity tickets cancelled, amount refunded (if absent: quantity x
   unit_price), one cancellation. Gross figures are kept; net = gross - cancelled.
+- events with ticket types: the same per type, from the messages' ``types`` (tickets and amount
+  of each type in the order or the refund), kept in the counter shards' ``types`` map.
 The minute of a sale is the minute of its outbox commit (the ``created_at`` attribute).
 """
 
@@ -52,6 +54,8 @@ class EventStats:
     refunds: int = 0
     currency: str | None = None
     per_minute: dict[str, int] = field(default_factory=dict)  # "YYYY-MM-DDTHH:MM" (UTC) -> tickets
+    # events with ticket types: per type, orders, tickets_sold, revenue, tickets_cancelled, refunds
+    types: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def net_tickets(self) -> int:
@@ -68,6 +72,7 @@ class EventStats:
             "tickets_cancelled": self.tickets_cancelled, "refunds": self.refunds,
             "net_tickets": self.net_tickets, "net_revenue": self.net_revenue, "currency": self.currency,
             "per_minute": dict(sorted(self.per_minute.items())),
+            "types": {t: dict(c) for t, c in sorted(self.types.items())},
         }
 
 
@@ -87,12 +92,14 @@ def _fold(messages: Iterable[Delivered]) -> dict[str, Any]:
     """The counter increments of some messages of one event, summed."""
     totals: dict[str, int] = {}
     per_minute: dict[str, int] = {}
+    per_type: dict[str, dict[str, int]] = {}
     currency = None
     for d in messages:
         p = d.payload
         qty = _int(p.get("quantity"))
         amount = _int(p["amount"]) if "amount" in p else qty * _int(p.get("unit_price"))
-        if d.type == MessageType.ORDER_CONFIRMED:
+        confirmed = d.type == MessageType.ORDER_CONFIRMED
+        if confirmed:
             adds = {"orders": 1, "tickets_sold": qty, "revenue": amount}
             minute = _minute_key(d.created_at)
             per_minute[minute] = per_minute.get(minute, 0) + qty
@@ -100,10 +107,19 @@ def _fold(messages: Iterable[Delivered]) -> dict[str, Any]:
             adds = {"cancellations": 1, "tickets_cancelled": qty, "refunds": amount}
         for k, v in adds.items():
             totals[k] = totals.get(k, 0) + v
+        for type_id, line in (p.get("types") or {}).items():
+            row = per_type.setdefault(str(type_id), {})
+            type_adds = ({"orders": 1, "tickets_sold": _int(line.get("quantity")), "revenue": _int(line.get("amount"))}
+                         if confirmed else
+                         {"tickets_cancelled": _int(line.get("quantity")), "refunds": _int(line.get("amount"))})
+            for k, v in type_adds.items():
+                row[k] = row.get(k, 0) + v
         currency = currency or p.get("currency")
     counters: dict[str, Any] = {k: firestore.Increment(v) for k, v in totals.items()}
     if per_minute:
         counters["per_minute"] = {m: firestore.Increment(n) for m, n in per_minute.items()}
+    if per_type:
+        counters["types"] = {t: {k: firestore.Increment(v) for k, v in row.items()} for t, row in per_type.items()}
     if currency:
         counters["currency"] = currency
     return counters
@@ -175,6 +191,7 @@ def read_stats(db: firestore.Client, event_id: str) -> EventStats:
     """Sum the counter shards of an event (all zero when nothing was counted yet)."""
     totals: dict[str, int] = {}
     per_minute: dict[str, int] = {}
+    types: dict[str, dict[str, int]] = {}
     currency = None
     for snap in analytics_shards_col(db, event_id).stream():
         doc = snap.to_dict() or {}
@@ -183,5 +200,12 @@ def read_stats(db: firestore.Client, event_id: str) -> EventStats:
         for minute, n in (doc.get("per_minute") or {}).items():
             key = f"{minute[0:4]}-{minute[4:6]}-{minute[6:8]}T{minute[8:10]}:{minute[10:12]}"
             per_minute[key] = per_minute.get(key, 0) + _int(n)
+        for type_id, counts in (doc.get("types") or {}).items():
+            row = types.setdefault(type_id, {k: 0 for k in TYPE_COUNTERS})
+            for k in TYPE_COUNTERS:
+                row[k] += _int((counts or {}).get(k))
         currency = currency or doc.get("currency")
-    return EventStats(event_id=event_id, currency=currency, per_minute=per_minute, **totals)
+    return EventStats(event_id=event_id, currency=currency, per_minute=per_minute, types=types, **totals)
+
+
+TYPE_COUNTERS = ("orders", "tickets_sold", "revenue", "tickets_cancelled", "refunds")

@@ -35,4 +35,5 @@ def sale_dashboard(event_id: EventId, caller: Organiser, db: Db) -> SaleFiguresO
     return SaleFiguresOut(event_id=event_id, emails=figures.emails, dead_letters=figures.dead_letters,
                           queue=figures.queue, queue_note=figures.queue_note,
                           tickets_sold=stats.tickets_sold, tickets_cancelled=stats.tickets_cancelled,
-                          orders=stats.orders, revenue=stats.revenue, per_minute=stats.per_minute)
+                          orders=stats.orders, revenue=stats.revenue, per_minute=stats.per_minute,
+                          types=stats.types)

@@ -113,7 +113,6 @@ class UserLookups:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._open: UserLookups._Batch | None = None
-        self.calls = 0
 
     def get(self, uid: str) -> Any:
         """The user record of ``uid`` (None when there is no such user); raises what the fetch raised."""
@@ -130,7 +129,6 @@ class UserLookups:
                 self._open = None  # later arrivals start the next batch
             try:
                 for start in range(0, len(batch.uids), self.MAX_PER_CALL):
-                    self.calls += 1
                     batch.users.update(self.fetch(batch.uids[start:start + self.MAX_PER_CALL]))
             except BaseException as exc:  # noqa: BLE001 - handed to every request of the batch
                 batch.error = exc

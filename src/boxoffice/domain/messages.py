@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from boxoffice.domain.model import Order, Refund
+from boxoffice.domain.model import Order, Refund, ticket_prices_of, ticket_types_of
 
 TICKET_EVENTS_TOPIC = "ticket-events"
 SCHEMA_VERSION = 1
@@ -85,17 +85,13 @@ def order_cancelled(order: Order, refund: Refund) -> OutboxMessage:
 
 
 def _refund_types(order: Order, refund: Refund) -> dict[str, dict[str, int]]:
-    """Per ticket type, the tickets and amount of a refund (an order's tickets follow its lines)."""
-    line_of = [line for line in order.lines for _ in range(line.quantity)]
-    by_ticket = dict(zip(order.ticket_ids, line_of, strict=False))
+    """Per ticket type, the tickets and amount of a refund."""
+    types, prices = ticket_types_of(order), ticket_prices_of(order)
     out: dict[str, dict[str, int]] = {}
     for ticket in refund.ticket_ids:
-        line = by_ticket.get(ticket)
-        if line is None:
-            continue
-        row = out.setdefault(line.type_id, {"quantity": 0, "amount": 0})
+        row = out.setdefault(types[ticket], {"quantity": 0, "amount": 0})
         row["quantity"] += 1
-        row["amount"] += line.unit_price
+        row["amount"] += prices[ticket]
     return out
 
 

@@ -27,7 +27,7 @@ from boxoffice.messaging.topology import (
     subscriber_client,
 )
 from boxoffice.runtime.mailbox import Mailbox
-from boxoffice.store.documents import ORDERS, OUTBOX, REFUNDS
+from boxoffice.store.documents import ORDERS, OUTBOX, REFUNDS, order_from_doc
 from boxoffice.store.messaging import EMAILS, PROCESSED
 
 
@@ -70,7 +70,7 @@ def audit_pipeline(db: firestore.Client, event_id: str, mailbox: Mailbox, *, top
     truth = {
         "orders": len(orders),
         "tickets_sold": sum(int(o.get("quantity", 0)) for o in orders.values()),
-        "revenue": sum(_order_amount(o) for o in orders.values()),
+        "revenue": sum(order_from_doc(oid, o).amount for oid, o in orders.items()),
         "tickets_cancelled": sum(int(o.get("cancelled_quantity", 0)) for o in orders.values()),
         "refunds": _refunded(db, event_id, orders),
         "cancellations": len(cancel_msgs),
@@ -231,14 +231,6 @@ def measure_raw_consume_rate(n: int, *, project: str | None = None, ordered: boo
     finally:
         subscriber.delete_subscription(subscription=sub)
         publisher.delete_topic(topic=topic)
-
-
-def _order_amount(order: dict[str, Any]) -> int:
-    """An order's amount: its lines at their prices (ticket types), else quantity x unit price."""
-    lines = order.get("lines") or ()
-    if lines:
-        return sum(int(ln["quantity"]) * int(ln["unit_price"]) for ln in lines)
-    return int(order.get("quantity", 0)) * int(order.get("unit_price", 0))
 
 
 def _refunded(db: firestore.Client, event_id: str, orders: dict[str, dict[str, Any]]) -> int:

@@ -26,14 +26,17 @@ from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.store.documents import OUTBOX
 
 RELAY_PROCESS = """
-import signal, sys, threading
+import logging, signal, sys, threading
+logging.basicConfig(level=logging.WARNING)
 from google.cloud import firestore
 from boxoffice.messaging.relay import OutboxRelay, RelaySettings
 from boxoffice.messaging.relay_leases import LeaseSettings
 from boxoffice.messaging.topology import Topology
 project, suffix, relay_id = sys.argv[1:4]
 topology = Topology(project, suffix)
-settings = RelaySettings(leases=LeaseSettings(partitions=8, ttl_s=3.0, renew_s=0.5, margin_s=1.0))
+# A lease outlives a stall of several seconds (CI shares the machine): a relay that SIGKILL ends
+# is taken over ttl_s later, well inside the test's wait.
+settings = RelaySettings(leases=LeaseSettings(partitions=8, ttl_s=10.0, renew_s=0.5, margin_s=3.0))
 relay = OutboxRelay(firestore.Client(project=project), topology, settings=settings, relay_id=relay_id).start()
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: done.set())

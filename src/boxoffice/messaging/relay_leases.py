@@ -168,6 +168,8 @@ class PartitionLeases:
                     self.lost += 1
                     with self._lock:
                         self._valid_until.pop(p, None)
+                    kv(log, logging.WARNING, "relay.lease_lost", relay=self.relay_id, partition=p,
+                       holder=holder, lapsed=lapsed)
                 if lapsed:
                     free.append(p)
         surplus = mine[share:]

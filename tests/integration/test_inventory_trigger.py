@@ -7,6 +7,8 @@ import random
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from boxoffice.retry import Backoff
 from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.worker import wait_until
@@ -229,7 +231,7 @@ def test_a_listener_that_stops_hearing_makes_the_trigger_report_itself_dead(db, 
     import boxoffice.runtime.inventory_loop as inventory_loop
 
     monkeypatch.setattr(inventory_loop, "LISTENER_PROBE_S", 0.5)
-    healthy, deaf = InventoryTriggerLoop(db), InventoryTriggerLoop(db)
+    healthy, deaf = InventoryTriggerLoop(db, listen=True), InventoryTriggerLoop(db, listen=True)
     deaf._probe_ref = db.collection("ops").document("heard-by-no-listener")
     for loop in (healthy, deaf):
         loop.start()
@@ -249,9 +251,11 @@ def _burst_then_silence(db, event, n):
     return max(s.update_time for s in db.collection("events").document(event.id).collection("inventory").stream())
 
 
-def test_the_last_change_of_a_burst_is_written_later_with_nothing_else_happening(db):
+@pytest.mark.parametrize("listen", [False, True], ids=["polling", "listener"])
+def test_the_last_change_of_a_burst_is_written_later_with_nothing_else_happening(db, listen):
+    # Polling: no rescan during the test, so the changed_at query alone must find the last change.
     event = make_event(db, capacity=40, shards=4, per_order_max=1, per_user_limit=1)
-    loop = InventoryTriggerLoop(db, backoff=FAST, min_interval_s=1.0)
+    loop = InventoryTriggerLoop(db, backoff=FAST, min_interval_s=1.0, listen=listen, rescan_s=3600)
     loop.start()
     try:
         assert wait_until(loop.initial_snapshot.is_set, 10)
@@ -317,3 +321,42 @@ def test_many_events_are_summarised_side_by_side_not_one_after_another(db):
     finally:
         loop.stop()
     assert in_flight_at_once >= 4
+
+
+def test_polling_writes_the_trailing_cancellation_and_expiry_without_a_rescan(db):
+    """Purchases and a hold go through the allocator, which writes the summary itself; once that
+    is settled, a burst of cancellations and an expired hold (shard writes of the services, seen
+    by the trigger alone) land inside one coalescing interval. The last of them is found by the
+    poller's changed_at query alone (the full rescan never runs after the start) and written."""
+    event = make_event(db, capacity=40, shards=4, per_order_max=2, per_user_limit=2)
+    loop = InventoryTriggerLoop(db, backoff=FAST, min_interval_s=1.0, listen=False, rescan_s=3600)
+    loop.start()
+    try:
+        assert wait_until(loop.initial_snapshot.is_set, 10)
+        orders = [purchase_tickets(db, event.id, f"b{i}", 2, "k").order for i in range(6)]
+        hold_tickets(db, event.id, "holder", 2, "k", ttl_s=1)
+        assert wait_until(lambda: audit_inventory(db, event.id) == [] and loop.idle(), 20), audit_inventory(db, event.id)
+        for order in orders[:3]:
+            cancel_order(db, order.id, order.user_id)
+        assert release_expired_holds(db, now=datetime.now(UTC) + timedelta(seconds=2)) == 1
+        assert wait_until(lambda: audit_inventory(db, event.id) == [] and loop.idle(), 20), audit_inventory(db, event.id)
+    finally:
+        loop.stop()
+    doc = summary(db, event.id)
+    assert (doc["sold"], doc["held"], doc["available"]) == (6, 0, 34)
+    assert loop.stats()["summary_writes_max_in_1s"] <= 1
+
+
+def test_polling_finds_a_shard_write_without_changed_at_on_its_rescan(db):
+    """A writer that does not stamp changed_at (an older build, a hand edit) is not missed: the
+    periodic full read notices it."""
+    event = make_event(db, capacity=10, shards=2)
+    loop = InventoryTriggerLoop(db, backoff=FAST, listen=False, rescan_s=0.5)
+    loop.start()
+    try:
+        assert wait_until(lambda: loop.initial_snapshot.is_set() and loop.idle(), 10)
+        shard_ref(db, event.id, "s000").update({"available": 0, "sold": 5})  # no changed_at
+        assert wait_until(lambda: summary(db, event.id)["sold"] == 5, 20)
+    finally:
+        loop.stop()
+    assert summary(db, event.id)["available"] == 5

@@ -1,15 +1,23 @@
 """The local runner of the inventory trigger, and the hold sweeper, as worker loops.
 
-``InventoryTriggerLoop`` listens to every inventory shard (a collection-group listener), turns
-each snapshot change into an ``InventoryChange`` (``before`` from its last snapshot of the
-document) and feeds the same ``deliver``/``handle_inventory_change`` as the Cloud Function,
-with the same retries and dead letters. It coalesces by itself: changes of one event that
-arrive while that event's summary write is deferred are merged, and one refresh (which reads
-all shards) answers them all.
+``InventoryTriggerLoop`` watches every inventory shard, turns each change of a shard into an
+``InventoryChange`` (``before`` from its last look at the document) and feeds the same
+``deliver``/``handle_inventory_change`` as the Cloud Function, with the same retries and dead
+letters. It coalesces by itself: changes of one event that arrive while that event's summary
+write is deferred are merged, and one refresh (which reads all shards) answers them all.
 
-Catch-up: a listener's first snapshot holds every shard document, so on start every event is
-checked once; any shard written while the worker was down has ``update_time`` after the
-summary's ``as_of`` and gets the summary recomputed.
+How it watches (``listen``; the environment's ``BOXOFFICE_INVENTORY_LISTEN=1`` picks the listener):
+- polling, the default: every ``poll_s`` one collection-group query for the shards whose
+  ``changed_at`` (the commit time every shard write stamps, ``store.documents.shard_move``) is at
+  or after the newest seen minus ``overlap_s``; a shard whose ``update_time`` it already saw is
+  skipped. Every ``rescan_s`` it reads every shard (a write that did not stamp ``changed_at``, a
+  removed shard). On the emulator every open listener is evaluated inside every commit that
+  touches what it watches, so a listener on every shard slows every purchase (docs/decisions.md).
+- a collection-group listener on every shard, with a probe that notices a deaf listener.
+
+Catch-up: the first full read (the poller's first scan, or the listener's first snapshot) holds
+every shard document, so on start every event is checked once; any shard written while the
+worker was down has ``update_time`` after the summary's ``as_of`` and gets it recomputed.
 
 Many events at once: ``threads`` threads take ready events (never one event on two threads),
 so a sale on one event does not make another wait behind it.
@@ -34,16 +42,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.services.summary import DEFERRED, WRITTEN
-from boxoffice.store.documents import INVENTORY
+from boxoffice.store.documents import INVENTORY, SHARD_CHANGED_AT, shards_changed_since
 from boxoffice.store.messaging import OPS
 from boxoffice.triggers.inventory import (
     DEFAULT_ATTEMPTS,
@@ -59,6 +68,15 @@ log = logging.getLogger(__name__)
 
 # How often the trigger checks that its listener still hears (an environment setting: tests).
 LISTENER_PROBE_S = float(os.environ.get("BOXOFFICE_LISTENER_PROBE_S", "15"))
+# "1": the trigger listens to the shards instead of polling them (see the module docstring).
+INVENTORY_LISTEN_ENV = "BOXOFFICE_INVENTORY_LISTEN"
+
+
+def _update_time(doc: Any) -> datetime:
+    """A snapshot's ``update_time`` as a datetime: collection-group query results of this client
+    carry the raw protobuf Timestamp (listener and document reads give a datetime)."""
+    t = doc.update_time
+    return t if isinstance(t, datetime) else DatetimeWithNanoseconds.from_timestamp_pb(t)
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -81,8 +99,20 @@ class InventoryTriggerLoop:
         handler: Callable[..., Any] = handle_inventory_change,
         threads: int = 8,
         retry_dead_s: float = 5.0,
+        listen: bool | None = None,
+        poll_s: float = 0.2,
+        rescan_s: float = 30.0,
+        overlap_s: float = 1.0,
     ) -> None:
         self.db = db
+        self.listen = os.environ.get(INVENTORY_LISTEN_ENV, "0") == "1" if listen is None else listen
+        self.poll_s = poll_s
+        self.rescan_s = rescan_s
+        self.overlap_s = overlap_s
+        self._seen_at: dict[str, datetime] = {}  # update_time of the last look at each shard
+        self._watermark: datetime | None = None  # the newest ``changed_at`` the poller saw
+        self._poller: threading.Thread | None = None
+        self.poll_failures = 0  # consecutive failed polls (Firestore away)
         self.threads = threads
         self.retry_dead_s = retry_dead_s
         self.min_interval_s = min_interval_s
@@ -112,7 +142,26 @@ class InventoryTriggerLoop:
         self._probe_seen = -1
         self.deaf = False
 
-    # --- listener --------------------------------------------------------------------------
+    # --- watching the shards ------------------------------------------------------------------
+
+    def _observe(self, path: str, event_id: str, shard_id: str, after: dict[str, Any] | None,
+                 when: datetime | None) -> None:
+        """One look at a shard (``after`` None: removed); the caller holds ``self._cv``."""
+        if after is not None and when is not None:
+            if self._seen_at.get(path) == when:
+                return  # the poller's overlap, or a rescan, showing a version already seen
+            self._seen_at[path] = when
+        else:
+            self._seen_at.pop(path, None)
+        before = self._last_seen.get(path)
+        self._last_seen[path] = after
+        if same_counts(before, after) or (before is None and after is None):
+            return
+        change = InventoryChange(event_id=event_id, shard_id=shard_id, before=before, after=after,
+                                 change_id=change_id_for(event_id, shard_id, when), change_time=when)
+        self.changes_seen += 1
+        self._pending.setdefault(event_id, []).append(change)
+        self._due.setdefault(event_id, 0.0)
 
     def _on_snapshot(self, docs: Any, changes: Any, read_time: datetime) -> None:
         with self._cv:
@@ -123,20 +172,63 @@ class InventoryTriggerLoop:
                     if ref.id == self._probe_ref.id:
                         self._probe_seen = max(self._probe_seen, int((doc.to_dict() or {}).get("nonce", -1)))
                     continue
-                event_id = ref.parent.parent.id
                 after = None if change.type.name == "REMOVED" else (doc.to_dict() or {})
-                before = self._last_seen.get(ref.path)
-                self._last_seen[ref.path] = after
-                if same_counts(before, after):
-                    continue
                 when = doc.update_time if after is not None else read_time
-                self.changes_seen += 1
-                self._pending.setdefault(event_id, []).append(InventoryChange(
-                    event_id=event_id, shard_id=ref.id, before=before, after=after,
-                    change_id=change_id_for(event_id, ref.id, when), change_time=when))
-                self._due.setdefault(event_id, 0.0)
+                self._observe(ref.path, ref.parent.parent.id, ref.id, after, when)
             self._cv.notify_all()
         self.initial_snapshot.set()
+
+    def _take_docs(self, docs: list[Any], *, removed_after: datetime | None = None) -> None:
+        """Feed shard documents read by the poller. ``removed_after``: ``docs`` is every shard
+        there is (a rescan), so a shard seen before and missing now was removed."""
+        with self._cv:
+            present = set()
+            for doc in docs:
+                ref = doc.reference
+                if ref.path.startswith(f"{OPS}/"):
+                    continue  # a listener's probe document, in a collection named like the shards'
+                present.add(ref.path)
+                after = doc.to_dict() or {}
+                self._observe(ref.path, ref.parent.parent.id, ref.id, after, _update_time(doc))
+                stamp = after.get(SHARD_CHANGED_AT)
+                if isinstance(stamp, datetime) and (self._watermark is None or stamp > self._watermark):
+                    self._watermark = stamp
+            if removed_after is not None:
+                for path in [p for p, doc in self._last_seen.items() if doc is not None and p not in present]:
+                    parts = path.split("/")  # events/{event}/inventory/{shard}
+                    self._observe(path, parts[-3], parts[-1], None, removed_after)
+            self._cv.notify_all()
+
+    def _rescan(self) -> None:
+        started = datetime.now(UTC)
+        docs = list(self.db.collection_group(INVENTORY).stream(timeout=60))
+        self._take_docs(docs, removed_after=started)
+        with self._cv:
+            if self._watermark is None:  # no shard stamped yet: anything from now on is new
+                self._watermark = started
+        self.initial_snapshot.set()
+
+    def _poll_changed(self) -> None:
+        with self._cv:
+            since = (self._watermark or datetime.now(UTC)) - timedelta(seconds=self.overlap_s)
+        # A bounded wait: behind a cut connection a query can hang, and the next poll catches up.
+        self._take_docs(list(shards_changed_since(self.db, since).stream(timeout=10)))
+
+    def _poll(self) -> None:
+        next_rescan = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_rescan:
+                    self._rescan()
+                    next_rescan = time.monotonic() + self.rescan_s
+                else:
+                    self._poll_changed()
+                self.poll_failures = 0
+            except Exception as exc:  # noqa: BLE001 - Firestore away: poll again, catch up after
+                self.poll_failures += 1
+                kv(log, logging.WARNING, "inventory.poll_failed", failures=self.poll_failures,
+                   error=f"{type(exc).__name__}: {exc}"[:300])
+            self._stop.wait(self.poll_s)
 
     # --- processing ------------------------------------------------------------------------
 
@@ -254,8 +346,12 @@ class InventoryTriggerLoop:
                          for i in range(max(1, self.threads))]
         for thread in self._threads:
             thread.start()
-        self._watch = self.db.collection_group(INVENTORY).on_snapshot(self._on_snapshot)
-        threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True).start()
+        if self.listen:
+            self._watch = self.db.collection_group(INVENTORY).on_snapshot(self._on_snapshot)
+            threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True).start()
+        else:
+            self._poller = threading.Thread(target=self._poll, name=f"{self.name}-poll", daemon=True)
+            self._poller.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._watch is not None:
@@ -267,6 +363,11 @@ class InventoryTriggerLoop:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        if self._poller is not None:
+            self._poller.join(timeout)
+            self._poller = None
+        if not self.listen:
+            return
         try:
             self._probe_ref.delete(timeout=5)
         except Exception:  # noqa: BLE001 - best effort: a leftover probe is one tiny document
@@ -280,10 +381,14 @@ class InventoryTriggerLoop:
     def status(self) -> dict[str, Any]:
         # The listener recovers from transient errors by itself; one that gave up (is_active
         # false) makes the part "not alive", and its process exits for the supervisor to restart.
+        # A poller that fails keeps trying (Firestore away is no reason to restart the part).
         listening = self._watch is None or bool(getattr(self._watch, "is_active", True))
-        alive = bool(self._threads) and all(t.is_alive() for t in self._threads) and listening and not self.deaf
-        return {"alive": alive, "pending_events": len(self._pending) + len(self._inflight),
-                "threads": len(self._threads)} | self.stats()
+        polling = self.listen or (self._poller is not None and self._poller.is_alive())
+        alive = (bool(self._threads) and all(t.is_alive() for t in self._threads) and listening and polling
+                 and not self.deaf)
+        return {"alive": alive, "mode": "listen" if self.listen else "poll",
+                "pending_events": len(self._pending) + len(self._inflight),
+                "poll_failures": self.poll_failures, "threads": len(self._threads)} | self.stats()
 
     def stats(self) -> dict[str, Any]:
         """Lag (shard commit -> summary commit) and event-document write rates."""

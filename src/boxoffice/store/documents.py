@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.domain.messages import OutboxMessage
 from boxoffice.domain.model import (
@@ -67,6 +68,17 @@ def inventory_col(db: firestore.Client, event_id: str) -> firestore.CollectionRe
 
 def shard_ref(db: firestore.Client, event_id: str, shard: str) -> firestore.DocumentReference:
     return inventory_col(db, event_id).document(shard)
+
+
+# Every shard write carries the server's commit time in this field, so a poller can ask for the
+# shards changed since a time (one collection-group query) instead of holding a listener on all
+# of them. Production needs the collection-group single-field index on it (firestore.indexes.json).
+SHARD_CHANGED_AT = "changed_at"
+
+
+def shards_changed_since(db: firestore.Client, since: datetime) -> Any:
+    """Every inventory shard, of every event, written at or after ``since`` (server time)."""
+    return db.collection_group(INVENTORY).where(filter=FieldFilter(SHARD_CHANGED_AT, ">=", since))
 
 
 def buyer_ref(db: firestore.Client, event_id: str, user_id: str) -> firestore.DocumentReference:
@@ -200,6 +212,7 @@ def shard_to_doc(shard: InventoryShard) -> dict[str, Any]:
         "available": shard.available,
         "held": shard.held,
         "sold": shard.sold,
+        SHARD_CHANGED_AT: firestore.SERVER_TIMESTAMP,
     } | ({} if shard.pool == DEFAULT_POOL_ID else {"pool": shard.pool})
 
 
@@ -334,8 +347,10 @@ def shard_move(move: ShardMove, quantity: int) -> dict[str, Any]:
     Used for moves of tickets a shard already counts as held or sold: applied atomically by
     the server, they need no precondition on the shard, so they never make a buyer's
     purchase of that shard fail more than once (its own precondition sees the new counts).
+    Like every shard write it stamps ``changed_at`` with the commit time (``shards_changed_since``).
     """
-    return {k: firestore.Increment(v) for k, v in shard_deltas(move, quantity).items()}
+    return {k: firestore.Increment(v) for k, v in shard_deltas(move, quantity).items()} | {
+        SHARD_CHANGED_AT: firestore.SERVER_TIMESTAMP}
 
 
 def hold_to_doc(hold: Hold) -> dict[str, Any]:

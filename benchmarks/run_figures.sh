@@ -15,9 +15,12 @@ run() { echo "== $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*"; "$@"
 run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --instances 1,8,40 --json reports/bench.json
 # Background work (issue 9): commit->publish, commit->email and summary lags during the sale (worker
 # parts as processes), then the pipeline's capacity on a backlog with one worker and with two, and
-# the emulator's raw consume rate, all in one run; then the same with the relay's listener.
+# the emulator's raw consume rate, all in one run; then the same with the relay's listener, and
+# with the inventory trigger's listener.
 run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline.json
 BOXOFFICE_RELAY_LISTEN=1 run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-listener.json
+# The same with the inventory trigger's listener instead of its polling (the default since issue 9).
+BOXOFFICE_INVENTORY_LISTEN=1 run $B simulate --pipeline --buyers 5000 --tickets 1000 --cancel-share 0.2 --json reports/pipeline-inventory-listener.json
 # Ticket types and seats (issue 13): the seated sale and the unseated typed sale of the same size.
 run $B simulate --seated --buyers 5000 --tickets 2000 --concurrency 200 --instances 8 --seed 7 --json reports/seated.json
 run $B simulate --types --buyers 5000 --tickets 2000 --concurrency 200 --instances 8 --seed 7 --json reports/typed.json

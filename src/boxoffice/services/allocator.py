@@ -18,9 +18,10 @@
    increments, every order with its tickets, outbox message and buyer record, every hold, and
    every request's answer;
 6. acknowledge the messages only after that commit landed: a crash before it loses nothing
-   (the batch is redelivered), a crash after it answers nothing twice (answers exist). A batch
-   that could not be committed (lease lost, commit refused five times) is handed back at once
-   (``AdmissionQueue.nack``), not left to Pub/Sub's 10 s ack deadline.
+   (the batch is redelivered, after the ack deadline, before anything that arrived after it), a
+   crash after it answers nothing twice (answers exist). A batch that could not be committed
+   (lease lost, commit refused five times) is left to the ack deadline in the same way: never
+   nacked, which on the emulator lets later requests overtake it.
 
 It also keeps the event's availability summary close to the shards: after a batch, at most once
 a second, through the same guarded ``refresh_summary`` as the inventory trigger (monotonic
@@ -161,16 +162,13 @@ class EventAllocator:
             answered = self._decide_and_commit(deliveries)
         except LeaseLost:
             # Another allocator took over while this batch was in flight: its commit failed as a
-            # whole; the batch is handed back (not acknowledged) and goes to the new holder.
+            # whole; the batch is left unacknowledged and goes to the new holder after the ack
+            # deadline, before anything that arrived after it. Not nacked: on the emulator a
+            # nacked ordered batch lets the messages behind it through first (measured,
+            # docs/decisions.md), which would break arrival order.
             kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
             self.lease = None
-            self._give_back(deliveries)
             return 0
-        except BaseException:
-            # Nothing of the batch was committed: hand it back now rather than let it sit out the
-            # ack deadline (10 s), during which the ordered subscription holds back the whole event.
-            self._give_back(deliveries)
-            raise
         acked_at = time.perf_counter()
         self.queue.ack(self.event_id, [d.ack_id for d in deliveries])
         self._summary_due = self._summary_due or answered > 0
@@ -181,12 +179,6 @@ class EventAllocator:
         # reported with the next batch (allocator.batch): where a turn's time goes
         self._turn_ms["ack"], self._turn_ms["chores"] = (chores_at - acked_at) * 1000, (done - chores_at) * 1000
         return answered
-
-    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
-        try:
-            self.queue.nack(self.event_id, [d.ack_id for d in deliveries])
-        except Exception as exc:  # noqa: BLE001 - the ack deadline redelivers them anyway
-            kv(log, logging.WARNING, "allocator.nack_failed", event_id=self.event_id, error=str(exc)[:300])
 
     def stop(self) -> None:
         """Write the section documents still due, then give the lease back (a standby takes

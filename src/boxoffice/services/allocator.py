@@ -84,6 +84,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1000  # requests pulled per commit (the emulator hands out at most 100 a pull)
 DEFAULT_LEASE_TTL_S = 5.0
 COMMIT_RETRIES = 5
+ANSWERED_REMEMBERED = 200_000  # request ids kept to skip repeats unread (about 20 MB at most)
 STOCK_REMEMBERED_S = 1.0  # how long the stock left after a commit stands in for reading the shards
 
 
@@ -132,6 +133,7 @@ class EventAllocator:
         self._shard_written_at: dict[str, float] = {}
         self._remembered: Mapping[str, Mapping[str, int]] | None = None  # stock left after the last commit
         self._stock_read_at = 0.0
+        self._answered_here: dict[str, int] = {}  # request id -> attempt answered under this lease
         # Reserved seating: the seats taken, kept in memory while this allocator holds the lease
         # (it is the only writer that takes seats); loaded from the seat documents on takeover.
         self._book: SeatBook | None = None
@@ -210,6 +212,7 @@ class EventAllocator:
         self._meter = QueueMeter(since=datetime.now(UTC))
         self._shard_written_at.clear()
         self._remembered = None
+        self._answered_here.clear()
         self._book = None
         # A previous holder may have died between committing seats and writing their section
         # documents (at most once a second), with no request left to make this holder load the
@@ -254,7 +257,7 @@ class EventAllocator:
         )
         for attempt in range(1, COMMIT_RETRIES + 1):
             try:
-                return self._commit_batch(requests, look_for_made=attempt > 1)
+                return self._commit_batch(requests, careful=attempt > 1)
             except LeaseLost:
                 raise
             except (gexc.Aborted, gexc.Conflict, gexc.FailedPrecondition, gexc.ServiceUnavailable,
@@ -267,18 +270,21 @@ class EventAllocator:
                 time.sleep(0.05 * attempt)
         raise RuntimeError(f"allocator of {self.event_id} could not commit a batch of {len(requests)}")
 
-    def _commit_batch(self, requests: list[TicketRequest], *, look_for_made: bool = False) -> int:
+    def _commit_batch(self, requests: list[TicketRequest], *, careful: bool = False) -> int:
         if not requests:
             return 0
         t_read = time.perf_counter()
-        event, answered, versions, existing, counted, counted_types = self._read(requests, look_for_made)
+        # Answered by this holder already (a repeated key, a message delivered twice): no read.
+        known = {r.id for r in requests if self._answered_here.get(r.id, 0) >= r.attempt}
+        event, answered, versions, existing, counted, counted_types = self._read(
+            [r for r in requests if r.id not in known], careful)
         t_decide = time.perf_counter()
         book: SeatBook | None = None
         freed: dict[str, list[str]] = {}
         fresh, made, skipped = [], [], 0
         for r in requests:
             prior = answered.get(r.id)
-            if prior is not None and prior.attempt >= r.attempt:
+            if r.id in known or (prior is not None and prior.attempt >= r.attempt):
                 skipped += 1  # answered before (a redelivery or a repeated key): nothing to do
             elif r.id in existing:
                 made.append(_answer_existing(r, existing[r.id]))
@@ -351,6 +357,10 @@ class EventAllocator:
                 self._shard_written_at[sid] = now_s
         if event is not None:
             self._remembered = allocation.stock.pools  # exact as of this commit, until tickets come back
+        if len(self._answered_here) > ANSWERED_REMEMBERED:
+            self._answered_here.clear()  # forgotten ones are found by a careful retry
+        for d in decisions:
+            self._answered_here[d.request.id] = max(d.request.attempt, self._answered_here.get(d.request.id, 0))
         grants = sum(1 for d in decisions if isinstance(d, Grant))
         self.stats.batches += 1
         self.stats.answered += len(decisions)
@@ -369,22 +379,23 @@ class EventAllocator:
         return EncodedWriteBatch(self.db) if self.encoded_writes else self.db.batch()
 
     def _read(
-        self, requests: list[TicketRequest], look_for_made: bool = False,
+        self, requests: list[TicketRequest], careful: bool = False,
     ) -> tuple[Event | None, dict[str, Answer], dict[str, Any], dict[str, Any], dict[str, int],
                dict[str, dict[str, int]]]:
-        """The event (None if gone), prior answers and their versions, each user's tickets
-        bought + held, and with ``look_for_made`` orders or holds already made under the
-        requests' ids.
+        """The event (None if gone), each user's tickets bought + held, and the prior answers
+        (with their versions) and orders or holds already made under the requests' ids: all of
+        them when ``careful``, else only the answers of requests asked again (attempt > 1).
 
-        An order or hold is only ever committed together with its answer, so a request without
-        an answer has made nothing, and the first attempt at a batch reads no orders or holds (a
-        third of the documents). Should one exist all the same (written by another path under
-        the same id), its ``create`` fails the commit as a whole, and the retries read them."""
+        A first answer is a ``create`` and an order or hold is only ever committed together with
+        its answer, so a first attempt at a batch need not look for them (two thirds of the
+        documents of a flash sale's batch): a request answered before (a message delivered again
+        after a crash, a key asked twice) makes the commit fail as a whole on that ``create``, and
+        the retries are careful. Requests this holder answered itself are skipped unread."""
         users = sorted({r.user_id for r in requests})
-        ids = list(dict.fromkeys(r.id for r in requests))
+        ids = list(dict.fromkeys(r.id for r in requests if careful or r.attempt > 1))
         refs = [event_ref(self.db, self.event_id)]
         refs += [request_ref(self.db, i) for i in ids]
-        if look_for_made:
+        if careful:
             refs += [order_ref(self.db, r.id) if r.kind is RequestKind.PURCHASE else hold_ref(self.db, r.id)
                      for r in {r.id: r for r in requests}.values()]
         refs += [buyer_ref(self.db, self.event_id, u) for u in users]

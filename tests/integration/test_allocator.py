@@ -114,3 +114,66 @@ def test_a_zombie_allocators_batch_fails_as_a_whole(db):
     with pytest.raises(LeaseLost):
         zombie._commit_batch([request])
     assert not db.collection("requests").document("o_zombie").get().exists
+
+
+def test_a_refusal_for_lack_of_tickets_is_decided_on_the_shards_not_on_the_stock_remembered(db, monkeypatch):
+    from boxoffice.services import allocator as allocator_module
+    from boxoffice.services.cancellations import cancel_order
+    from boxoffice.services.releases import set_sale_status
+
+    monkeypatch.setattr(allocator_module, "STOCK_REMEMBERED_S", 3600.0)  # remember for the whole test
+    # Drafted while this test takes the lease: the session's allocator leaves the event alone.
+    event = create_event(db, name="Remembered", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=1),
+                         price=100, currency="EUR", capacity=4, per_order_max=4, status=SaleStatus.DRAFT)
+    allocator = EventAllocator(db, admission_queue(db.project), event.id, "remembering", lease_ttl_s=60)
+    assert allocator._hold_lease()
+    set_sale_status(db, event.id, SaleStatus.ON_SALE)
+
+    def ask(name: str, quantity: int) -> dict:
+        request = TicketRequest(id=f"o_{name}", kind=RequestKind.PURCHASE, event_id=event.id, user_id=f"u-{name}",
+                                quantity=quantity, idempotency_key="k", arrived_at=datetime.now(UTC))
+        assert allocator._commit_batch([request]) == 1
+        return db.collection("requests").document(request.id).get().to_dict()
+
+    assert ask("ann", 4)["outcome"] == "order"
+    assert allocator._remembered is not None and sum(allocator._remembered[p][s] for p in allocator._remembered
+                                                    for s in allocator._remembered[p]) == 0
+    # Two tickets come back behind the allocator's back (it only ever takes tickets).
+    ann = db.collection("orders").document("o_ann").get().to_dict()
+    cancel_order(db, "o_ann", "u-ann", ticket_ids=ann["ticket_ids"][:2])
+    assert ask("bob", 2)["outcome"] == "order"  # remembered: none left; on the shards: two
+    assert ask("cat", 1)["error"]["code"] == "sold_out"
+    allocator.stop()
+
+
+def test_requests_answered_before_are_found_by_the_refused_create_and_answered_only_once(db):
+    from boxoffice.services.releases import set_sale_status
+    from boxoffice.store.admission_queue import Delivery
+
+    event = create_event(db, name="Again", venue="Hall", starts_at=datetime.now(UTC) + timedelta(days=1),
+                         price=100, currency="EUR", capacity=10, per_order_max=4, status=SaleStatus.DRAFT)
+    allocator = EventAllocator(db, admission_queue(db.project), event.id, "again", lease_ttl_s=60)
+    assert allocator._hold_lease()
+    set_sale_status(db, event.id, SaleStatus.ON_SALE)
+    batch = [TicketRequest(id=f"o_{n}", kind=RequestKind.PURCHASE, event_id=event.id, user_id=f"u-{n}", quantity=2,
+                           idempotency_key="k", arrived_at=datetime.now(UTC)) for n in ("ann", "bob")]
+    assert allocator._decide_and_commit([Delivery(r, f"ack-{r.id}") for r in batch]) == 2
+    first = {s.id: s.to_dict() for s in db.collection("requests").where(
+        filter=FieldFilter("event_id", "==", event.id)).stream()}
+
+    # Delivered again, to a holder that does not remember answering them (as after a takeover):
+    # the first commit is refused on the answers' create, the careful retry finds and skips them.
+    allocator._answered_here.clear()
+    late = TicketRequest(id="o_cat", kind=RequestKind.PURCHASE, event_id=event.id, user_id="u-cat", quantity=1,
+                         idempotency_key="k", arrived_at=datetime.now(UTC))
+    assert allocator._decide_and_commit([Delivery(r, f"ack2-{r.id}") for r in [*batch, late]]) == 1
+    assert allocator.stats.commit_failures == 1 and allocator.stats.skipped == 2
+    after = {s.id: s.to_dict() for s in db.collection("requests").where(
+        filter=FieldFilter("event_id", "==", event.id)).stream()}
+    assert {k: after[k] for k in first} == first and after["o_cat"]["outcome"] == "order"
+    # Remembered by this holder: asked again, skipped without a read or a refused commit.
+    assert allocator._decide_and_commit([Delivery(late, "ack3")]) == 0
+    assert allocator.stats.commit_failures == 1 and allocator.stats.skipped == 3
+    sold = sum(s.to_dict()["sold"] for s in db.collection("events").document(event.id).collection("inventory").stream())
+    assert sold == 5
+    allocator.stop()

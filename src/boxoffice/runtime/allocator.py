@@ -44,9 +44,11 @@ class AllocatorLoop:
         batch_size: int = DEFAULT_BATCH,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         summary: bool = True,
+        encoded_writes: bool = True,
     ) -> None:
         self.db = db
         self.summary = summary
+        self.encoded_writes = encoded_writes
         self.holder = holder or f"allocator-{new_instance_id()}"
         self.batch_size = batch_size
         self.lease_ttl_s = lease_ttl_s
@@ -99,7 +101,7 @@ class AllocatorLoop:
     def _launch(self, event_id: str) -> None:
         allocator = EventAllocator(self.db, admission_queue(self.db.project), event_id, self.holder,
                                    batch_size=self.batch_size, lease_ttl_s=self.lease_ttl_s,
-                                   write_summary=self.summary)
+                                   write_summary=self.summary, encoded_writes=self.encoded_writes)
         stop = threading.Event()
         thread = threading.Thread(target=self._run_event, args=(allocator, stop), name=f"allocator-{event_id}",
                                   daemon=True)
@@ -132,7 +134,8 @@ def allocator_from_settings(db: firestore.Client) -> AllocatorLoop:
     """The loop with its settings from the environment (a Cloud Run service's configuration):
     BOXOFFICE_ALLOCATOR_BATCH (requests per commit), BOXOFFICE_ALLOCATOR_LEASE_TTL_S, and
     BOXOFFICE_ALLOCATOR_SUMMARY=off when something else keeps the event summary (tests of the
-    inventory trigger alone)."""
+    inventory trigger alone), BOXOFFICE_ALLOCATOR_STAGING=library to stage batches with the
+    client library's own encoding (the comparison in docs/decisions.md)."""
     import os
 
     return AllocatorLoop(
@@ -140,6 +143,7 @@ def allocator_from_settings(db: firestore.Client) -> AllocatorLoop:
         batch_size=int(os.environ.get("BOXOFFICE_ALLOCATOR_BATCH", DEFAULT_BATCH)),
         lease_ttl_s=float(os.environ.get("BOXOFFICE_ALLOCATOR_LEASE_TTL_S", DEFAULT_LEASE_TTL_S)),
         summary=os.environ.get("BOXOFFICE_ALLOCATOR_SUMMARY", "on") != "off",
+        encoded_writes=os.environ.get("BOXOFFICE_ALLOCATOR_STAGING", "encoded") != "library",
     )
 
 

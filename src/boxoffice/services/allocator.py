@@ -7,18 +7,21 @@
    (``store.admission_queue``; the ordered subscription holds back what follows an
    unacknowledged batch);
 3. read, in one round trip, the event, the answers already written for these requests (a
-   redelivered request that was answered is skipped), the orders and holds they would create,
-   and the buyers' records; and query the shards with tickets;
+   redelivered request that was answered is skipped) and the buyers' records (and, only when a
+   commit was refused, the orders and holds the requests would create); and query the shards
+   with tickets;
 4. decide every request in memory (``domain.allocation.allocate``: arrival order, limits,
    sold out);
-5. commit one batch: the lease fence first (a zombie's batch fails as a whole; it also carries
+5. commit one batch (staged by ``store.encoded_batch``: the library's write rules, encoded
+   straight to protobuf): the lease fence first (a zombie's batch fails as a whole; it also carries
    the queue's progress, ``domain.queue_progress``, for a queued buyer's place), the shard
    increments, every order with its tickets, outbox message and buyer record, every hold, and
    every request's answer;
 6. acknowledge the messages only after that commit landed: a crash before it loses nothing
-   (the batch is redelivered), a crash after it answers nothing twice (answers exist). A batch
-   that could not be committed (lease lost, commit refused five times) is handed back at once
-   (``AdmissionQueue.nack``), not left to Pub/Sub's 10 s ack deadline.
+   (the batch is redelivered, after the ack deadline, before anything that arrived after it), a
+   crash after it answers nothing twice (answers exist). A batch that could not be committed
+   (lease lost, commit refused five times) is left to the ack deadline in the same way: never
+   nacked, which on the emulator lets later requests overtake it.
 
 It also keeps the event's availability summary close to the shards: after a batch, at most once
 a second, through the same guarded ``refresh_summary`` as the inventory trigger (monotonic
@@ -31,7 +34,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,7 +55,7 @@ from boxoffice.domain.allocation import (
     allocate,
 )
 from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
-from boxoffice.domain.errors import EventNotFound, IdempotencyConflict
+from boxoffice.domain.errors import EventNotFound, IdempotencyConflict, SoldOut
 from boxoffice.domain.model import Event, ShardMove
 from boxoffice.domain.queue_progress import QueueMeter
 from boxoffice.domain.seating import SeatBook, SeatMap
@@ -72,6 +75,7 @@ from boxoffice.store.documents import (
     seats_col,
     section_ref,
 )
+from boxoffice.store.encoded_batch import EncodedWriteBatch
 from boxoffice.store.leases import Lease, LeaseLost, landed, release, renew, stage_fence, still_ours, try_acquire
 from boxoffice.store.requests import Answer, answer_from_doc, request_ref, stage_answer
 
@@ -80,6 +84,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1000  # requests pulled per commit (the emulator hands out at most 100 a pull)
 DEFAULT_LEASE_TTL_S = 5.0
 COMMIT_RETRIES = 5
+ANSWERED_REMEMBERED = 200_000  # request ids kept to skip repeats unread (about 20 MB at most)
+STOCK_REMEMBERED_S = 1.0  # how long the stock left after a commit stands in for reading the shards
 
 
 @dataclass
@@ -108,6 +114,7 @@ class EventAllocator:
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         summary_interval_s: float = DEFAULT_MIN_INTERVAL_S,
         write_summary: bool = True,
+        encoded_writes: bool = True,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -117,12 +124,16 @@ class EventAllocator:
         self.lease_ttl_s = lease_ttl_s
         self.summary_interval_s = summary_interval_s
         self.write_summary = write_summary
+        self.encoded_writes = encoded_writes  # stage through store.encoded_batch (else the library's batch)
         self.lease: Lease | None = None
         self._renewed_at = 0.0
         self._summary_due = False
         self._summary_at = 0.0
         self._summary_thread: threading.Thread | None = None
         self._shard_written_at: dict[str, float] = {}
+        self._remembered: Mapping[str, Mapping[str, int]] | None = None  # stock left after the last commit
+        self._stock_read_at = 0.0
+        self._answered_here: dict[str, int] = {}  # request id -> attempt answered under this lease
         # Reserved seating: the seats taken, kept in memory while this allocator holds the lease
         # (it is the only writer that takes seats); loaded from the seat documents on takeover.
         self._book: SeatBook | None = None
@@ -153,16 +164,13 @@ class EventAllocator:
             answered = self._decide_and_commit(deliveries)
         except LeaseLost:
             # Another allocator took over while this batch was in flight: its commit failed as a
-            # whole; the batch is handed back (not acknowledged) and goes to the new holder.
+            # whole; the batch is left unacknowledged and goes to the new holder after the ack
+            # deadline, before anything that arrived after it. Not nacked: on the emulator a
+            # nacked ordered batch lets the messages behind it through first (measured,
+            # docs/decisions.md), which would break arrival order.
             kv(log, logging.WARNING, "allocator.lease_lost", event_id=self.event_id, holder=self.holder)
             self.lease = None
-            self._give_back(deliveries)
             return 0
-        except BaseException:
-            # Nothing of the batch was committed: hand it back now rather than let it sit out the
-            # ack deadline (10 s), during which the ordered subscription holds back the whole event.
-            self._give_back(deliveries)
-            raise
         acked_at = time.perf_counter()
         self.queue.ack(self.event_id, [d.ack_id for d in deliveries])
         self._summary_due = self._summary_due or answered > 0
@@ -173,12 +181,6 @@ class EventAllocator:
         # reported with the next batch (allocator.batch): where a turn's time goes
         self._turn_ms["ack"], self._turn_ms["chores"] = (chores_at - acked_at) * 1000, (done - chores_at) * 1000
         return answered
-
-    def _give_back(self, deliveries: Sequence[Delivery]) -> None:
-        try:
-            self.queue.nack(self.event_id, [d.ack_id for d in deliveries])
-        except Exception as exc:  # noqa: BLE001 - the ack deadline redelivers them anyway
-            kv(log, logging.WARNING, "allocator.nack_failed", event_id=self.event_id, error=str(exc)[:300])
 
     def stop(self) -> None:
         """Write the section documents still due, then give the lease back (a standby takes
@@ -209,6 +211,8 @@ class EventAllocator:
         self.lease, self._renewed_at = lease, time.monotonic()
         self._meter = QueueMeter(since=datetime.now(UTC))
         self._shard_written_at.clear()
+        self._remembered = None
+        self._answered_here.clear()
         self._book = None
         # A previous holder may have died between committing seats and writing their section
         # documents (at most once a second), with no request left to make this holder load the
@@ -253,30 +257,34 @@ class EventAllocator:
         )
         for attempt in range(1, COMMIT_RETRIES + 1):
             try:
-                return self._commit_batch(requests)
+                return self._commit_batch(requests, careful=attempt > 1)
             except LeaseLost:
                 raise
             except (gexc.Aborted, gexc.Conflict, gexc.FailedPrecondition, gexc.ServiceUnavailable,
                     gexc.DeadlineExceeded, ValueError) as exc:
                 self.stats.commit_failures += 1
                 self._book = None  # a seat created meanwhile (ALREADY_EXISTS): re-read the seats
+                self._remembered = None
                 kv(log, logging.WARNING, "allocator.commit_failed", event_id=self.event_id, attempt=attempt,
                    error=f"{type(exc).__name__}: {exc}"[:300])
                 time.sleep(0.05 * attempt)
         raise RuntimeError(f"allocator of {self.event_id} could not commit a batch of {len(requests)}")
 
-    def _commit_batch(self, requests: list[TicketRequest]) -> int:
+    def _commit_batch(self, requests: list[TicketRequest], *, careful: bool = False) -> int:
         if not requests:
             return 0
         t_read = time.perf_counter()
-        event, answered, versions, existing, counted, counted_types = self._read(requests)
+        # Answered by this holder already (a repeated key, a message delivered twice): no read.
+        known = {r.id for r in requests if self._answered_here.get(r.id, 0) >= r.attempt}
+        event, answered, versions, existing, counted, counted_types = self._read(
+            [r for r in requests if r.id not in known], careful)
         t_decide = time.perf_counter()
         book: SeatBook | None = None
         freed: dict[str, list[str]] = {}
         fresh, made, skipped = [], [], 0
         for r in requests:
             prior = answered.get(r.id)
-            if prior is not None and prior.attempt >= r.attempt:
+            if r.id in known or (prior is not None and prior.attempt >= r.attempt):
                 skipped += 1  # answered before (a redelivery or a repeated key): nothing to do
             elif r.id in existing:
                 made.append(_answer_existing(r, existing[r.id]))
@@ -290,10 +298,20 @@ class EventAllocator:
                     self._book = self._load_seat_book(event.seat_map)
                 book = self._book.copy()  # taken for good only if the batch commits
                 freed = self._seat_releases(book)
-            stock = self._stock()
+            stock, remembered = self._stock()
             t_decide = time.perf_counter()
+            moment = datetime.now(UTC)
+            before = book.copy() if book is not None and remembered else None
             allocation = allocate(event, stock, fresh, counted, counted_types=counted_types, seats=book,
-                                  now=datetime.now(UTC))
+                                  now=moment)
+            if remembered and any(isinstance(d, Refusal) and isinstance(d.error, SoldOut)
+                                  for d in allocation.decisions):
+                # The remembered stock is a lower bound (tickets given back since are not in it):
+                # nobody is refused for lack of tickets without a look at the shards themselves.
+                stock, _ = self._stock(fresh=True)
+                book = before
+                allocation = allocate(event, stock, fresh, counted, counted_types=counted_types, seats=book,
+                                      now=moment)
         decisions = made + allocation.decisions
         taken = _taken([d for d in decisions if isinstance(d, Grant)])
         batch_id = secrets.token_hex(4)
@@ -304,7 +322,7 @@ class EventAllocator:
         # One batch, its first write the lease fence (which also renews the lease and carries the
         # queue's progress): a zombie's batch fails as a whole, and no lock outlives a killed
         # allocator (store/leases.py).
-        batch = self.db.batch()
+        batch = self._batch()
         staged = stage_fence(self.db, batch, lease, self.lease_ttl_s, meter.progress(now))
         for move, per_shard in taken.items():
             stage_take(self.db, batch, self.event_id, per_shard, move)
@@ -337,6 +355,12 @@ class EventAllocator:
         for per_shard in taken.values():
             for sid in per_shard:
                 self._shard_written_at[sid] = now_s
+        if event is not None:
+            self._remembered = allocation.stock.pools  # exact as of this commit, until tickets come back
+        if len(self._answered_here) > ANSWERED_REMEMBERED:
+            self._answered_here.clear()  # forgotten ones are found by a careful retry
+        for d in decisions:
+            self._answered_here[d.request.id] = max(d.request.attempt, self._answered_here.get(d.request.id, 0))
         grants = sum(1 for d in decisions if isinstance(d, Grant))
         self.stats.batches += 1
         self.stats.answered += len(decisions)
@@ -351,18 +375,29 @@ class EventAllocator:
            **{f"prev_{k}_ms": round(v, 1) for k, v in self._turn_ms.items()})
         return len(decisions)
 
+    def _batch(self) -> firestore.WriteBatch:
+        return EncodedWriteBatch(self.db) if self.encoded_writes else self.db.batch()
+
     def _read(
-        self, requests: list[TicketRequest]
+        self, requests: list[TicketRequest], careful: bool = False,
     ) -> tuple[Event | None, dict[str, Answer], dict[str, Any], dict[str, Any], dict[str, int],
                dict[str, dict[str, int]]]:
-        """The event (None if gone), prior answers and their versions, orders or holds already
-        made under the requests' ids, and each user's tickets bought + held."""
+        """The event (None if gone), each user's tickets bought + held, and the prior answers
+        (with their versions) and orders or holds already made under the requests' ids: all of
+        them when ``careful``, else only the answers of requests asked again (attempt > 1).
+
+        A first answer is a ``create`` and an order or hold is only ever committed together with
+        its answer, so a first attempt at a batch need not look for them (two thirds of the
+        documents of a flash sale's batch): a request answered before (a message delivered again
+        after a crash, a key asked twice) makes the commit fail as a whole on that ``create``, and
+        the retries are careful. Requests this holder answered itself are skipped unread."""
         users = sorted({r.user_id for r in requests})
-        ids = list(dict.fromkeys(r.id for r in requests))
+        ids = list(dict.fromkeys(r.id for r in requests if careful or r.attempt > 1))
         refs = [event_ref(self.db, self.event_id)]
         refs += [request_ref(self.db, i) for i in ids]
-        refs += [order_ref(self.db, r.id) if r.kind is RequestKind.PURCHASE else hold_ref(self.db, r.id)
-                 for r in {r.id: r for r in requests}.values()]
+        if careful:
+            refs += [order_ref(self.db, r.id) if r.kind is RequestKind.PURCHASE else hold_ref(self.db, r.id)
+                     for r in {r.id: r for r in requests}.values()]
         refs += [buyer_ref(self.db, self.event_id, u) for u in users]
         snaps = {s.reference.path: s for s in self.db.get_all(refs)}
         ev = snaps[refs[0].path]
@@ -413,16 +448,29 @@ class EventAllocator:
                seats=sum(len(v) for v in freed.values()))
         return freed
 
-    def _stock(self) -> Stock:
-        """Shards with tickets, least recently written by this allocator first (spreads the writes)."""
-        query = inventory_col(self.db, self.event_id).where(filter=FieldFilter("available", ">", 0))
-        shards: dict[str, dict[str, int]] = {}
-        for snap in query.stream():
-            doc = snap.to_dict() or {}
-            shards.setdefault(doc.get("pool") or DEFAULT_POOL, {})[snap.id] = int(doc.get("available", 0))
-        every = [sid for pool in shards.values() for sid in pool]
+    def _stock(self, *, fresh: bool = False) -> tuple[Stock, bool]:
+        """Shards with tickets, least recently written by this allocator first (spreads the
+        writes), and whether they are the remembered ones.
+
+        The allocator is the only writer that takes tickets, so what was left after its last
+        commit is exact or, when tickets came back meanwhile (a cancellation, an expiry), a lower
+        bound: it is used for ``STOCK_REMEMBERED_S`` after the shards were last read, which saves
+        the query on most turns of a sale; a decision that would refuse for lack of tickets is
+        taken again on the shards as read (``_commit_batch``)."""
+        now = time.monotonic()
+        if not fresh and self._remembered is not None and now - self._stock_read_at < STOCK_REMEMBERED_S:
+            shards = {pool: dict(per) for pool, per in self._remembered.items()}
+            remembered = True
+        else:
+            query = inventory_col(self.db, self.event_id).where(filter=FieldFilter("available", ">", 0))
+            shards = {}
+            for snap in query.stream():
+                doc = snap.to_dict() or {}
+                shards.setdefault(doc.get("pool") or DEFAULT_POOL, {})[snap.id] = int(doc.get("available", 0))
+            self._stock_read_at, remembered = now, False
+        every = [sid for pool in shards.values() for sid, n in pool.items() if n > 0]
         order = sorted(every, key=lambda sid: (self._shard_written_at.get(sid, 0.0), sid))
-        return Stock(shards, order)
+        return Stock(shards, order), remembered
 
     # --- summary --------------------------------------------------------------------------
 
@@ -448,7 +496,7 @@ class EventAllocator:
             if self._seat_map is None:
                 return
             self._book = self._load_seat_book(self._seat_map)
-        batch = self.db.batch()
+        batch = self._batch()
         staged = stage_fence(self.db, batch, self.lease, self.lease_ttl_s)
         for section in sorted(self._sections_due):
             batch.set(section_ref(self.db, self.event_id, section),

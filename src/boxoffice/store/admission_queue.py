@@ -176,17 +176,6 @@ class AdmissionQueue:
         for start in range(0, len(ack_ids), 1000):
             self.subscriber.acknowledge(request={"subscription": sub, "ack_ids": ack_ids[start:start + 1000]})
 
-    def nack(self, event_id: str, ack_ids: list[str]) -> None:
-        """Hand pulled messages back at once (ack deadline 0) instead of after ``ACK_DEADLINE_S``:
-        an allocator that could not commit a batch, or lost its lease, gives the batch back so the
-        next turn (or the new lease holder) gets it within milliseconds, still in order."""
-        if not ack_ids:
-            return
-        sub = self.subscriber.subscription_path(self.project, subscription_id(event_id))
-        for start in range(0, len(ack_ids), 1000):
-            self.subscriber.modify_ack_deadline(request={
-                "subscription": sub, "ack_ids": ack_ids[start:start + 1000], "ack_deadline_seconds": 0})
-
     def close(self) -> None:
         try:
             self.publisher.stop()

@@ -2,8 +2,10 @@
 
 For each setting: a fresh event, ORDERS purchases (one ticket each, a share of them cancelled),
 every message published first (a backlog), then the email and analytics subscribers started
-with that setting and timed until drained (first -> last processed record). Same emulators,
-same SMTP server, one after another. Prints one line per setting and a JSON summary.
+with that setting and timed until drained (first -> last processed record, overall and per
+subscription). Same emulators, same SMTP server (a process of its own, as `simulate` runs it),
+one after another; purchases go through an allocator process. Prints one line per setting and a
+JSON summary.
 
     .venv/bin/python benchmarks/subscriber_settings.py [ORDERS]
 """
@@ -24,12 +26,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 def main(orders: int = 400) -> None:
     from boxoffice.messaging import email
-    from boxoffice.runtime.mailbox import LocalSmtpServer
     from boxoffice.messaging.backlog import drain
     from boxoffice.messaging.relay import sweep
-    from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
     from boxoffice.messaging.topology import default_topology, delete_topology, ensure_topology, publisher_client
+    from boxoffice.runtime.allocator import AllocatorProcesses
     from boxoffice.runtime.emulators import firestore_client, running_stack
+    from boxoffice.runtime.mailbox import start_process, stop_process
+    from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
     from boxoffice.services.cancellations import cancel_order
     from boxoffice.services.events import create_event
     from boxoffice.services.purchasing import purchase_tickets
@@ -44,9 +47,10 @@ def main(orders: int = 400) -> None:
         SubscriberSettings(batch=500, pullers=2, smtp_connections=16),
     ]
     rows = []
-    with running_stack() as stack, tempfile.TemporaryDirectory() as tmp:
+    with running_stack() as stack, tempfile.TemporaryDirectory() as tmp, \
+            AllocatorProcesses(stack.firestore_host, stack.pubsub_host, stack.project):
         db = firestore_client(stack)
-        smtp = LocalSmtpServer(Path(tmp) / "mail").start()
+        smtp_pid, smtp_address = start_process(Path(tmp) / "mail", Path(tmp) / "smtp.log")
         try:
             for i, settings in enumerate(variants):
                 topology = default_topology(stack.project, suffix=f".bench{i}{int(time.time())}")
@@ -62,7 +66,7 @@ def main(orders: int = 400) -> None:
                 publisher = publisher_client(batch_max_messages=500)
                 while sweep(db, publisher, topology, limit=500).full:
                     pass
-                mailer = email.Mailer(email.SmtpSettings.from_address(smtp.address), settings.smtp_connections)
+                mailer = email.Mailer(email.SmtpSettings.from_address(smtp_address), settings.smtp_connections)
                 loops = build_loops(db, topology, mailer, relay=False, settings=settings)
                 t0 = time.monotonic()
                 loops.start()
@@ -71,15 +75,20 @@ def main(orders: int = 400) -> None:
                 loops.stop()
                 mailer.close()
                 delete_topology(topology)
-                stamps = [s.get("processed_at") for s in db.collection("processed_messages")
-                          .where(filter=FieldFilter("event_id", "==", event.id)).stream()]
+                records = [s.to_dict() or {} for s in db.collection("processed_messages")
+                           .where(filter=FieldFilter("event_id", "==", event.id)).stream()]
+                stamps = [r["processed_at"] for r in records]
                 span = (max(stamps) - min(stamps)).total_seconds()
+                # Per subscription: which one bounds the drain (its last record, from the first of all).
+                last_s = {sub: round((max(r["processed_at"] for r in records if r["subscription"] == sub)
+                                      - min(stamps)).total_seconds(), 2)
+                          for sub in sorted({r["subscription"] for r in records})}
                 row = {**asdict(settings), "messages": len(stamps), "handled_per_s": round(len(stamps) / span, 1),
-                       "drain_wall_s": round(wall, 2), "drained": report.drained}
+                       "last_record_s": last_s, "drain_wall_s": round(wall, 2), "drained": report.drained}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
-            smtp.stop()
+            stop_process(smtp_pid)
             db.close()
     print(json.dumps({"orders": orders, "rows": rows}, indent=1))
 

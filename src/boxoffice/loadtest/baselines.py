@@ -31,6 +31,7 @@ from boxoffice.retry import Backoff, commit_with_retries
 from boxoffice.services.purchasing import make_request
 from boxoffice.store.allocation import stage_order
 from boxoffice.store.documents import (
+    SHARD_CHANGED_AT,
     buyer_from_doc,
     buyer_ref,
     buyer_to_doc,
@@ -121,7 +122,8 @@ def _attempt(db: firestore.Client, request: Any, rng: random.Random, writer: Any
         shard, snap = shards[sid]
         after = shard.take(n)
         option = db.write_option(last_update_time=snap.update_time) if guarded else None
-        writer.update(shard_ref(db, event.id, sid), {"available": after.available, "sold": after.sold}, option=option)
+        writer.update(shard_ref(db, event.id, sid), {"available": after.available, "sold": after.sold,
+                                                     SHARD_CHANGED_AT: firestore.SERVER_TIMESTAMP}, option=option)
     order, tickets = new_order(order_id=request.id, event=event, user_id=request.user_id, quantity=request.quantity,
                                allocations=allocations, idempotency_key=request.idempotency_key)
     new_buyer = replace(buyer, tickets=buyer.tickets + request.quantity, order_ids=(*buyer.order_ids, order.id))

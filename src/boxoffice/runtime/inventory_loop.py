@@ -10,8 +10,9 @@ How it watches (``listen``; the environment's ``BOXOFFICE_INVENTORY_LISTEN=1`` p
 - polling, the default: every ``poll_s`` one collection-group query for the shards whose
   ``changed_at`` (the commit time every shard write stamps, ``store.documents.shard_move``) is at
   or after the newest seen minus ``overlap_s``; a shard whose ``update_time`` it already saw is
-  skipped. Every ``rescan_s`` it reads every shard (a write that did not stamp ``changed_at``, a
-  removed shard). On the emulator every open listener is evaluated inside every commit that
+  skipped. Every ``rescan_s`` (5 minutes: every shard write of this code stamps, so it is a
+  backstop, and it reads every shard of every event) it reads every shard (a write that did not
+  stamp ``changed_at``, a removed shard). On the emulator every open listener is evaluated inside every commit that
   touches what it watches, so a listener on every shard slows every purchase (docs/decisions.md).
 - a collection-group listener on every shard, with a probe that notices a deaf listener.
 
@@ -101,7 +102,7 @@ class InventoryTriggerLoop:
         retry_dead_s: float = 5.0,
         listen: bool | None = None,
         poll_s: float = 0.2,
-        rescan_s: float = 30.0,
+        rescan_s: float = 300.0,
         overlap_s: float = 1.0,
     ) -> None:
         self.db = db

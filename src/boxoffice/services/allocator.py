@@ -97,6 +97,8 @@ class AllocatorStats:
     commit_failures: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     commit_s: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)  # per batch: the reads (and the stock query)
+    decide_s: list[float] = field(default_factory=list)  # per batch: deciding and staging the writes
     summary_writes: int = 0
 
 
@@ -368,6 +370,8 @@ class EventAllocator:
         self.stats.skipped += skipped + len(allocation.duplicates)
         self.stats.batch_sizes.append(len(decisions))
         self.stats.commit_s.append(elapsed)
+        self.stats.read_s.append(t_decide - t_read)
+        self.stats.decide_s.append(started - t_decide)
         kv(log, logging.INFO, "allocator.batch", event_id=self.event_id, batch=batch_id, epoch=lease.epoch,
            requests=len(requests), answered=len(decisions), granted=grants, skipped=skipped,
            left=allocation.stock.total, commit_ms=round(elapsed * 1000, 1),

@@ -114,6 +114,8 @@ class InventoryTriggerLoop:
         self._watermark: datetime | None = None  # the newest ``changed_at`` the poller saw
         self._poller: threading.Thread | None = None
         self.poll_failures = 0  # consecutive failed polls (Firestore away)
+        self.polls = 0  # successful polls and rescans, and the shard documents they read (the
+        self.docs_read = 0  # polling's cost: the overlap re-reads recently written shards)
         self.threads = threads
         self.retry_dead_s = retry_dead_s
         self.min_interval_s = min_interval_s
@@ -183,6 +185,8 @@ class InventoryTriggerLoop:
         """Feed shard documents read by the poller. ``removed_after``: ``docs`` is every shard
         there is (a rescan), so a shard seen before and missing now was removed."""
         with self._cv:
+            self.polls += 1
+            self.docs_read += len(docs)
             present = set()
             for doc in docs:
                 ref = doc.reference
@@ -410,6 +414,8 @@ class InventoryTriggerLoop:
                 min_gap = gap if min_gap is None else min(min_gap, gap)
         return {
             "changes_seen": self.changes_seen,
+            "polls": self.polls,
+            "docs_read": self.docs_read,
             "dead_letters": self.dead_letters,
             "lag_samples": len(lags),
             "lag_p50_s": percentile(lags, 50),

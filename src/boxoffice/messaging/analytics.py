@@ -37,6 +37,7 @@ from google.cloud import firestore
 from boxoffice.domain.messages import MessageType
 from boxoffice.messaging.topology import ANALYTICS, ANALYTICS_TYPES
 from boxoffice.messaging.wire import Delivered
+from boxoffice.store.encoded_batch import EncodedWriteBatch
 from boxoffice.store.messaging import analytics_shard_ref, analytics_shards_col, processed_ref
 
 SUBSCRIPTION = ANALYTICS
@@ -128,7 +129,7 @@ def _fold(messages: Iterable[Delivered]) -> dict[str, Any]:
 def _commit(db: firestore.Client, event_id: str, messages: list[Delivered]) -> None:
     """One commit: every message's processed record (``create``) and their summed counters on
     one counter shard (a stable hash of the first message id)."""
-    batch = db.batch()
+    batch = EncodedWriteBatch(db)  # hundreds of writes: encoded straight to protobuf
     for d in messages:
         batch.create(processed_ref(db, SUBSCRIPTION, d.message_id), {
             "subscription": SUBSCRIPTION, "message_id": d.message_id, "type": d.type, "event_id": d.event_id,

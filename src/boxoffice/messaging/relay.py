@@ -44,6 +44,7 @@ from boxoffice.messaging import wire
 from boxoffice.messaging.relay_leases import LeaseSettings, PartitionLeases, partition_of
 from boxoffice.messaging.topology import Topology
 from boxoffice.store.documents import OUTBOX, outbox_ref
+from boxoffice.store.encoded_batch import EncodedWriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
                message_id=message_id, error=repr(exc)[:300])
     resume_keys(publisher, paused)  # after every future resolved: the key's later messages failed too
     for i in range(0, len(ok), MARK_CHUNK):
-        batch = db.batch()
+        batch = EncodedWriteBatch(db)  # hundreds of writes: encoded straight to protobuf
         for message_id in ok[i:i + MARK_CHUNK]:
             batch.update(outbox_ref(db, message_id), {"published_at": firestore.SERVER_TIMESTAMP,
                                                       "published_by": published_by,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +11,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from boxoffice.domain.availability import Summary, compute_summary
-from boxoffice.domain.errors import ContentionTimeout, InvalidRequest
+from boxoffice.domain.errors import ContentionTimeout, InvalidRequest, InvalidSaleWindow
 from boxoffice.domain.model import Event, InventoryShard, SaleStatus, new_event
 from boxoffice.domain.seating import seat_map_from_json
-from boxoffice.domain.ticket_types import type_specs_from_json
+from boxoffice.domain.ticket_types import TypeSpec, type_specs_from_json
 from boxoffice.store import event_records as store
 from boxoffice.store.documents import event_from_doc
 
@@ -53,6 +53,7 @@ def create_event(
     seat_map = seat_map_from_json(seats) if seats is not None else None
     specs, pools = (type_specs_from_json(types, currency=currency, per_order_max=per_order_max)
                     if types is not None else (None, ()))
+    require_open_windows(specs or (), now)
     event = new_event(
         event_id=event_id or f"ev_{secrets.token_hex(6)}",
         name=name,
@@ -81,6 +82,16 @@ def require_future_start(starts_at: datetime, now: datetime) -> None:
     """A new or moved event starts in the future (imports of past events use the domain directly)."""
     if starts_at.tzinfo is not None and starts_at <= now:
         raise InvalidRequest("invalid event: starts_at must be in the future")
+
+
+def require_open_windows(specs: Sequence[TypeSpec], now: datetime) -> None:
+    """A new event's ticket types can all still be sold: a type whose sale closes before the
+    event is created could never sell a ticket, which is a mistake in the request."""
+    closed = [f"{t.id!r} ({t.closes_at.isoformat()})" for t in specs
+              if t.closes_at is not None and t.closes_at.tzinfo is not None and t.closes_at <= now]
+    if closed:
+        raise InvalidSaleWindow("invalid sale windows: the sale of " + ", ".join(closed)
+                                + " would close before the event is created")
 
 
 def get_event(db: firestore.Client, event_id: str) -> tuple[Event, dict[str, Any]]:

@@ -2,7 +2,8 @@
 # Every figure the issues ask for, one after another on this machine, each writing reports/*.json.
 # Run on a quiet machine (nothing else busy): the figures are only comparable within one run.
 # Each command starts its own emulators (unless FIRESTORE_EMULATOR_HOST etc. are set) and stops them.
-# docs/figures.md reports the run of 25 Nov 2026 (main 3406d52, then the relay comparison).
+# docs/figures.md reports the runs of 25 Nov 2026 23:01-23:14 (main 4b0f440) and, for the browser,
+# of 21:15 (main 3406d52).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=.venv/bin/boxoffice
@@ -13,6 +14,10 @@ run() { echo "== $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*"; "$@"
 # batch allocator) at 1, 8 and 40 app instances (OS processes), and the direct-sharded baseline;
 # add --single-document for the naive baselines (slow).
 run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --instances 1,8,40 --json reports/bench.json
+# The same sale at 8 instances with answers polled every 0.25 s instead of 0.1 s.
+BOXOFFICE_ANSWER_POLL_S=0.25 run $B bench --buyers 5000 --tickets 1000 --concurrency 200 --deadline 10 --instances 8 --no-direct --json reports/bench-poll025.json
+# One allocator alone on a backlog: its writes staged by EncodedWriteBatch and by the library.
+run .venv/bin/python benchmarks/allocator_turns.py --rounds 4
 # Background work (issue 9): commit->publish, commit->email and summary lags during the sale (worker
 # parts as processes), then the pipeline's capacity on a backlog with one worker and with two, and
 # the emulator's raw consume rate, all in one run; then the same with the relay's listener, and

@@ -24,7 +24,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
+from email import policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class MailItem:
     event_id: str
     source_message: str  # the pipeline's message id (outbox id)
     file: str
+    server: str = ""  # the server process that received it (pid)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MailItem:
@@ -58,7 +60,7 @@ class Mailbox:
         self._lock = threading.Lock()
 
     def store(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> MailItem:
-        msg = message_from_bytes(raw, policy=policy.default)
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(raw)  # the headers are all it reads
         self.path.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         (self.path / name).write_bytes(raw)
@@ -73,10 +75,13 @@ class Mailbox:
             event_id=str(msg.get("X-Boxoffice-Event", "")),
             source_message=str(msg.get("X-Boxoffice-Message", "")),
             file=name,
+            server=str(os.getpid()),
         )
         line = json.dumps(item.__dict__) + "\n"
         with self._lock, open(self.path / INDEX, "a", encoding="utf-8") as f:
-            f.write(line)  # one write of one line: concurrent readers see whole lines
+            # One write of one line, appended (O_APPEND): concurrent readers see whole lines, and
+            # the server's processes sharing one mailbox never interleave their lines.
+            f.write(line)
         return item
 
     def items(self) -> list[MailItem]:
@@ -126,16 +131,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _controller(handler: _Handler, host: str, port: int, reuse_port: bool) -> Any:
+    """aiosmtpd's threaded controller; with ``reuse_port`` its socket sets SO_REUSEPORT, so that
+    several server processes listen on one port and the kernel spreads connections over them."""
+    from aiosmtpd.controller import Controller
+
+    class SharedPortController(Controller):
+        def _create_server(self) -> Any:
+            return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                           ssl=self.ssl_context, reuse_port=True)
+
+    return (SharedPortController if reuse_port else Controller)(handler, hostname=host, port=port)
+
+
 class LocalSmtpServer:
     """An in-process SMTP server storing into a Mailbox (aiosmtpd's threaded Controller)."""
 
-    def __init__(self, mailbox_dir: Path | str, host: str = "127.0.0.1", port: int = 0) -> None:
-        from aiosmtpd.controller import Controller
-
+    def __init__(self, mailbox_dir: Path | str, host: str = "127.0.0.1", port: int = 0, *,
+                 reuse_port: bool = False) -> None:
         self.mailbox = Mailbox(mailbox_dir)
         self.host = host
         self.port = port or free_port(host)
-        self._controller = Controller(_Handler(self.mailbox), hostname=host, port=self.port)
+        self.reuse_port = reuse_port
+        self._controller = _controller(_Handler(self.mailbox), host, self.port, reuse_port)
         self._running = False
 
     @property
@@ -144,10 +162,8 @@ class LocalSmtpServer:
 
     def start(self) -> LocalSmtpServer:
         """Start serving (again, on the same port, after ``stop``: tests take SMTP away and back)."""
-        from aiosmtpd.controller import Controller
-
         if self._controller.loop.is_closed():  # a stopped controller cannot start again
-            self._controller = Controller(_Handler(self.mailbox), hostname=self.host, port=self.port)
+            self._controller = _controller(_Handler(self.mailbox), self.host, self.port, self.reuse_port)
         self._controller.start()
         self._running = True
         return self
@@ -161,14 +177,21 @@ class LocalSmtpServer:
 # --------------------------------------------------------------------------- dev stack process
 
 
-def start_process(mailbox_dir: Path, log_path: Path, host: str = "127.0.0.1") -> tuple[int, str]:
-    """Start the SMTP server as a detached process; wait until it accepts connections.
-    Returns (pid, "host:port")."""
+DEFAULT_PROCESSES = 2  # one Python process saturated at about 120 sends a second (figures.md)
+
+
+def start_process(mailbox_dir: Path, log_path: Path, host: str = "127.0.0.1",
+                  processes: int | None = None) -> tuple[int, str]:
+    """Start the SMTP server as a detached process (which starts ``processes - 1`` more on the
+    same port, ``BOXOFFICE_SMTP_PROCESSES``, default 2); wait until it accepts connections.
+    Returns (pid, "host:port"); stopping that pid stops them all."""
     port = free_port(host)
+    count = processes or int(os.environ.get("BOXOFFICE_SMTP_PROCESSES", DEFAULT_PROCESSES))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", SERVER_MARKER, "--host", host, "--port", str(port), "--dir", str(mailbox_dir)],
+            [sys.executable, "-m", SERVER_MARKER, "--host", host, "--port", str(port), "--dir", str(mailbox_dir),
+             "--processes", str(count)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
@@ -222,14 +245,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes on the one port (SO_REUSEPORT); this one starts the others")
+    parser.add_argument("--follower", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    server = LocalSmtpServer(args.dir, args.host, args.port).start()
+    shared = args.processes > 1 or args.follower
+    if args.follower:
+        _die_with_parent()
+    server = LocalSmtpServer(args.dir, args.host, args.port, reuse_port=shared).start()
+    followers = [subprocess.Popen([sys.executable, "-m", SERVER_MARKER, "--host", args.host, "--port", str(args.port),
+                                   "--dir", args.dir, "--follower"], stdin=subprocess.DEVNULL)
+                 for _ in range(args.processes - 1)] if not args.follower else []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"smtp listening on {server.address}, mailbox {args.dir}", flush=True)
+    print(f"smtp listening on {server.address} ({1 + len(followers)} process(es)), mailbox {args.dir}", flush=True)
     stop.wait()
+    for follower in followers:
+        follower.terminate()
     server.stop()
+    for follower in followers:
+        try:
+            follower.wait(5)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+
+
+def _die_with_parent() -> None:
+    """A follower ends when the process that started it ends, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

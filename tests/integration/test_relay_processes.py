@@ -17,6 +17,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from boxoffice.messaging.backlog import unpublished_count
+from boxoffice.messaging.relay_leases import partition_of
 from boxoffice.messaging.subscribers import Subscription
 from boxoffice.messaging.topology import SubscriptionSpec, Topology, delete_topology, ensure_topology, publisher_client
 from boxoffice.runtime.messaging_runner import subscriber_for
@@ -75,12 +76,18 @@ def test_two_relay_processes_keep_per_event_order_and_lose_nothing_when_one_is_k
     consumer.start()
     relays = {name: _relay(stack.project, ordered.suffix, name) for name in ("relay-a", "relay-b")}
 
-    def holders():
-        return {s.get("holder") for s in db.collection("relay_leases").stream()
-                if s.id.startswith(ordered.topic_id())}
+    def leases() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for snap in db.collection("relay_leases").stream():
+            if snap.id.startswith(ordered.topic_id()):
+                out[str(snap.get("holder"))].append(int(snap.get("partition")))
+        return dict(out)
 
     try:
-        assert wait_until(lambda: holders() == {"relay-a", "relay-b"}, timeout_s=60), holders()  # shares settled
+        # Shares settled: four partitions each (a relay claims up to ceil(partitions / live relays)).
+        assert wait_until(lambda: sorted(map(len, leases().values())) == [4, 4] and set(leases()) == set(relays),
+                          timeout_s=60), leases()
+        at_start = leases()
         def buy(i: int) -> None:
             event = events[i % len(events)]
             purchase_tickets(db, event, f"u{i:03d}", 1, f"k{i}")
@@ -88,6 +95,12 @@ def test_two_relay_processes_keep_per_event_order_and_lose_nothing_when_one_is_k
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(buy, range(90)))
             assert wait_until(lambda: unpublished_count(db) == 0, timeout_s=60)
+            first_half: dict[str, int] = defaultdict(int)
+            for snap in db.collection(OUTBOX).stream():
+                first_half[str(snap.get("published_by"))] += 1
+            marked_before_the_kill = {snap.id for snap in db.collection(OUTBOX).stream()}
+            assert set(first_half) == set(relays), (first_half, "leases at the start", at_start, "now", leases(),
+                                                    "partitions of the events", sorted({partition_of(e, 8) for e in events}))
             relays["relay-a"].send_signal(signal.SIGKILL)  # mid-sale, leases still held
             relays["relay-a"].wait(10)
             list(pool.map(buy, range(90, 180)))
@@ -113,5 +126,9 @@ def test_two_relay_processes_keep_per_event_order_and_lose_nothing_when_one_is_k
     assert len(outbox) == 180
     assert dict(first_seen) == dict(commit_order)  # every message, each event's in commit order
     assert set(by_relay) == {"relay-a", "relay-b"}, by_relay
+    # Taking relay-a's partitions over, relay-b publishes none of what relay-a had published and
+    # marked (it once kept such messages from its own earlier polls and published them again).
+    again = sorted(mid for mid, doc in outbox if mid in marked_before_the_kill and doc.get("publish_attempts") != 1)
+    assert again == [], again
     unmarked = list(db.collection(OUTBOX).where(filter=FieldFilter("published_at", "==", None)).stream())
     assert unmarked == []

@@ -232,8 +232,16 @@ class OutboxRelay:
 
     def _sweep_into_pending(self) -> None:
         started = time.monotonic()
+        with self._lock:
+            known = set(self._pending)
         found = {s.id: s.to_dict() or {} for s in unpublished_query(self.db, self.settings.sweep_limit).stream()}
         with self._lock:
+            if len(found) < self.settings.sweep_limit:
+                # A complete answer: what this relay knew as pending before the query and the
+                # query no longer lists was published since, most likely by the relay holding its
+                # partition. Forget it, or taking that partition over later would publish it again.
+                for mid in known - found.keys():
+                    self._pending.pop(mid, None)
             # A message published while the query ran may still be in its result: skip those.
             self._pending.update({mid: doc for mid, doc in found.items()
                                   if self._published_at.get(mid, 0.0) < started})

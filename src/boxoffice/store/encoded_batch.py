@@ -17,17 +17,15 @@ messages.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.batch import WriteBatch
 from google.cloud.firestore_v1.types import common as common_types
 from google.cloud.firestore_v1.types import write as write_types
-from google.protobuf import timestamp_pb2
 
 _WritePb: Any = write_types.Write.pb()
 _REQUEST_TIME = write_types.DocumentTransform.FieldTransform.ServerValue.REQUEST_TIME
@@ -35,15 +33,6 @@ _REQUEST_TIME = write_types.DocumentTransform.FieldTransform.ServerValue.REQUEST
 
 class _Unsupported(Exception):
     """A value or option this encoder leaves to the library."""
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """As ``encode_value``: nanoseconds kept when given, a naive datetime taken as UTC."""
-    if isinstance(value, DatetimeWithNanoseconds):
-        return cast(timestamp_pb2.Timestamp, value.timestamp_pb())
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    seconds, micros = divmod(calendar.timegm(aware.utctimetuple()) * 10**6 + aware.microsecond, 10**6)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def _fill(target: Any, value: Any) -> None:
@@ -58,8 +47,10 @@ def _fill(target: Any, value: Any) -> None:
         target.double_value = value
     elif isinstance(value, str):
         target.string_value = value
-    elif isinstance(value, datetime):
-        target.timestamp_value.CopyFrom(_timestamp(value))
+    elif isinstance(value, DatetimeWithNanoseconds):  # as encode_value: its nanoseconds kept
+        target.timestamp_value.CopyFrom(value.timestamp_pb())
+    elif isinstance(value, datetime):  # protobuf's own conversion (a naive datetime is UTC)
+        target.timestamp_value.FromDatetime(value)
     elif type(value) is bytes:
         target.bytes_value = value
     elif isinstance(value, (list, tuple)):

@@ -304,16 +304,17 @@ class EventAllocator:
             t_decide = time.perf_counter()
             moment = datetime.now(UTC)
             before = book.copy() if book is not None and remembered else None
-            allocation = allocate(event, stock, fresh, counted, counted_types=counted_types, seats=book,
-                                  now=moment)
+
+            def decide(stock: Stock, seats: SeatBook | None) -> Allocation:
+                return allocate(event, stock, fresh, counted, counted_types=counted_types, seats=seats, now=moment)
+
+            allocation = decide(stock, book)
             if remembered and any(isinstance(d, Refusal) and isinstance(d.error, SoldOut)
                                   for d in allocation.decisions):
                 # The remembered stock is a lower bound (tickets given back since are not in it):
                 # nobody is refused for lack of tickets without a look at the shards themselves.
-                stock, _ = self._stock(fresh=True)
                 book = before
-                allocation = allocate(event, stock, fresh, counted, counted_types=counted_types, seats=book,
-                                      now=moment)
+                allocation = decide(self._stock(fresh=True)[0], book)
         decisions = made + allocation.decisions
         taken = _taken([d for d in decisions if isinstance(d, Grant)])
         batch_id = secrets.token_hex(4)

@@ -3,8 +3,9 @@
 - ``on_inventory_written``: every write to ``events/{eventId}/inventory/{shardId}`` runs the
   same ``deliver(handle_inventory_change)`` as the local worker (retries with backoff and
   jitter inside the invocation, then a dead letter in ``trigger_failures``).
-- ``reconcile_inventory``: every minute, sweep expired holds and recompute the summary of each
-  event with an unresolved dead letter.
+- ``reconcile_inventory``: every minute, sweep expired holds, rewrite the sections of seats given
+  back while no allocator held their event's lease (``services.sections``), and recompute the
+  summary of each event with an unresolved dead letter.
 
 The Python SDK cannot ask Eventarc to retry a failed Firestore trigger
 (firebase/firebase-functions-python#165), so no change may depend on a redelivery: the
@@ -25,6 +26,7 @@ from google.cloud.firestore_v1 import DocumentSnapshot
 
 from boxoffice.runtime import root
 from boxoffice.services.holds import release_expired_holds
+from boxoffice.services.sections import sweep_released_sections
 from boxoffice.triggers.inventory import InventoryChange, deliver, reconcile_failures
 
 
@@ -56,4 +58,5 @@ def on_inventory_written(event: firestore_fn.Event[Change[DocumentSnapshot[Any] 
 def reconcile_inventory(event: scheduler_fn.ScheduledEvent) -> None:
     db = root.cloud().firestore()
     release_expired_holds(db)
+    sweep_released_sections(db)
     reconcile_failures(db)

@@ -50,6 +50,7 @@ from boxoffice.runtime.inventory_loop import InventoryTriggerLoop
 from boxoffice.runtime.messaging_runner import SubscriberSettings, build_loops
 from boxoffice.runtime.worker import BackgroundLoop, PeriodicLoop, Worker
 from boxoffice.services.holds import release_expired_holds
+from boxoffice.services.sections import sweep_released_sections
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def inventory_trigger_part(db: firestore.Client) -> BackgroundLoop:
 
 def hold_sweeper_part(db: firestore.Client) -> BackgroundLoop:
     interval_s = float(os.environ.get(HOLD_SWEEP_ENV, "2.0"))
-    return PeriodicLoop(HOLD_SWEEPER, lambda: release_expired_holds(db), interval_s)
+    return PeriodicLoop(HOLD_SWEEPER, lambda: (release_expired_holds(db), sweep_released_sections(db)), interval_s)
 
 
 def relay_part(db: firestore.Client) -> BackgroundLoop:

@@ -8,8 +8,10 @@ An order with ticket types is cancelled by ticket or by type (``types``: n ticke
 type); each ticket goes back to the shards of every quota its type takes from
 (``domain.model.ticket_shards``), the buyer's count of each type goes down, and the refund is
 priced per line. A seated ticket's seat document is deleted in the same commit, with a marker
-for the event's allocator, the only writer that takes seats and of the section documents: it
-frees the seat in its in-memory seat book before its next decision (``services.allocator``). The order and each
+for the event's allocator, the only writer that takes seats and (while it holds the lease) of
+the section documents: it frees the seat in its in-memory seat book before its next decision
+(``services.allocator``); when no allocator holds the lease (a closed sale), the section is
+rewritten right after the commit (``services.sections``). The order and each
 voided ticket are guarded by the ``update_time`` that was read, so two concurrent
 cancellations cannot void a ticket twice; tickets already void are skipped, so cancelling
 twice is harmless (the second call writes nothing and returns the order).
@@ -41,6 +43,7 @@ from boxoffice.domain.model import (
 )
 from boxoffice.log import kv
 from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
+from boxoffice.services.sections import rewrite_after_release
 from boxoffice.store.allocation import stage_buyer, stage_free_seats
 from boxoffice.store.documents import (
     event_from_doc,
@@ -134,6 +137,9 @@ def cancel_order(
     kv(log, logging.INFO, "order.cancelled", order_id=order_id, event_id=order.event_id, user_id=order.user_id,
        cancelled=refund.quantity if refund else 0, refund_id=refund.id if refund else None,
        by_organiser=by_organiser, status=order.status.value)
+    seat_of = ticket_seats_of(order)
+    if refund is not None and any(t in seat_of for t in refund.ticket_ids):
+        rewrite_after_release(db, order.event_id)  # no allocator for the event: shown free now
     return order
 
 

@@ -52,6 +52,7 @@ from boxoffice.log import kv
 from boxoffice.retry import DEFAULT_BACKOFF, Backoff, commit_with_retries
 from boxoffice.services.admission import ask
 from boxoffice.services.purchasing import PurchaseResult, make_request
+from boxoffice.services.sections import rewrite_after_release
 from boxoffice.store.allocation import stage_buyer, stage_free_seats, stage_order, stage_seats
 from boxoffice.store.documents import (
     HOLDS,
@@ -243,6 +244,8 @@ def release_hold(
 
     hold, _ = commit_with_retries("release the hold", attempt, deadline_s=deadline_s, backoff=backoff)
     kv(log, logging.INFO, "hold.released", hold_id=hold_id, event_id=hold.event_id, user_id=user_id)
+    if hold.seat_ids:
+        rewrite_after_release(db, hold.event_id)  # no allocator for the event: shown free now
     return hold
 
 
@@ -262,7 +265,7 @@ def release_expired_holds(db: firestore.Client, now: datetime | None = None, lim
         .limit(limit)
     )
     released = 0
-    events: set[str] = set()
+    seated: set[str] = set()
     for snap in query.stream():
         hold = hold_from_doc(snap.id, snap.to_dict() or {})
         batch = db.batch()
@@ -272,7 +275,10 @@ def release_expired_holds(db: firestore.Client, now: datetime | None = None, lim
         except (gexc.FailedPrecondition, gexc.Conflict, gexc.NotFound):
             continue  # confirmed, released or expired by someone else since the query: theirs
         released += 1
-        events.add(hold.event_id)
+        if hold.seat_ids:
+            seated.add(hold.event_id)
         kv(log, logging.INFO, "hold.expired", hold_id=hold.id, event_id=hold.event_id, user_id=hold.user_id,
            quantity=hold.quantity)
+    for event_id in sorted(seated):
+        rewrite_after_release(db, event_id)  # events with no allocator: their seats shown free now
     return released

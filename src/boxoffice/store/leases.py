@@ -132,6 +132,49 @@ def release(db: firestore.Client, lease: Lease) -> None:
             pass
 
 
+@dataclass(frozen=True)
+class IdleLease:
+    """The lease document as read while no allocator held it (absent, or expired): a writer that
+    acts in the allocator's stead (``services.sections``) fences its commit on it
+    (``stage_idle_fence``)."""
+
+    event_id: str
+    version: Any  # update_time as read; None when the document did not exist
+    read_time: datetime
+    sections_at: datetime | None  # when such a writer last wrote section documents
+
+    def wait_s(self, min_interval_s: float) -> float:
+        """How long to wait before the next section write keeps to ``min_interval_s``."""
+        if self.sections_at is None:
+            return 0.0
+        return max(0.0, min_interval_s - (self.read_time - self.sections_at).total_seconds())
+
+
+def read_idle_lease(db: firestore.Client, event_id: str) -> IdleLease | None:
+    """The event's lease if no allocator holds it now; None while one does (unexpired)."""
+    snap = lease_ref(db, event_id).get()
+    now = snap.read_time or _now()
+    if not snap.exists:
+        return IdleLease(event_id, None, now, None)
+    doc = snap.to_dict() or {}
+    if doc.get("expires_at") and doc["expires_at"] > now:
+        return None
+    return IdleLease(event_id, snap.update_time, now, doc.get("sections_at"))
+
+
+def stage_idle_fence(db: firestore.Client, writer: Any, idle: IdleLease) -> None:
+    """Stage a stamp (``sections_at``) on the lease document guarded by the version read while it
+    was idle (``create`` when there was none). An allocator that takes the lease meanwhile writes
+    the document first (``try_acquire``), so the whole commit fails: whatever acts in an absent
+    allocator's stead can never overwrite what a holder writes with an older view. A zombie
+    holder whose lease expired loses it to this write, as it would to a new holder."""
+    fields = {"sections_at": firestore.SERVER_TIMESTAMP}
+    if idle.version is None:
+        writer.create(lease_ref(db, idle.event_id), fields)
+    else:
+        writer.update(lease_ref(db, idle.event_id), fields, option=db.write_option(last_update_time=idle.version))
+
+
 def read_queue_progress(db: firestore.Client, event_id: str) -> QueueProgress | None:
     """The event's queue progress as its allocator last wrote it (None before any); ``live`` says
     whether an allocator holds the lease now (one document read)."""

@@ -86,6 +86,14 @@ DEFAULT_LEASE_TTL_S = 5.0
 COMMIT_RETRIES = 5
 ANSWERED_REMEMBERED = 200_000  # request ids kept to skip repeats unread (about 20 MB at most)
 STOCK_REMEMBERED_S = 1.0  # how long the stock left after a commit stands in for reading the shards
+# The deadline of an idle turn's pull. Pub/Sub holds a pull until a message comes (the pull
+# returns then: measured 0.02-0.06 s after the publish on the emulator) or the deadline; the
+# emulator answers a pull whose deadline is 1 s or less at once, empty, and holds a longer one
+# for its deadline minus about 1 s. With the 0.5 s this was, an idle allocator spun: about 1,100
+# empty pulls a second, a core of CPU between it and the Pub/Sub emulator. 1.25 s: a held pull
+# on both (0.25 s on the emulator), and idle chores (lease renewal at half the 5 s lease,
+# sections and summary at most once a second) still run at least every 1.25 s.
+PULL_DEADLINE_S = 1.25
 
 
 @dataclass
@@ -151,7 +159,7 @@ class EventAllocator:
 
     # --- the loop's turn ------------------------------------------------------------------
 
-    def step(self, pull_timeout_s: float = 0.5) -> int:
+    def step(self, pull_timeout_s: float = PULL_DEADLINE_S) -> int:
         """One turn: the number of requests answered (0 when idle or not the lease holder)."""
         if not self._hold_lease():
             return 0

@@ -2,7 +2,9 @@
 
 `stack` (session): the local emulator stack via running_stack(): emulators named by
 FIRESTORE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST, else a `boxoffice dev up` stack, else its own
-(started once, stopped at session end). Run `boxoffice dev up` once to make test runs start instantly.
+(started once, stopped at session end, by pid; a run ended by SIGTERM, say by `timeout` or a CI
+runner, unwinds like Ctrl-C and stops them too: `emulators.sigterm_unwinds`). Run `boxoffice dev
+up` once to make test runs start instantly.
 
 `allocator` (session): one allocator process (`boxoffice worker --only allocator`) on the
 stack, as production runs it beside the app instances: purchases and holds are answered by it.

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -87,6 +91,34 @@ def test_stop_stack_kills_what_it_started(tmp_path):
     assert not em.host_answers(own.firestore_host)
     assert not em.host_answers(own.pubsub_host)
     em.stop_stack(own)  # idempotent
+
+
+def test_a_sigterm_stops_the_emulators_a_running_stack_started(tmp_path):
+    """`timeout` or a CI runner ends a test run with SIGTERM: the stack must still stop the
+    emulators it started, by pid (the test session's `stack` fixture is this context)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")}
+    env["BOXOFFICE_STATE_DIR"] = str(tmp_path)  # no recorded `dev up` stack to reuse
+    code = ("import time\nfrom boxoffice.runtime.emulators import running_stack\n"
+            "with running_stack('demo-sigterm', pubsub=False) as s:\n"
+            "    print(' '.join(map(str, s.pids)), flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stderr.log", "wb"))  # noqa: SIM115 - the child keeps it
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 180)
+        assert ready, "the emulator did not start"
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 1 and em.pid_alive(pids[0]), (tmp_path / "stderr.log").read_text()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        assert not em.pid_alive(pids[0]), "the SIGTERMed run left its emulator running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in pids:
+            if em.pid_alive(pid):
+                em.stop_emulator(pid)
 
 
 def test_dev_cli_up_status_down(tmp_path, monkeypatch):

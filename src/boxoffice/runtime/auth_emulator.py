@@ -31,7 +31,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from boxoffice.runtime.emulators import EmulatorNotFound, EmulatorStartError, default_state_dir, pid_alive
+from boxoffice.runtime.emulators import (
+    EmulatorNotFound,
+    EmulatorStartError,
+    default_state_dir,
+    pid_alive,
+    sigterm_unwinds,
+)
 
 HOST = "127.0.0.1"
 SCRIPT = Path(__file__).with_name("auth_emulator.js")
@@ -184,21 +190,23 @@ def forget(state_dir: Path | None = None) -> None:
 def running_auth_emulator(project: str = "demo-boxoffice") -> Iterator[AuthEmulator]:
     """An Auth emulator to use (see module docstring); sets FIREBASE_AUTH_EMULATOR_HOST inside."""
     env_host = os.environ.get(ENV)
-    if env_host:
-        emu = AuthEmulator(host=env_host, pid=None)
-    else:
-        rec = recorded_auth_emulator()
-        emu = AuthEmulator(host=rec.host, pid=None) if rec else start_auth_emulator(project)
-    saved = os.environ.get(ENV)
-    os.environ[ENV] = emu.host
-    try:
-        yield emu
-    finally:
-        if saved is None:
-            os.environ.pop(ENV, None)
+    rec = None if env_host else recorded_auth_emulator()
+    with sigterm_unwinds(enabled=not env_host and rec is None) as unwinding:  # ours to stop, a SIGTERM's too
+        if env_host:
+            emu = AuthEmulator(host=env_host, pid=None)
         else:
-            os.environ[ENV] = saved
-        stop_auth_emulator(emu)
+            emu = AuthEmulator(host=rec.host, pid=None) if rec else start_auth_emulator(project)
+        saved = os.environ.get(ENV)
+        os.environ[ENV] = emu.host
+        try:
+            yield emu
+        finally:
+            unwinding()
+            if saved is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = saved
+            stop_auth_emulator(emu)
 
 
 def clear_accounts(host: str, project: str) -> None:

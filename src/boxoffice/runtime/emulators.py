@@ -13,6 +13,7 @@ Public API::
     start_stack(...)           start emulators, return a Stack
     stop_stack(stack)          stop the processes the Stack says we started
     running_stack(...)         context manager: reuse from env / `boxoffice dev up`, else start+stop
+                               (a SIGTERM unwinds it too: ``sigterm_unwinds``)
     clear_firestore(s, proj)   delete every document in the emulator for a project
     load_rules(host, proj)     make the emulator enforce firestore.rules for web clients
     firestore_client(stack)    google.cloud.firestore.Client bound to the emulator
@@ -34,10 +35,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +64,7 @@ __all__ = [
     "remove_state",
     "restart_pubsub_emulator",
     "running_stack",
+    "sigterm_unwinds",
     "start_pubsub_emulator",
     "start_stack",
     "state_file",
@@ -566,10 +569,47 @@ def _wait_answers(host: str, what: str, timeout: float = 10.0) -> None:
 _ENV_KEYS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
 
 
+_sigterm_received = False
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    global _sigterm_received
+    _sigterm_received = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextmanager
+def sigterm_unwinds(enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """While inside, a SIGTERM (``timeout``, a CI runner, a supervisor) raises ``KeyboardInterrupt``
+    in the main thread, as Ctrl-C does, so the ``finally`` blocks and pytest's session teardown
+    that stop what this process started (by pid) run, instead of the process dying with its
+    emulators left behind. Yields ``unwinding()``: call it first thing in that cleanup, so that a
+    SIGTERM cannot cut the cleanup short (ignored until the block is left; for good once one came).
+
+    Nests (an Auth emulator inside a stack). Does nothing when not ``enabled``, off the main thread
+    (signals are delivered there only), or when SIGTERM has a handler of someone else's."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not enabled or threading.current_thread() is not threading.main_thread() or \
+            previous not in (signal.SIG_DFL, _interrupt_on_sigterm):
+        yield lambda: None
+        return
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        yield _ignore_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if _sigterm_received else previous)
+
+
 @contextmanager
 def running_stack(project: str = "demo-boxoffice", *, pubsub: bool = True) -> Iterator[Stack]:
     """A stack to use: emulators from FIRESTORE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST, else the one
-    `boxoffice dev up` recorded, else our own (stopped on exit). Sets the emulator env vars inside."""
+    `boxoffice dev up` recorded, else our own (stopped on exit, a SIGTERM's too:
+    ``sigterm_unwinds``). Sets the emulator env vars inside."""
     env_fs = os.environ.get("FIRESTORE_EMULATOR_HOST") or None
     env_ps = (os.environ.get("PUBSUB_EMULATOR_HOST") or None) if pubsub else None
     sd = default_state_dir()
@@ -588,28 +628,30 @@ def running_stack(project: str = "demo-boxoffice", *, pubsub: bool = True) -> It
             if need_ps and rec.pubsub_host:
                 ps_host, need_ps = rec.pubsub_host, False
     own: tuple[int, ...] = ()
-    if need_fs or need_ps:
-        _ensure_state_dir(sd)
-        new_fs, new_ps, own = _start(project, firestore=need_fs, pubsub=need_ps, state_dir=sd)
-        fs_host = fs_host or new_fs
-        ps_host = ps_host or new_ps
-    assert fs_host is not None
-    stack = Stack(project=project, firestore_host=fs_host, pubsub_host=ps_host, pids=own, state_dir=sd)
-    saved = {k: os.environ.get(k) for k in _ENV_KEYS}
-    try:
-        os.environ["FIRESTORE_EMULATOR_HOST"] = fs_host
-        if ps_host:
-            os.environ["PUBSUB_EMULATOR_HOST"] = ps_host
-        os.environ["GOOGLE_CLOUD_PROJECT"] = project
-        os.environ["GCLOUD_PROJECT"] = project
-        yield stack
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        stop_stack(stack)
+    with sigterm_unwinds(enabled=need_fs or need_ps) as unwinding:
+        if need_fs or need_ps:
+            _ensure_state_dir(sd)
+            new_fs, new_ps, own = _start(project, firestore=need_fs, pubsub=need_ps, state_dir=sd)
+            fs_host = fs_host or new_fs
+            ps_host = ps_host or new_ps
+        assert fs_host is not None
+        stack = Stack(project=project, firestore_host=fs_host, pubsub_host=ps_host, pids=own, state_dir=sd)
+        saved = {k: os.environ.get(k) for k in _ENV_KEYS}
+        try:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = fs_host
+            if ps_host:
+                os.environ["PUBSUB_EMULATOR_HOST"] = ps_host
+            os.environ["GOOGLE_CLOUD_PROJECT"] = project
+            os.environ["GCLOUD_PROJECT"] = project
+            yield stack
+        finally:
+            unwinding()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            stop_stack(stack)
 
 
 def clear_firestore(stack_or_host: Stack | str, project: str | None = None) -> None:

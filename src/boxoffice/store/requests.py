@@ -256,28 +256,57 @@ class AnswerBoard:
                     self._waiting[request_id] = left
 
     def _wait(self, request_id: str, attempt: int, timeout_s: float) -> Answer | None:
+        if self.mode == "listen":
+            return self._wait_listening(request_id, attempt, timeout_s)
+        return self._wait_polled(request_id, attempt, timeout_s)
+
+    def _wait_polled(self, request_id: str, attempt: int, timeout_s: float) -> Answer | None:
+        """Poll mode: the reader thread (``_poll``) files the answer; wait until it does."""
+        give_up = time.monotonic() + timeout_s
+        with self._cv:
+            while True:
+                # An older attempt's answer is dropped, so that the reader reads the document again.
+                found = self._take(request_id, attempt, drop_older=True)
+                if found is not None:
+                    return found
+                now = time.monotonic()
+                if now >= give_up:
+                    return None
+                self._cv.wait(give_up - now)
+
+    def _wait_listening(self, request_id: str, attempt: int, timeout_s: float) -> Answer | None:
+        """Listen mode: the listener files the answer; the document itself is also read every
+        ``POLL_S``, which is the truth should the listener lag or miss it."""
         give_up = time.monotonic() + timeout_s
         next_read = time.monotonic() + self.POLL_S
         while True:
             with self._cv:
-                found = self._answers.get(request_id)
-                if found is not None and found.attempt >= attempt:
-                    if self._waiting.get(request_id, 0) <= 1:
-                        self._answers.pop(request_id, None)
+                found = self._take(request_id, attempt, drop_older=False)
+                if found is not None:
                     return found
-                if found is not None and self.mode == "poll":
-                    self._answers.pop(request_id, None)  # an older attempt's answer: read again
                 now = time.monotonic()
                 if now >= give_up:
                     return None
-                self._cv.wait(min(give_up, next_read) - now if self.mode == "listen" else give_up - now)
-            if self.mode == "listen" and time.monotonic() >= next_read:
+                self._cv.wait(min(give_up, next_read) - now)
+            if time.monotonic() >= next_read:
                 next_read = time.monotonic() + self.POLL_S
                 snap = request_ref(self.db, request_id).get()
                 if snap.exists:
                     answer = answer_from_doc(request_id, snap.to_dict() or {})
                     if answer.attempt >= attempt:
                         return answer
+
+    def _take(self, request_id: str, attempt: int, *, drop_older: bool) -> Answer | None:
+        """The filed answer of at least ``attempt`` (kept for other calls waiting on the same id).
+        Call with ``_cv`` held."""
+        found = self._answers.get(request_id)
+        if found is not None and found.attempt >= attempt:
+            if self._waiting.get(request_id, 0) <= 1:
+                self._answers.pop(request_id, None)
+            return found
+        if found is not None and drop_older:
+            self._answers.pop(request_id, None)
+        return None
 
     def close(self) -> None:
         with self._cv:

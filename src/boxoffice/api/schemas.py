@@ -17,6 +17,7 @@ from boxoffice.domain.availability import Summary, compute_summary
 from boxoffice.domain.model import MAX_PER_ORDER, MAX_SHARDS, Event, Hold, Order, Ticket, initial_shards
 from boxoffice.domain.queue_progress import Place
 from boxoffice.domain.ticket_types import OrderLine
+from boxoffice.services.events import live_counts
 from boxoffice.services.releases import MAX_RELEASE
 from boxoffice.services.waitlist import WaitlistEntry
 
@@ -216,6 +217,12 @@ class EventOut(BaseModel):
                           for t in event.ticket_types.types],
             seated=event.seat_map is not None,
         )
+
+    @classmethod
+    def counted(cls, db: Any, event: Event) -> EventOut:
+        """The event as its organiser is answered (its GET, a release, a sale status change, the
+        CLI's --json): availability counted from the inventory shards just now."""
+        return cls.of(event, Availability.counted(live_counts(db, event)))
 
 
 class TicketTypeOut(BaseModel):

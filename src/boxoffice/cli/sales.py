@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import typer
 
-from boxoffice.api.schemas import Availability, EventOut, HoldOut, OrderOut, WaitlistLeft, WaitlistOut
+from boxoffice.api.schemas import EventOut, HoldOut, OrderOut, WaitlistLeft, WaitlistOut
 from boxoffice.cli.output import JsonOpt, client, emit, exit_on_error, money
 from boxoffice.domain import errors
-from boxoffice.domain.model import Event
 from boxoffice.services.cancellations import cancel_order
-from boxoffice.services.events import live_counts
 from boxoffice.services.holds import confirm_hold, hold_tickets, release_hold
 from boxoffice.services.purchasing import purchase_tickets
 from boxoffice.services.releases import release_tickets, set_sale_status
@@ -122,7 +119,7 @@ def release(event_id: str, quantity: int = typer.Option(..., "--quantity", "-q")
     db = client()
     with exit_on_error(as_json):
         ev = release_tickets(db, event_id, quantity, type_id=type_)
-    emit(as_json, {"ok": True, "event": _counted(db, ev)},
+    emit(as_json, {"ok": True, "event": EventOut.counted(db, ev)},
          f"released {quantity}: capacity {ev.capacity}, {ev.shard_count} shards")
 
 
@@ -138,13 +135,7 @@ def sale(event_id: str, action: str = typer.Argument(..., help="pause | resume |
             raise errors.InvalidRequest(f"action must be pause, resume or close, got {action!r}")
         db = client()
         ev = set_sale_status(db, event_id, status)
-    emit(as_json, {"ok": True, "event": _counted(db, ev)}, f"event {ev.id} is {ev.status.value}")
-
-
-def _counted(db: Any, event: Event) -> EventOut:
-    """The event as the API answers its organiser after a release or a sale change: counted from
-    the shards."""
-    return EventOut.of(event, Availability.counted(live_counts(db, event)))
+    emit(as_json, {"ok": True, "event": EventOut.counted(db, ev)}, f"event {ev.id} is {ev.status.value}")
 
 
 @waitlist_app.command("join")

@@ -62,7 +62,7 @@ def show_event(event_id: EventId, db: Db, caller: MaybeSignedIn) -> EventOut:
     A draft is shown to its organiser only."""
     event, summary = service.show_event(db, event_id, caller.uid if caller else None)
     if caller is not None and caller.uid == event.organiser_id:
-        return EventOut.of(event, Availability.counted(service.live_counts(db, event)))
+        return EventOut.counted(db, event)
     return EventOut.of(event, Availability.of_summary(event, summary))
 
 

@@ -12,9 +12,8 @@ from fastapi import APIRouter, Path
 
 from boxoffice.api.deps import Db, Organiser
 from boxoffice.api.problems import responses
-from boxoffice.api.schemas import ID_PATTERN, Availability, EventOut, ReleaseIn, SaleStatusIn
+from boxoffice.api.schemas import ID_PATTERN, EventOut, ReleaseIn, SaleStatusIn
 from boxoffice.services import releases as service
-from boxoffice.services.events import live_counts
 
 router = APIRouter(prefix="/v1/events/{event_id}", tags=["sales"])
 EventId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -26,7 +25,7 @@ def release_tickets(event_id: EventId, body: ReleaseIn, caller: Organiser, db: D
     """Add tickets to the event's inventory (a sold-out event goes back on sale and its waitlist
     is offered them). Not idempotent: every call adds tickets. A closed sale is a 409."""
     event = service.release_tickets(db, event_id, body.quantity, organiser_id=caller.uid, type_id=body.type_id)
-    return EventOut.of(event, Availability.counted(live_counts(db, event)))
+    return EventOut.counted(db, event)
 
 
 @router.put("/sale-status", response_model=EventOut,
@@ -39,4 +38,4 @@ def set_sale_status(event_id: EventId, body: SaleStatusIn, caller: Organiser, db
     sale cannot reopen (409 `invalid_sale_transition`).
     """
     event = service.set_sale_status(db, event_id, body.status, organiser_id=caller.uid)
-    return EventOut.of(event, Availability.counted(live_counts(db, event)))
+    return EventOut.counted(db, event)

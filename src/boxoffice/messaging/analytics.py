@@ -42,6 +42,7 @@ from boxoffice.store.messaging import analytics_shard_ref, analytics_shards_col,
 
 SUBSCRIPTION = ANALYTICS
 HANDLED = ANALYTICS_TYPES
+TYPE_COUNTERS = ("orders", "tickets_sold", "revenue", "tickets_cancelled", "refunds")  # per ticket type
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,3 @@ def read_stats(db: firestore.Client, event_id: str) -> EventStats:
                 row[k] += _int((counts or {}).get(k))
         currency = currency or doc.get("currency")
     return EventStats(event_id=event_id, currency=currency, per_minute=per_minute, types=types, **totals)
-
-
-TYPE_COUNTERS = ("orders", "tickets_sold", "revenue", "tickets_cancelled", "refunds")

@@ -33,7 +33,20 @@ def test_an_email_carries_a_deterministic_message_id_and_matching_headers():
     b = email.compose("order_confirmed", d, "a@x.test", "A", "from@x.test")
     assert a["Message-ID"] == b["Message-ID"] == "<o_1.confirmed@boxoffice>"
     assert (a["X-Boxoffice-Order"], a["X-Boxoffice-Kind"], a["X-Boxoffice-Event"]) == ("o_1", "order_confirmed", "ev1")
-    assert "50.00 EUR" in a.get_content()
+    assert "50.00 EUR" in a.get_payload(decode=True).decode()
+
+
+def test_an_email_with_non_ascii_text_goes_out_as_ascii_and_reads_back_the_same():
+    from email import message_from_bytes, policy
+
+    d = wire.Delivered("o_2.cancelled", "order.cancelled", "év-1",
+                       {"order_id": "o_2", "quantity": 1, "amount": 4500, "currency": "EUR"})
+    raw = email.compose("order_cancelled", d, "z@x.test", "Zoë Ångström", "from@x.test").as_bytes()
+    assert raw.isascii()  # quoted-printable body, RFC 2047 headers
+    back = message_from_bytes(raw, policy=policy.default)
+    assert back["X-Boxoffice-Event"] == "év-1" and back["Message-ID"] == "<o_2.cancelled@boxoffice>"
+    assert back["Subject"] == "Order o_2 cancelled"
+    assert "Hello Zoë Ångström," in back.get_content() and "45.00 EUR" in back.get_content()
 
 
 def test_a_test_topology_has_its_own_names_and_emails_are_unordered_with_a_lenient_native_backstop():

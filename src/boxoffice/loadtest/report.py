@@ -49,6 +49,10 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("summary (trigger)", f"lag p50 {trigger['lag_p50_s'] or 0:.2f} s, p99 {trigger['lag_p99_s'] or 0:.2f} s; "
                       f"{trigger['summary_writes']} event-document writes, at most {trigger['summary_writes_max_in_1s']} "
                       f"in any second, mean {trigger['summary_writes_per_s_mean'] or 0:.2f}/s")
+        if trigger.get("seen_p99_s") is not None:
+            table.add_row("summary lag, split", f"commit -> seen p50 {trigger['seen_p50_s']:.2f} s, p99 "
+                          f"{trigger['seen_p99_s']:.2f} s; seen -> summary p50 {trigger['reflected_p50_s']:.2f} s, "
+                          f"p99 {trigger['reflected_p99_s']:.2f} s; {trigger['slow_changes']} changes over 2 s")
     if report.get("pipeline"):
 
         for name, value in pipeline_rows(report["pipeline"]):

@@ -9,11 +9,11 @@ concurrent handlers never wait on each other. Counters live in ``ANALYTICS_SHARD
 
 Batches (``handle_analytics_batch``, what the worker runs): a pulled batch is folded into one
 commit per event (up to ``max_per_commit`` messages): a ``create`` of every message's processed
-record plus the summed increments on one counter shard. Because one failing ``create`` refuses
-the whole commit, the processed records are read first (one ``get_all``) and the messages
-already counted are left out as duplicates; if a commit is still refused (another worker counted
-one of them meanwhile), nothing of it was applied: the records are read again and the commit
-is retried without the newly found duplicates.
+record plus the summed increments on one counter shard. The first commit is blind (a first
+delivery has no record: nothing is read). Because one failing ``create`` refuses the whole
+commit, a redelivered message in the batch makes it fail with nothing applied: the records are
+read then (one ``get_all``) and the commit is retried without the messages already counted
+(again if another worker counted one meanwhile).
 
 Semantics of the payloads (shared with the inventory branch):
 - ``order.confirmed``: quantity tickets sold, amount (minor units) of revenue, one order;
@@ -147,17 +147,18 @@ def _already_counted(db: firestore.Client, messages: list[Delivered]) -> set[str
 
 
 def handle_analytics_batch(db: firestore.Client, messages: list[Delivered], *,
-                           max_per_commit: int = 500, attempts: int = 3) -> dict[str, str | BaseException]:
+                           max_per_commit: int = 500, attempts: int = 4) -> dict[str, str | BaseException]:
     """Count a batch of distinct messages: "counted", "duplicate" or "ignored" per message id
-    (or the error of its event's commit, to be retried). See the module docstring."""
+    (or the error of its event's commit, to be retried). See the module docstring.
+
+    The first commit of each chunk is blind: nothing is read before it (a first delivery, the
+    usual case, has no processed record). If a record exists (a redelivery, or another worker
+    counting the same message), the commit fails as a whole with nothing applied; the records
+    are read then, and the chunk is committed again without the messages already counted."""
     out: dict[str, str | BaseException] = {d.message_id: "ignored" for d in messages if d.type not in HANDLED}
-    todo = [d for d in messages if d.type in HANDLED]
-    counted = _already_counted(db, todo) if todo else set()
     by_event: dict[str, list[Delivered]] = {}
-    for d in todo:
-        if d.message_id in counted:
-            out[d.message_id] = "duplicate"
-        else:
+    for d in messages:
+        if d.type in HANDLED:
             by_event.setdefault(d.event_id, []).append(d)
     for event_id, group in by_event.items():
         for i in range(0, len(group), max_per_commit):

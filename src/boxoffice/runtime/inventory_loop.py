@@ -30,7 +30,9 @@ a due time and handled then, and a change whose delivery failed every attempt (d
 it (its dead letters are then marked resolved).
 
 It also records the figures of the design: per change, the lag from the shard commit to the
-commit of the summary that reflects it; per event, the times the summary was written.
+commit of the summary that reflects it (split at the moment this loop saw the change; changes
+committed before the loop started are counted apart, as caught up); per event, the times the
+summary was written.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 LISTENER_PROBE_S = float(os.environ.get("BOXOFFICE_LISTENER_PROBE_S", "15"))
 # "1": the trigger listens to the shards instead of polling them (see the module docstring).
 INVENTORY_LISTEN_ENV = "BOXOFFICE_INVENTORY_LISTEN"
+# A change whose summary came later than this is logged with where its time went.
+SLOW_CHANGE_S = 2.0
 
 
 def _update_time(doc: Any) -> datetime:
@@ -135,6 +139,18 @@ class InventoryTriggerLoop:
         self.max_inflight = 0  # most events handled at the same time (figures, tests)
         self.dead_letters = 0
         self.lags_s: list[float] = []
+        # Where a change's lag goes: commit -> seen by this loop (the poll or the listener), and
+        # seen -> the commit of the summary that reflects it (deferrals, the refresh, races).
+        self._seen_at_wall: dict[str, datetime] = {}
+        self.detect_s: list[float] = []
+        self.reflect_s: list[float] = []
+        self._deferrals: dict[str, int] = {}  # per event: deferred writes since its last summary
+        self.slow_changes = 0
+        # Changes committed before this loop started (found by its first scan: e.g. the shards of
+        # an event created while the worker was starting) are caught up, not lagging: counted
+        # apart, so that the lag figures are those of the changes made while it runs.
+        self._started_wall: datetime | None = None
+        self.caught_up = 0
         self.write_times: dict[str, list[datetime]] = {}
         self.initial_snapshot = threading.Event()
         # The listener's health check: a probe document in a collection named like the shards'
@@ -163,6 +179,7 @@ class InventoryTriggerLoop:
         change = InventoryChange(event_id=event_id, shard_id=shard_id, before=before, after=after,
                                  change_id=change_id_for(event_id, shard_id, when), change_time=when)
         self.changes_seen += 1
+        self._seen_at_wall[change.change_id] = datetime.now(UTC)
         self._pending.setdefault(event_id, []).append(change)
         self._due.setdefault(event_id, 0.0)
 
@@ -298,6 +315,8 @@ class InventoryTriggerLoop:
             self._requeue(event_id, batch, self.retry_dead_s)
             return
         if outcome.result == DEFERRED:
+            with self._cv:
+                self._deferrals[event_id] = self._deferrals.get(event_id, 0) + 1
             self._requeue(event_id, batch, outcome.wait_s)
             return
         self._record(event_id, batch, outcome)
@@ -309,14 +328,32 @@ class InventoryTriggerLoop:
 
     def _record(self, event_id: str, batch: list[InventoryChange], outcome: Any) -> None:
         write_time = outcome.write_time
-        if write_time is None:
-            return
         with self._cv:
+            deferrals = self._deferrals.pop(event_id, 0)
+            seen = {c.change_id: self._seen_at_wall.pop(c.change_id, None) for c in batch}
+            if write_time is None:
+                return
             if outcome.result == WRITTEN:
                 self.write_times.setdefault(event_id, []).append(write_time)
             for change in batch:
-                if change.change_time is not None and change.change_time <= write_time:
-                    self.lags_s.append((write_time - change.change_time).total_seconds())
+                if change.change_time is None or change.change_time > write_time:
+                    continue
+                if self._started_wall is not None and change.change_time < self._started_wall:
+                    self.caught_up += 1
+                    continue
+                lag = (write_time - change.change_time).total_seconds()
+                self.lags_s.append(lag)
+                seen_at = seen.get(change.change_id)
+                if seen_at is None:
+                    continue
+                detect = (seen_at - change.change_time).total_seconds()
+                self.detect_s.append(detect)
+                self.reflect_s.append(lag - detect)
+                if lag > SLOW_CHANGE_S:
+                    self.slow_changes += 1
+                    kv(log, logging.INFO, "inventory.slow_change", event_id=event_id, lag_s=round(lag, 3),
+                       seen_after_s=round(detect, 3), deferrals=deferrals, result=outcome.result,
+                       changes_in_write=len(batch))
 
     # --- listener health ---------------------------------------------------------------------
 
@@ -347,6 +384,7 @@ class InventoryTriggerLoop:
 
     def start(self) -> None:
         self._stop.clear()
+        self._started_wall = datetime.now(UTC)
         self._threads = [threading.Thread(target=self._run, name=f"{self.name}-{i}", daemon=True)
                          for i in range(max(1, self.threads))]
         for thread in self._threads:
@@ -399,6 +437,7 @@ class InventoryTriggerLoop:
         """Lag (shard commit -> summary commit) and event-document write rates."""
         with self._cv:
             lags = list(self.lags_s)
+            detect, reflect = list(self.detect_s), list(self.reflect_s)
             writes = {e: sorted(ts) for e, ts in self.write_times.items()}
         max_per_s = 0
         rates = []
@@ -422,6 +461,12 @@ class InventoryTriggerLoop:
             "lag_p99_s": percentile(lags, 99),
             "lag_max_s": max(lags) if lags else None,
             "lag_mean_s": statistics.fmean(lags) if lags else None,
+            "seen_p50_s": percentile(detect, 50),  # commit -> seen by the loop
+            "seen_p99_s": percentile(detect, 99),
+            "reflected_p50_s": percentile(reflect, 50),  # seen -> the summary's commit
+            "reflected_p99_s": percentile(reflect, 99),
+            "slow_changes": self.slow_changes,  # lag over SLOW_CHANGE_S (each logged)
+            "caught_up_at_start": self.caught_up,  # committed before the loop started: not in the lags
             "summary_writes": sum(len(ts) for ts in writes.values()),
             "summary_writes_max_in_1s": max_per_s,
             "summary_writes_per_s_mean": statistics.fmean(rates) if rates else None,

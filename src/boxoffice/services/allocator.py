@@ -193,9 +193,13 @@ class EventAllocator:
         return answered
 
     def stop(self) -> None:
-        """Write the section documents still due, then give the lease back (a standby takes
-        over at once instead of after the expiry)."""
+        """Free the seats given back since the last look and write the section documents still
+        due, then give the lease back (a standby takes over at once instead of after the
+        expiry). A seat given back after that last look, while the lease is still held, waits
+        for the sweeper (``services.sections``)."""
         if self.lease is not None:
+            self._releases_at = 0.0
+            self._notice_seat_releases()
             self._write_sections_if_due(force=True)
         if self._summary_thread is not None:
             self._summary_thread.join(5.0)

@@ -118,8 +118,14 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
                      items: Iterable[tuple[str, dict[str, Any]]], *, published_by: str = "") -> Published:
     """Publish outbox documents ``(id, doc)`` in commit order, wait for every future, then mark
     the acknowledged ones published in batched commits (``published_by``: which relay, for
-    audits)."""
+    audits; ``acked_at``: this relay's clock when Pub/Sub acknowledged the message, the moment it
+    was published; ``published_at``: the marking commit's time)."""
     sent: list[tuple[str, Any, str, str]] = []
+    acked_at: dict[str, datetime] = {}  # when Pub/Sub acknowledged each (the future's completion)
+
+    def note_ack(message_id: str) -> Any:
+        return lambda _future: acked_at.setdefault(message_id, datetime.now(UTC))
+
     for message_id, doc in sorted(items, key=_order):
         data, attrs = wire.encode(message_id, doc)
         topic = topology.topic_path(doc.get("topic") or "ticket-events")
@@ -129,6 +135,8 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
         except Exception as exc:  # noqa: BLE001 - e.g. the key is paused: stays unpublished
             kv(log, logging.WARNING, "outbox.publish_refused", message_id=message_id, error=repr(exc))
             future = None
+        if future is not None:
+            future.add_done_callback(note_ack(message_id))
         sent.append((message_id, future, topic, key))
     ok: list[str] = []
     paused: set[tuple[str, str]] = set()
@@ -150,6 +158,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
         batch = EncodedWriteBatch(db)  # hundreds of writes: encoded straight to protobuf
         for message_id in ok[i:i + MARK_CHUNK]:
             batch.update(outbox_ref(db, message_id), {"published_at": firestore.SERVER_TIMESTAMP,
+                                                      "acked_at": acked_at.get(message_id, datetime.now(UTC)),
                                                       "published_by": published_by,
                                                       "publish_attempts": firestore.Increment(1)})
         batch.commit()

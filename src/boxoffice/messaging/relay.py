@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +113,27 @@ class Published:
     ok: list[str]  # ids published and marked
     failed: int
     error: BaseException | None  # the first publish error
+    publish_s: float = 0.0  # handing the messages over until every future resolved
+    mark_s: float = 0.0  # the marking commits
+
+
+class Timings:
+    """The durations of the relay's recent steps (the last ``keep`` of each), for its status."""
+
+    def __init__(self, keep: int = 500) -> None:
+        self._recent: dict[str, deque[float]] = {}
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def add(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self._recent.setdefault(step, deque(maxlen=self._keep)).append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            recent = {step: sorted(values) for step, values in self._recent.items()}
+        return {step: {"p50_ms": round(v[len(v) // 2] * 1000, 1), "p99_ms": round(v[min(len(v) - 1, len(v) * 99 // 100)] * 1000, 1),
+                       "max_ms": round(v[-1] * 1000, 1), "n": len(v)} for step, v in recent.items() if v}
 
 
 def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
@@ -120,6 +142,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
     the acknowledged ones published in batched commits (``published_by``: which relay, for
     audits; ``acked_at``: this relay's clock when Pub/Sub acknowledged the message, the moment it
     was published; ``published_at``: the marking commit's time)."""
+    started = time.monotonic()
     sent: list[tuple[str, Any, str, str]] = []
     acked_at: dict[str, datetime] = {}  # when Pub/Sub acknowledged each (the future's completion)
 
@@ -154,6 +177,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
             kv(log, logging.WARNING if first_error is exc else logging.DEBUG, "outbox.publish_failed",
                message_id=message_id, error=repr(exc)[:300])
     resume_keys(publisher, paused)  # after every future resolved: the key's later messages failed too
+    acked = time.monotonic()
     for i in range(0, len(ok), MARK_CHUNK):
         batch = EncodedWriteBatch(db)  # hundreds of writes: encoded straight to protobuf
         for message_id in ok[i:i + MARK_CHUNK]:
@@ -162,7 +186,7 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
                                                       "published_by": published_by,
                                                       "publish_attempts": firestore.Increment(1)})
         batch.commit()
-    return Published(ok, len(sent) - len(ok), first_error)
+    return Published(ok, len(sent) - len(ok), first_error, acked - started, time.monotonic() - acked)
 
 
 def publish_one(db: firestore.Client, publisher: Any, topology: Topology, message_id: str,
@@ -216,6 +240,7 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._upkeep_thread: threading.Thread | None = None
         self._watch: Any = None
+        self.timings = Timings()  # sweep (the query for unpublished messages), publish, mark
 
     # --- what is unpublished ----------------------------------------------------------------
 
@@ -244,6 +269,7 @@ class OutboxRelay:
         with self._lock:
             known = set(self._pending)
         found = {s.id: s.to_dict() or {} for s in unpublished_query(self.db, self.settings.sweep_limit).stream()}
+        self.timings.add("sweep", time.monotonic() - started)
         with self._lock:
             if len(found) < self.settings.sweep_limit:
                 # A complete answer: what this relay knew as pending before the query and the
@@ -277,6 +303,8 @@ class OutboxRelay:
                 return SweepResult(0, 0, False)
             result = publish_and_mark(self.db, self.publisher, self.topology, chosen,
                                       published_by=self.leases.relay_id)
+            self.timings.add("publish", result.publish_s)
+            self.timings.add("mark", result.mark_s)
         now = time.monotonic()
         with self._lock:
             for mid in result.ok:
@@ -366,7 +394,8 @@ class OutboxRelay:
         return {"alive": alive, "published": self.published,
                 "failed": self.failed, "rounds": self.rounds, "errors": self.errors, "pending": self.pending(),
                 "topology_recreated": self.topology_recreated,
-                "partitions": self.leases.held(), "relay_id": self.leases.relay_id}
+                "partitions": self.leases.held(), "relay_id": self.leases.relay_id,
+                "timings": self.timings.summary()}
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

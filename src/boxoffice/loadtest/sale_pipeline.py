@@ -266,6 +266,12 @@ def pipeline_rows(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("capacity", f"backlog of {one['messages']}: 1 worker {one['handled_per_s']:.0f}/s, "
                                  f"2 workers {two['handled_per_s']:.0f}/s ({cap['scale_out']}x); "
                                  f"1 worker / raw {cap['ratio_to_raw']}"))
+        for label, phase in (("1 worker", one), ("2 workers", two)):
+            spent = phase.get("cpu")
+            if spent:
+                top = ", ".join(f"{k} {v:.1f}" for k, v in list(spent["cpu_s"].items())[:5])
+                rows.append((f"CPU, {label}", f"machine {spent['machine_busy']:.0%} busy over {spent['wall_s']:.1f} s "
+                                              f"({spent['cores']} cores); CPU s: {top}"))
     rows.append(("pipeline audit", "[green]ok[/green]" if not pipeline["problems"]
                  else "[red]FAILED[/red]: " + "; ".join(pipeline["problems"][:5])))
     return rows

@@ -235,6 +235,9 @@ def test_publish_outbox_then_email_and_analytics_subscribers(db, stack, main, fr
     main.publish_outbox(firestore_cloud_event(stack.project, "created", ref.path, None, created))
     marked = ref.get().to_dict()
     assert marked["published_at"] is not None and marked["publish_attempts"] == 1
+    # the moment Pub/Sub acknowledged it (the relay's clock; the publish lag figures read it)
+    assert isinstance(marked["acked_at"], datetime)
+    assert abs((marked["published_at"] - marked["acked_at"]).total_seconds()) < 60
     (received,) = pull(1)
     assert received.message.attributes["message_id"] == ref.id
     assert received.message.ordering_key == event.id

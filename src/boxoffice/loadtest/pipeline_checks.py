@@ -122,8 +122,9 @@ class PipelineFigures:
     lag_p50_s: float | None  # order commit -> confirmation email sent
     lag_p99_s: float | None
     lag_max_s: float | None
-    publish_lag_p50_s: float | None = None  # outbox commit -> published by the relay
+    publish_lag_p50_s: float | None = None  # outbox commit -> Pub/Sub acknowledged the relay's publish
     publish_lag_p99_s: float | None = None
+    marked_lag_p99_s: float | None = None  # outbox commit -> the relay's marking commit (published_at)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -143,8 +144,10 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
                  db.collection(PROCESSED).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
     outbox = [s.to_dict() or {} for s in db.collection(OUTBOX).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
     starts = [d["created_at"] for d in outbox if isinstance(d.get("created_at"), datetime)]
-    publish_lags = sorted((d["published_at"] - d["created_at"]).total_seconds() for d in outbox
-                          if isinstance(d.get("created_at"), datetime) and isinstance(d.get("published_at"), datetime))
+    publish_lags = sorted((d["acked_at"] - d["created_at"]).total_seconds() for d in outbox
+                          if isinstance(d.get("created_at"), datetime) and isinstance(d.get("acked_at"), datetime))
+    marked_lags = sorted((d["published_at"] - d["created_at"]).total_seconds() for d in outbox
+                         if isinstance(d.get("created_at"), datetime) and isinstance(d.get("published_at"), datetime))
     ends = [d["processed_at"] for d in processed if isinstance(d.get("processed_at"), datetime)]
     window = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
     handling = (max(ends) - min(ends)).total_seconds() if ends else 0.0
@@ -167,6 +170,7 @@ def pipeline_figures(db: firestore.Client, event_id: str) -> PipelineFigures:
         handling_s=handling, handled_per_s=len(processed) / handling if handling > 0 else 0.0, emails=emails,
         lag_p50_s=_pct(lags, 50), lag_p99_s=_pct(lags, 99), lag_max_s=lags[-1] if lags else None,
         publish_lag_p50_s=_pct(publish_lags, 50), publish_lag_p99_s=_pct(publish_lags, 99),
+        marked_lag_p99_s=_pct(marked_lags, 99),
     )
 
 

@@ -182,7 +182,8 @@ class SalePipeline:
             "handling_s": round(fig.handling_s, 3),
             "handled_per_s": round(fig.handled_per_s, 1),
             "email_lag_s": {"p50": _round(fig.lag_p50_s), "p99": _round(fig.lag_p99_s), "max": _round(fig.lag_max_s)},
-            "publish_lag_s": {"p50": _round(fig.publish_lag_p50_s), "p99": _round(fig.publish_lag_p99_s)},
+            "publish_lag_s": {"p50": _round(fig.publish_lag_p50_s), "p99": _round(fig.publish_lag_p99_s),
+                              "marked_p99": _round(fig.marked_lag_p99_s)},
             "raw_consume": {"messages": raw.messages, "seconds": round(raw.seconds, 3), "per_s": round(raw.per_s, 1)}
             if raw else None,
             "ratio_handled_to_raw": round(fig.handled_per_s / raw.per_s, 3) if raw and raw.per_s else None,
@@ -252,6 +253,9 @@ def pipeline_rows(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{pipeline['messages_per_s']:.0f}/s from first commit"),
         ("email lag", f"commit -> confirmation sent: p50 {_s(lag['p50'])}, p99 {_s(lag['p99'])}, max {_s(lag['max'])} "
                       f"(commit -> published: p50 {_s(pipeline['publish_lag_s']['p50'])})"),
+        ("publish lag", f"commit -> Pub/Sub acknowledged the relay's publish: p50 {_s(pipeline['publish_lag_s']['p50'])}, "
+                        f"p99 {_s(pipeline['publish_lag_s']['p99'])}; -> marked published p99 "
+                        f"{_s(pipeline['publish_lag_s'].get('marked_p99'))}"),
     ]
     if raw:
         rows.append(("raw consume", f"{raw['per_s']:.0f}/s ({raw['messages']} messages, ack-only); "
@@ -262,6 +266,12 @@ def pipeline_rows(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("capacity", f"backlog of {one['messages']}: 1 worker {one['handled_per_s']:.0f}/s, "
                                  f"2 workers {two['handled_per_s']:.0f}/s ({cap['scale_out']}x); "
                                  f"1 worker / raw {cap['ratio_to_raw']}"))
+        for label, phase in (("1 worker", one), ("2 workers", two)):
+            spent = phase.get("cpu")
+            if spent:
+                top = ", ".join(f"{k} {v:.1f}" for k, v in list(spent["cpu_s"].items())[:5])
+                rows.append((f"CPU, {label}", f"machine {spent['machine_busy']:.0%} busy over {spent['wall_s']:.1f} s "
+                                              f"({spent['cores']} cores); CPU s: {top}"))
     rows.append(("pipeline audit", "[green]ok[/green]" if not pipeline["problems"]
                  else "[red]FAILED[/red]: " + "; ".join(pipeline["problems"][:5])))
     return rows

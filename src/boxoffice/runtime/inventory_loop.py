@@ -239,6 +239,7 @@ class InventoryTriggerLoop:
     def _poll(self) -> None:
         next_rescan = 0.0
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 if time.monotonic() >= next_rescan:
                     self._rescan()
@@ -250,7 +251,9 @@ class InventoryTriggerLoop:
                 self.poll_failures += 1
                 kv(log, logging.WARNING, "inventory.poll_failed", failures=self.poll_failures,
                    error=f"{type(exc).__name__}: {exc}"[:300])
-            self._stop.wait(self.poll_s)
+            # Polls start every poll_s (not poll_s after the last one ended: under load a query
+            # takes a few hundred ms, which would stretch every change's detection by as much).
+            self._stop.wait(max(0.05, started + self.poll_s - time.monotonic()))
 
     # --- processing ------------------------------------------------------------------------
 

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +117,7 @@ class Published:
     error: BaseException | None  # the first publish error
     publish_s: float = 0.0  # handing the messages over until every future resolved
     mark_s: float = 0.0  # the marking commits
+    acked_at: dict[str, datetime] = field(default_factory=dict)  # of the ids in ``ok``
 
 
 class Timings:
@@ -136,12 +139,10 @@ class Timings:
                        "max_ms": round(v[-1] * 1000, 1), "n": len(v)} for step, v in recent.items() if v}
 
 
-def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
-                     items: Iterable[tuple[str, dict[str, Any]]], *, published_by: str = "") -> Published:
-    """Publish outbox documents ``(id, doc)`` in commit order, wait for every future, then mark
-    the acknowledged ones published in batched commits (``published_by``: which relay, for
-    audits; ``acked_at``: this relay's clock when Pub/Sub acknowledged the message, the moment it
-    was published; ``published_at``: the marking commit's time)."""
+def publish(publisher: Any, topology: Topology, items: Iterable[tuple[str, dict[str, Any]]]) -> Published:
+    """Publish outbox documents ``(id, doc)`` in commit order and wait for every future. Returns
+    the ids Pub/Sub acknowledged (``acked_at``: this relay's clock when each was acknowledged);
+    nothing is marked (``mark``)."""
     started = time.monotonic()
     sent: list[tuple[str, Any, str, str]] = []
     acked_at: dict[str, datetime] = {}  # when Pub/Sub acknowledged each (the future's completion)
@@ -177,16 +178,34 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
             kv(log, logging.WARNING if first_error is exc else logging.DEBUG, "outbox.publish_failed",
                message_id=message_id, error=repr(exc)[:300])
     resume_keys(publisher, paused)  # after every future resolved: the key's later messages failed too
-    acked = time.monotonic()
-    for i in range(0, len(ok), MARK_CHUNK):
+    now = datetime.now(UTC)
+    return Published(ok, len(sent) - len(ok), first_error, time.monotonic() - started,
+                     acked_at={mid: acked_at.get(mid, now) for mid in ok})
+
+
+def mark(db: firestore.Client, acked_at: dict[str, datetime], *, published_by: str = "") -> None:
+    """Mark acknowledged messages published, in commits of up to ``MARK_CHUNK`` writes."""
+    ids = list(acked_at)
+    for i in range(0, len(ids), MARK_CHUNK):
         batch = EncodedWriteBatch(db)  # hundreds of writes: encoded straight to protobuf
-        for message_id in ok[i:i + MARK_CHUNK]:
+        for message_id in ids[i:i + MARK_CHUNK]:
             batch.update(outbox_ref(db, message_id), {"published_at": firestore.SERVER_TIMESTAMP,
-                                                      "acked_at": acked_at.get(message_id, datetime.now(UTC)),
+                                                      "acked_at": acked_at[message_id],
                                                       "published_by": published_by,
                                                       "publish_attempts": firestore.Increment(1)})
         batch.commit()
-    return Published(ok, len(sent) - len(ok), first_error, acked - started, time.monotonic() - acked)
+
+
+def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
+                     items: Iterable[tuple[str, dict[str, Any]]], *, published_by: str = "") -> Published:
+    """``publish``, then ``mark`` the acknowledged ones (``published_by``: which relay, for
+    audits; ``acked_at``: this relay's clock when Pub/Sub acknowledged the message, the moment it
+    was published; ``published_at``: the marking commit's time)."""
+    result = publish(publisher, topology, items)
+    started = time.monotonic()
+    mark(db, result.acked_at, published_by=published_by)
+    return Published(result.ok, result.failed, result.error, result.publish_s, time.monotonic() - started,
+                     result.acked_at)
 
 
 def publish_one(db: firestore.Client, publisher: Any, topology: Topology, message_id: str,
@@ -236,6 +255,12 @@ class OutboxRelay:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._round = threading.Lock()  # held while a round publishes (a lease is released outside one)
+        # Published, acknowledged, not yet marked: id -> doc. The marking commits run on a thread
+        # of their own, so the next round publishes while the last one's marks commit.
+        self._marking: dict[str, dict[str, Any]] = {}
+        self._marks: queue.Queue[dict[str, datetime] | None] = queue.Queue()
+        self._marks_done = threading.Condition(self._lock)
+        self._marker_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._upkeep_thread: threading.Thread | None = None
@@ -277,9 +302,10 @@ class OutboxRelay:
                 # partition. Forget it, or taking that partition over later would publish it again.
                 for mid in known - found.keys():
                     self._pending.pop(mid, None)
-            # A message published while the query ran may still be in its result: skip those.
+            # A message published while the query ran may still be in its result, and one being
+            # marked is in it: skip those.
             self._pending.update({mid: doc for mid, doc in found.items()
-                                  if self._published_at.get(mid, 0.0) < started})
+                                  if self._published_at.get(mid, 0.0) < started and mid not in self._marking})
             horizon = time.monotonic() - 4 * self.settings.sweep_s
             self._published_at = {mid: t for mid, t in self._published_at.items() if t > horizon}
 
@@ -301,19 +327,53 @@ class OutboxRelay:
             chosen = mine[:self.settings.batch]
             if not chosen:
                 return SweepResult(0, 0, False)
-            result = publish_and_mark(self.db, self.publisher, self.topology, chosen,
-                                      published_by=self.leases.relay_id)
+            result = publish(self.publisher, self.topology, chosen)
             self.timings.add("publish", result.publish_s)
-            self.timings.add("mark", result.mark_s)
-        now = time.monotonic()
-        with self._lock:
-            for mid in result.ok:
-                self._pending.pop(mid, None)
-                self._published_at[mid] = now
+            with self._lock:
+                for mid in result.ok:
+                    self._marking[mid] = self._pending.pop(mid, {})
+            if result.ok:
+                self._marks.put(result.acked_at)
         self.rounds += 1
         self.published += len(result.ok)
         self.failed += result.failed
         return SweepResult(len(result.ok), result.failed, len(mine) > len(chosen), result.error)
+
+    def _mark_loop(self) -> None:
+        """Commit the marks of each round, in round order. A failed commit puts its messages back
+        among the pending: they are published again (a duplicate the subscribers drop), never lost."""
+        while True:
+            acked = self._marks.get()
+            if acked is None:
+                return
+            started = time.monotonic()
+            try:
+                mark(self.db, acked, published_by=self.leases.relay_id)
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - published but not marked: publish again
+                ok = False
+                self.errors += 1
+                kv(log, logging.WARNING, "outbox.mark_failed", messages=len(acked), error=repr(exc)[:300])
+            self.timings.add("mark", time.monotonic() - started)
+            now = time.monotonic()
+            with self._lock:
+                for mid in acked:
+                    doc = self._marking.pop(mid, {})
+                    if ok:
+                        self._published_at[mid] = now
+                    elif doc:
+                        self._pending[mid] = doc
+                self._marks_done.notify_all()
+            if not ok:
+                self._wake.set()
+
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """No round publishing and every mark committed: a partition released now has nothing
+        in flight (its new holder would publish an unmarked message again)."""
+        with self._round, self._lock:
+            self._marks_done.wait_for(lambda: not self._marking or self._stop.is_set(), timeout=PUBLISH_TIMEOUT_S)
+            yield
 
     def _upkeep(self) -> None:
         """Leases and the backstop sweep, on a thread of their own: under load a lease round trip
@@ -323,7 +383,7 @@ class OutboxRelay:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_renew:
-                renewed = self._guarded("renew", lambda: self.leases.renew(self._round))
+                renewed = self._guarded("renew", lambda: self.leases.renew(self._quiet))
                 next_renew = time.monotonic() + (s.leases.renew_s if renewed else 1.0)
                 self._wake.set()  # partitions may have been gained
             if now >= next_sweep:
@@ -389,12 +449,14 @@ class OutboxRelay:
         self._stop.clear()
         self._upkeep_thread = threading.Thread(target=self._upkeep, name=f"{self.name}-upkeep", daemon=True)
         self._upkeep_thread.start()
+        self._marker_thread = threading.Thread(target=self._mark_loop, name=f"{self.name}-mark", daemon=True)
+        self._marker_thread.start()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
 
     def status(self) -> dict[str, Any]:
-        alive = all(t is not None and t.is_alive() for t in (self._thread, self._upkeep_thread))
+        alive = all(t is not None and t.is_alive() for t in (self._thread, self._upkeep_thread, self._marker_thread))
         return {"alive": alive, "published": self.published,
                 "failed": self.failed, "rounds": self.rounds, "errors": self.errors, "pending": self.pending(),
                 "topology_recreated": self.topology_recreated,
@@ -407,7 +469,10 @@ class OutboxRelay:
         for thread in (self._thread, self._upkeep_thread):
             if thread is not None:
                 thread.join(timeout)
-        self._thread = self._upkeep_thread = None
+        self._marks.put(None)  # after the last round: its marks are committed, then the marker ends
+        if self._marker_thread is not None:
+            self._marker_thread.join(timeout)
+        self._thread = self._upkeep_thread = self._marker_thread = None
         if self._watch is not None:
             self._watch.unsubscribe()
             self._watch = None

@@ -34,6 +34,8 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +71,8 @@ def partition_of(ordering_key: str, partitions: int) -> int:
 class PartitionLeases:
     """The leases one relay holds. ``renew`` runs on the relay's upkeep thread, ``usable`` on its
     publishing thread before each round. A surplus partition is first withdrawn from ``usable``,
-    then released only once ``quiet`` (held by the publishing thread during a round) is free, so
-    a released partition has nothing in flight."""
+    then released only once ``quiet()`` can be entered (the relay: no round publishing and every
+    mark committed), so a released partition has nothing in flight."""
 
     def __init__(self, db: firestore.Client, group: str, settings: LeaseSettings | None = None,
                  relay_id: str | None = None) -> None:
@@ -145,7 +147,7 @@ class PartitionLeases:
                 self._valid_until[p] = sent + self.settings.ttl_s - self.settings.margin_s
         return True
 
-    def renew(self, quiet: threading.Lock | None = None) -> list[int]:
+    def renew(self, quiet: Callable[[], AbstractContextManager[Any]] | None = None) -> list[int]:
         """One round: heartbeat, renew the leases held, release a surplus, claim up to the fair
         share. Returns the partitions held afterwards."""
         s = self.settings
@@ -178,7 +180,7 @@ class PartitionLeases:
                 for p in surplus:
                     self._valid_until.pop(p, None)
             if quiet is not None:
-                with quiet:
+                with quiet():
                     pass
             for p in surplus:
                 self._write(p, snaps.get(p), None)

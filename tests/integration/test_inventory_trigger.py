@@ -360,3 +360,21 @@ def test_polling_finds_a_shard_write_without_changed_at_on_its_rescan(db):
     finally:
         loop.stop()
     assert summary(db, event.id)["available"] == 5
+
+
+def test_a_refresh_within_its_lead_reads_at_once_and_commits_no_sooner_than_the_interval(db):
+    from boxoffice.services.summary import DEFERRED, refresh_summary
+
+    event = make_event(db)
+    first = refresh_summary(db, event.id, force=True)
+    assert first.result == WRITTEN and first.write_time is not None
+    purchase_tickets(db, event.id, "u1", 2, "k1")
+    changed = max(s.update_time for s in db.collection("events").document(event.id).collection("inventory").stream())
+    # Outside the lead: deferred until the lead before the interval's end, nothing written.
+    deferred = refresh_summary(db, event.id, change_time=changed, min_interval_s=30.0, lead_s=0.5)
+    assert deferred.result == DEFERRED and 29.0 < deferred.wait_s + 0.5 <= 30.0
+    # Within the lead: written, but not before the interval has passed by the server's clock.
+    written = refresh_summary(db, event.id, change_time=changed, min_interval_s=1.5, lead_s=1.5)
+    assert written.result == WRITTEN and written.write_time is not None
+    assert (written.write_time - first.write_time).total_seconds() >= 1.5
+    assert summary(db, event.id)["sold"] == 2

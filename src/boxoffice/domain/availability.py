@@ -20,6 +20,9 @@ from boxoffice.domain.ticket_types import Catalogue
 SOLD_OUT = "sold_out"
 # The event doc takes about one sustained write a second (Firestore's guideline per document).
 DEFAULT_MIN_INTERVAL_S = 1.0
+# How long before the interval ends a writer may read the shards (services/summary.py, lead_s):
+# about the time a refresh's reads take under load on the emulator.
+SUMMARY_LEAD_S = 0.3
 # Waitlist offers per summary write: bounded so the write (with its outbox docs) stays small.
 MAX_OFFERS_PER_WRITE = 50
 

@@ -51,7 +51,7 @@ from typing import Any
 from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
-from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, same_counts
+from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, SUMMARY_LEAD_S, same_counts
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.services.summary import DEFERRED, WRITTEN
@@ -304,7 +304,8 @@ class InventoryTriggerLoop:
         latest = max(batch, key=lambda c: c.change_time or datetime.min)
         try:
             outcome = deliver(self.db, latest, handler=self.handler, attempts=self.attempts,
-                              backoff=self.backoff, wait=False, min_interval_s=self.min_interval_s)
+                              backoff=self.backoff, wait=False, min_interval_s=self.min_interval_s,
+                              lead_s=SUMMARY_LEAD_S)
         except Exception as exc:  # noqa: BLE001 - the dead letter could not be written: keep it
             kv(log, logging.ERROR, "worker.change_kept", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
             self._requeue(event_id, batch, self.retry_dead_s)

@@ -54,7 +54,7 @@ from boxoffice.domain.allocation import (
     TicketRequest,
     allocate,
 )
-from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S
+from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, SUMMARY_LEAD_S
 from boxoffice.domain.errors import EventNotFound, IdempotencyConflict, SoldOut
 from boxoffice.domain.model import Event, ShardMove
 from boxoffice.domain.queue_progress import QueueMeter
@@ -540,7 +540,7 @@ class EventAllocator:
         loop spends deciding the next batch instead. One write at a time; a failed or deferred
         write leaves the summary due for the next turn."""
         if not self.write_summary or not self._summary_due or \
-                time.monotonic() - self._summary_at < self.summary_interval_s:
+                time.monotonic() - self._summary_at < self.summary_interval_s - SUMMARY_LEAD_S:
             return
         if self._summary_thread is not None and self._summary_thread.is_alive():
             return
@@ -551,7 +551,8 @@ class EventAllocator:
 
     def _write_summary(self) -> None:
         try:
-            outcome = refresh_summary(self.db, self.event_id, min_interval_s=self.summary_interval_s)
+            outcome = refresh_summary(self.db, self.event_id, min_interval_s=self.summary_interval_s,
+                                      lead_s=SUMMARY_LEAD_S)
         except (gexc.GoogleAPICallError, EventNotFound) as exc:
             kv(log, logging.WARNING, "allocator.summary_failed", event_id=self.event_id, error=str(exc)[:200])
             self._summary_due = True

@@ -88,37 +88,51 @@ def refresh_summary(
     change_time: datetime | None = None,
     min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
     force: bool = False,
+    lead_s: float = 0.0,
 ) -> SummaryOutcome:
     """Bring the event's summary up to date with its shards (see the module docstring).
 
     ``change_time``: commit time of the shard change being handled; when the summary already
     reflects it nothing is written. ``force`` (reconciliation): recompute and write regardless
     of ``change_time`` and of the interval. Returns ``DEFERRED`` with ``wait_s`` when the event
-    document was written less than ``min_interval_s`` ago. Raises ``EventNotFound``; Firestore
-    errors propagate to the caller's retry policy.
+    document was written less than ``min_interval_s`` ago (``wait_s``: until ``lead_s`` before
+    the interval ends). Raises ``EventNotFound``; Firestore errors propagate to the caller's
+    retry policy.
+
+    ``lead_s``: prepare early, commit on time. Within ``lead_s`` of the interval's end the shards
+    are read and the summary computed at once, and the commit is sent only once the interval has
+    passed by the server's clock (the event's ``read_time`` plus the time elapsed here since it).
+    Writes still land at least ``min_interval_s`` apart, but one every interval instead of one
+    every interval plus the time the refresh takes (0.2-0.6 s under load), which the summary lag
+    paid twice: once in the cadence, once between the shards' read and the commit.
     """
     for _ in range(_MAX_RACES):
         ev = event_ref(db, event_id).get()
+        read_at = time.monotonic()
         if not ev.exists:
             raise EventNotFound(event_id)
         doc = ev.to_dict() or {}
         previous = doc.get("summary") or {}
         if not force and is_reflected(previous, change_time):
             return SummaryOutcome(REFLECTED, previous, previous.get("written_at"))
+        wait = 0.0
         if not force:
             wait = wait_before_write(previous, ev.read_time, min_interval_s)
-            if wait > 0:
-                return SummaryOutcome(DEFERRED, previous, wait_s=wait)
+            if wait > lead_s:
+                return SummaryOutcome(DEFERRED, previous, wait_s=wait - lead_s)
         try:
-            return _write(db, event_id, doc, previous, ev.update_time)
+            return _write(db, event_id, doc, previous, ev.update_time, not_before=read_at + wait)
         except (gexc.FailedPrecondition, gexc.Conflict):
             continue  # another writer got there first; its summary may already cover this change
     raise gexc.Aborted(f"summary of {event_id} kept changing under {_MAX_RACES} attempts")
 
 
 def _write(
-    db: firestore.Client, event_id: str, doc: dict[str, Any], previous: Mapping[str, Any], version: datetime
+    db: firestore.Client, event_id: str, doc: dict[str, Any], previous: Mapping[str, Any], version: datetime,
+    *, not_before: float = 0.0,
 ) -> SummaryOutcome:
+    """Compute and commit the summary; the commit is sent no earlier than ``not_before``
+    (``time.monotonic()``)."""
     event = event_from_doc(event_id, doc)
     snaps = list(inventory_col(db, event_id).stream())
     if not snaps:
@@ -161,6 +175,9 @@ def _write(
         message = messages.waitlist_offer(event_id, entry.id, key, summary.available if type_id is None else back,
                                           type_id=type_id)
         batch.create(outbox_ref(db, message.id), outbox_to_doc(message))
+    pause = not_before - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)  # the interval ends by the server's clock before the commit is sent
     results = batch.commit()
     write_time = results[0].update_time
     kv(log, logging.INFO, "summary.written", event_id=event_id, available=summary.available, held=summary.held,

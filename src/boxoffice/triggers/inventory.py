@@ -72,6 +72,7 @@ def handle_inventory_change(
     change_time: datetime | None = None,
     min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
     wait: bool = True,
+    lead_s: float = 0.0,
 ) -> SummaryOutcome:
     """Make the event's summary reflect this shard change (and raise its notices).
 
@@ -87,7 +88,8 @@ def handle_inventory_change(
     if wait:
         outcome = wait_for_summary(db, event_id, change_time=change_time, min_interval_s=min_interval_s)
     else:
-        outcome = refresh_summary(db, event_id, change_time=change_time, min_interval_s=min_interval_s)
+        outcome = refresh_summary(db, event_id, change_time=change_time, min_interval_s=min_interval_s,
+                                  lead_s=lead_s)
     kv(log, logging.DEBUG, "inventory.change", change_id=change_id, event_id=event_id, shard_id=shard_id,
        result=outcome.result)
     return outcome

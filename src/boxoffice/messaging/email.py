@@ -332,7 +332,7 @@ def handle_email(db: firestore.Client, mailer: Mailer, d: Delivered) -> str:
 # --- batches ---------------------------------------------------------------------------------
 
 Outcomes = dict[str, "str | BaseException"]
-MARK_CHUNK = 200  # messages per marking commit (two writes each)
+MARK_CHUNK = 100  # messages per marking commit (two writes each), marked as their sends complete
 
 
 def _age_s(d: Delivered) -> float:
@@ -455,6 +455,11 @@ def _send_claimed(db: firestore.Client, mailer: Mailer, claimed: list[Delivered]
     failed = EncodedWriteBatch(db)
     n_failed = 0
     for (d, user, msg), error in zip(to_send, run(send, to_send), strict=False):
+        if len(done) >= MARK_CHUNK:
+            # Marked as the sends complete (``run`` yields in order while later sends go on), so
+            # the first emails of a large batch are not left "sending" until its last one is out.
+            _mark(db, done, out)
+            done = []
         if error is None:
             done.append((d, "sent", {"to": user.email, "message_id_header": msg["Message-ID"]}))
         else:

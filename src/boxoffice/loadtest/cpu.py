@@ -2,13 +2,16 @@
 
 On a 2-core machine the emulators, the worker's parts and the local SMTP server share the cores,
 so a throughput figure means little without knowing whether the machine was saturated. A phase
-is bracketed by two ``sample()`` calls; ``usage`` gives the share of the machine that was busy
-and the CPU seconds of each kind of process (by command line).
+is bracketed by two ``sample()`` calls, or a ``Recorder`` samples every quarter second and
+``between`` picks the samples around a window known afterwards (first to last message handled);
+``usage`` gives the share of the machine that was busy and the CPU seconds of each kind of
+process (by command line).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,7 @@ KINDS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class CpuSample:
-    at: float
+    at: float  # time.time()
     busy_ticks: int  # machine-wide, all cores
     total_ticks: int
     per_pid: dict[int, tuple[int, str]] = field(default_factory=dict)  # pid -> (utime + stime, kind)
@@ -57,7 +60,7 @@ def sample() -> CpuSample | None:
         except (OSError, IndexError):
             continue  # ended meanwhile
         per_pid[int(entry)] = (int(stat[11]) + int(stat[12]), _kind(cmdline))
-    return CpuSample(time.monotonic(), sum(fields) - idle, sum(fields), per_pid)
+    return CpuSample(time.time(), sum(fields) - idle, sum(fields), per_pid)
 
 
 def usage(before: CpuSample | None, after: CpuSample | None) -> dict[str, Any] | None:
@@ -77,3 +80,38 @@ def usage(before: CpuSample | None, after: CpuSample | None) -> dict[str, Any] |
         "machine_busy": round((after.busy_ticks - before.busy_ticks) / (after.total_ticks - before.total_ticks), 3),
         "cpu_s": {k: round(v, 2) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])},
     }
+
+
+class Recorder:
+    """Samples every ``every_s`` on a thread while running (``with Recorder() as r: ...``)."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s = every_s
+        self.samples: list[CpuSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-recorder", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            got = sample()
+            if got is not None:
+                self.samples.append(got)
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def between(self, start: float, end: float) -> dict[str, Any] | None:
+        """``usage`` from the last sample at or before ``start`` to the first at or after ``end``
+        (``time.time()`` values); None when the recording does not cover the window."""
+        before = [s for s in self.samples if s.at <= start]
+        after = [s for s in self.samples if s.at >= end]
+        if not before or not after:
+            return None
+        return usage(before[-1], after[0])

@@ -7,7 +7,7 @@ sale: a fresh event gets as many orders and cancellations as the sale had (the s
 the email and analytics subscribers are started as parts of ``workers`` workers (OS processes
 under the supervisor, as `boxoffice worker` runs them) and, once every part is up, the whole
 backlog is published at once. Capacity = messages / (first -> last processed record); beside it,
-how busy the machine was during the drain and which processes took the CPU (``loadtest/cpu.py``:
+how busy the machine was in that window and which processes took the CPU (``loadtest/cpu.py``:
 on 2 cores this is what bounds the phase). Each phase's effects are audited like the sale's (one
 distinct email per message, analytics equal to the orders, nothing unpublished, no dead letter).
 """
@@ -49,7 +49,7 @@ class Capacity:
     drained: bool
     ready_s: float  # the workers' start-up (not timed)
     problems: list[str] = field(default_factory=list)
-    cpu: dict[str, Any] | None = None  # the machine's CPU during the drain (loadtest/cpu.py)
+    cpu: dict[str, Any] | None = None  # the machine's CPU, first -> last processed record (loadtest/cpu.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"workers": self.workers, "messages": self.messages, "handling_s": round(self.handling_s, 3),
@@ -84,13 +84,12 @@ def measure_capacity(db: firestore.Client, topology: Topology, mailbox: Mailbox,
         ready = all(s.wait_ready(READY_S) for s in sups)
         ready_s = time.monotonic() - t0
         publisher = publisher_client(batch_max_messages=500)
-        before = cpu.sample()
-        while sweep(db, publisher, topology, limit=500).full:
-            pass
-        # Every poll of the drain is ~10 count queries, each a scan on the emulator: seldom, so that
-        # measuring takes little CPU from what is measured (the figure comes from the records).
-        report = drain(db, topology, timeout_s=drain_timeout_s, poll_s=2.0, event_id=event_id)
-        spent = cpu.usage(before, cpu.sample())
+        with cpu.Recorder() as recorder:
+            while sweep(db, publisher, topology, limit=500).full:
+                pass
+            # Every poll of the drain is ~10 count queries, each a scan on the emulator: seldom, so
+            # that measuring takes little CPU from what is measured (the figure comes from the records).
+            report = drain(db, topology, timeout_s=drain_timeout_s, poll_s=2.0, event_id=event_id)
     finally:
         for s in sups:
             s.stop()
@@ -103,5 +102,7 @@ def measure_capacity(db: firestore.Client, topology: Topology, mailbox: Mailbox,
               db.collection(PROCESSED).where(filter=FieldFilter("event_id", "==", event_id)).stream()]
     stamps = [t for t in stamps if isinstance(t, datetime)]
     span = (max(stamps) - min(stamps)).total_seconds() if len(stamps) > 1 else 0.0
+    # The machine's CPU from the first message handled to the last (the capacity's own window).
+    spent = recorder.between(min(stamps).timestamp(), max(stamps).timestamp()) if stamps else None
     return Capacity(workers, len(stamps), span, len(stamps) / span if span > 0 else 0.0, report.drained, ready_s,
                     problems, spent)

@@ -81,3 +81,16 @@ def test_a_deferred_message_is_nacked_without_counting_as_a_failure():
     data, attrs = wire.encode("r1.cancelled", {"type": "order.cancelled", "event_id": "ev1", "payload": {}})
     assert process(sub, data, attrs) is Verdict.NACK
     assert dict(sub.stats.outcomes) == {"deferred": 1}
+
+
+def test_the_local_mailbox_indexes_an_email_by_its_headers_decoded(tmp_path):
+    from boxoffice.runtime.mailbox import Mailbox
+
+    d = wire.Delivered("o_3.confirmed", "order.confirmed", "év-3",
+                       {"order_id": "o_3", "quantity": 1, "amount": 100, "currency": "EUR", "ticket_ids": ["t"]})
+    raw = email.compose("order_confirmed", d, "z@x.test", "Zoë", "from@x.test").as_bytes()
+    item = Mailbox(tmp_path).store(raw, "from@x.test", ["z@x.test"])
+    assert (item.message_id, item.kind, item.order_id) == ("<o_3.confirmed@boxoffice>", "order_confirmed", "o_3")
+    assert item.event_id == "év-3" and item.subject == "Your tickets for év-3: order o_3"
+    assert item.source_message == "o_3.confirmed"
+    assert Mailbox(tmp_path).items() == [item]

@@ -77,11 +77,12 @@ def ask(db: firestore.Client, request: TicketRequest, *, wait_s: float = DEFAULT
         request = replace(request, attempt=prior.attempt + 1)
     if not ev_snap.exists:
         raise EventNotFound(request.event_id)
-    event = event_from_doc(request.event_id, ev_snap.to_dict() or {})
+    ev_doc = ev_snap.to_dict() or {}  # decoded once: every buyer's request reads the event
+    event = event_from_doc(request.event_id, ev_doc)
     if event.status is not SaleStatus.ON_SALE:
         event.require_on_sale()
     event.validate_quantity(request.quantity)
-    _refuse_if_known_sold_out(ev_snap.to_dict() or {}, event.catalogue is not None, request, ev_snap.read_time)
+    _refuse_if_known_sold_out(ev_doc, event.catalogue is not None, request, ev_snap.read_time)
     board = answer_board(db)
     request = replace(request, instance=board.instance)
     message_id = admission_queue(db.project).publish(request)

@@ -373,27 +373,26 @@ def _claim_batch(db: firestore.Client, messages: list[Delivered], records: dict[
         if doc.get("status") in ("sent", "skipped"):
             out[d.message_id] = "duplicate"
             continue
-        try:  # in flight elsewhere (young claim), or taken over (failed / lease expired)
-            if _claim(db, d, KINDS[d.type]):
-                claimed.append(d)
-            else:
-                out[d.message_id] = "duplicate"
-        except Exception as exc:  # noqa: BLE001 - RetryLater or a Firestore error, per message
-            out[d.message_id] = exc
+        _claim_one(db, d, claimed, out)  # in flight elsewhere (young claim), or taken over (failed / lease expired)
     if new and not _create_claims(db, new, out):
         for d in new:  # claimed meanwhile by another worker: one by one
-            if d.message_id in out:
-                continue
-            try:
-                if _claim(db, d, KINDS[d.type]):
-                    claimed.append(d)
-                else:
-                    out[d.message_id] = "duplicate"
-            except Exception as exc:  # noqa: BLE001
-                out[d.message_id] = exc
+            if d.message_id not in out:
+                _claim_one(db, d, claimed, out)
     elif new:
         claimed.extend(new)
     return claimed
+
+
+def _claim_one(db: firestore.Client, d: Delivered, claimed: list[Delivered], out: Outcomes) -> None:
+    """``_claim`` one message: appended to ``claimed``, or its outcome in ``out`` ("duplicate",
+    ``RetryLater`` while another delivery sends it, or a Firestore error)."""
+    try:
+        if _claim(db, d, KINDS[d.type]):
+            claimed.append(d)
+        else:
+            out[d.message_id] = "duplicate"
+    except Exception as exc:  # noqa: BLE001 - per message: retried (nack)
+        out[d.message_id] = exc
 
 
 def _create_claims(db: firestore.Client, messages: list[Delivered], out: Outcomes) -> bool:

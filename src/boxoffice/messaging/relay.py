@@ -46,6 +46,7 @@ from boxoffice.log import kv
 from boxoffice.messaging import wire
 from boxoffice.messaging.relay_leases import LeaseSettings, PartitionLeases, partition_of
 from boxoffice.messaging.topology import Topology
+from boxoffice.stats import percentile
 from boxoffice.store.documents import OUTBOX, outbox_ref
 from boxoffice.store.encoded_batch import EncodedWriteBatch
 
@@ -112,11 +113,10 @@ def _order(item: tuple[str, dict[str, Any]]) -> tuple[datetime, str]:
 
 @dataclass(frozen=True)
 class Published:
-    ok: list[str]  # ids published and marked
+    ok: list[str]  # ids Pub/Sub acknowledged (marked too, by ``publish_and_mark``)
     failed: int
     error: BaseException | None  # the first publish error
     publish_s: float = 0.0  # handing the messages over until every future resolved
-    mark_s: float = 0.0  # the marking commits
     acked_at: dict[str, datetime] = field(default_factory=dict)  # of the ids in ``ok``
 
 
@@ -134,9 +134,10 @@ class Timings:
 
     def summary(self) -> dict[str, dict[str, float]]:
         with self._lock:
-            recent = {step: sorted(values) for step, values in self._recent.items()}
-        return {step: {"p50_ms": round(v[len(v) // 2] * 1000, 1), "p99_ms": round(v[min(len(v) - 1, len(v) * 99 // 100)] * 1000, 1),
-                       "max_ms": round(v[-1] * 1000, 1), "n": len(v)} for step, v in recent.items() if v}
+            recent = {step: list(values) for step, values in self._recent.items() if values}
+        return {step: {"p50_ms": round((percentile(v, 50) or 0.0) * 1000, 1),
+                       "p99_ms": round((percentile(v, 99) or 0.0) * 1000, 1),
+                       "max_ms": round(max(v) * 1000, 1), "n": len(v)} for step, v in recent.items()}
 
 
 def publish(publisher: Any, topology: Topology, items: Iterable[tuple[str, dict[str, Any]]]) -> Published:
@@ -202,10 +203,8 @@ def publish_and_mark(db: firestore.Client, publisher: Any, topology: Topology,
     audits; ``acked_at``: this relay's clock when Pub/Sub acknowledged the message, the moment it
     was published; ``published_at``: the marking commit's time)."""
     result = publish(publisher, topology, items)
-    started = time.monotonic()
     mark(db, result.acked_at, published_by=published_by)
-    return Published(result.ok, result.failed, result.error, result.publish_s, time.monotonic() - started,
-                     result.acked_at)
+    return result
 
 
 def publish_one(db: firestore.Client, publisher: Any, topology: Topology, message_id: str,

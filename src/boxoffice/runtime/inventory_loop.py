@@ -55,6 +55,7 @@ from boxoffice.domain.availability import DEFAULT_MIN_INTERVAL_S, SUMMARY_LEAD_S
 from boxoffice.log import kv
 from boxoffice.retry import Backoff
 from boxoffice.services.summary import DEFERRED, WRITTEN
+from boxoffice.stats import percentile
 from boxoffice.store.documents import INVENTORY, SHARD_CHANGED_AT, shards_changed_since
 from boxoffice.store.messaging import OPS
 from boxoffice.triggers.inventory import (
@@ -82,13 +83,6 @@ def _update_time(doc: Any) -> datetime:
     carry the raw protobuf Timestamp (listener and document reads give a datetime)."""
     t = doc.update_time
     return t if isinstance(t, datetime) else DatetimeWithNanoseconds.from_timestamp_pb(t)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 class InventoryTriggerLoop:

@@ -186,7 +186,7 @@ class LocalSmtpServer:
 # --------------------------------------------------------------------------- dev stack process
 
 
-DEFAULT_PROCESSES = 2  # one Python process saturated at about 120 sends a second (figures.md)
+DEFAULT_PROCESSES = 2  # commit -> email p99 4.83 s against 5.25 s with one, on 2 cores (figures.md)
 
 
 def start_process(mailbox_dir: Path, log_path: Path, host: str = "127.0.0.1",
